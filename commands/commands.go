@@ -1,0 +1,383 @@
+// Package commands turns chat text and button payloads into typed
+// requests. It is platform-neutral: every transport hands it the text a
+// person typed (or a button's value) and gets back a Request or a
+// *flows.UserError saying what was wrong and what to type instead.
+package commands
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"opsbot/flows"
+	"opsbot/state"
+)
+
+// Request is a parsed command.
+type Request interface{ Command() string }
+
+// Help asks for the command list or one command's usage.
+type Help struct{ Topic string }
+
+// New opens a ticket.
+type New struct {
+	Flow   string
+	Fields map[string]string
+}
+
+// Show shows a ticket.
+type Show struct{ Ticket string }
+
+// List lists tickets: Scope is mine, waiting, open or all.
+type List struct {
+	Scope string
+	Flow  string
+	Page  int
+}
+
+// Act is approve, reject, cancel, retry or rollback on a ticket; Version
+// comes from a card button ("T-42#7") and is 0 when typed.
+type Act struct {
+	Event   string
+	Ticket  string
+	Version int64
+	Comment string
+}
+
+// Role grants, revokes or lists roles.
+type Role struct {
+	Op   string // grant, revoke, list
+	Role string
+	User string
+}
+
+// Audit shows the audit log of a ticket, a user, or everything.
+type Audit struct {
+	Ticket string
+	User   string
+	Page   int
+}
+
+// Command implements Request.
+func (Help) Command() string  { return "help" }
+func (New) Command() string   { return "new" }
+func (Show) Command() string  { return "show" }
+func (List) Command() string  { return "list" }
+func (a Act) Command() string { return a.Event }
+func (Role) Command() string  { return "role" }
+func (Audit) Command() string { return "audit" }
+
+// Spec describes a command for the registry and for help.
+type Spec struct {
+	Name    string
+	Aliases []string
+	Usage   string
+	Summary string
+	Example string
+	Parse   func(args []string) (Request, error)
+}
+
+// Registry maps command names to specs.
+type Registry struct {
+	specs []Spec
+	index map[string]*Spec
+}
+
+// NewRegistry builds a registry and refuses duplicate names or aliases.
+func NewRegistry(specs ...Spec) (*Registry, error) {
+	r := &Registry{index: map[string]*Spec{}}
+	r.specs = specs
+	for i := range r.specs {
+		s := &r.specs[i]
+		for _, n := range append([]string{s.Name}, s.Aliases...) {
+			if _, dup := r.index[n]; dup {
+				return nil, fmt.Errorf("command %q registered twice", n)
+			}
+			r.index[n] = s
+		}
+	}
+	return r, nil
+}
+
+// Specs returns the commands in registration order.
+func (r *Registry) Specs() []Spec { return r.specs }
+
+// Lookup finds a command by name or alias.
+func (r *Registry) Lookup(name string) (*Spec, bool) {
+	s, ok := r.index[strings.ToLower(name)]
+	return s, ok
+}
+
+func usageErr(s *Spec, format string, a ...any) error {
+	return &flows.UserError{Code: "usage", Message: fmt.Sprintf(format, a...),
+		Hint: "用法 usage: " + s.Usage + " · 例 e.g. " + s.Example}
+}
+
+// Default returns the registry of opsbot's commands.
+func Default() *Registry {
+	r, err := NewRegistry(specs()...)
+	if err != nil {
+		panic(err) // the built-in table is fixed; a duplicate is a bug caught by tests
+	}
+	return r
+}
+
+func specs() []Spec {
+	var out []Spec
+	out = append(out,
+		Spec{Name: "help", Aliases: []string{"帮助", "?"}, Usage: "/ops help [command]", Summary: "命令说明 list commands, or explain one",
+			Example: "/ops help new", Parse: func(a []string) (Request, error) {
+				return Help{Topic: strings.Join(a, " ")}, nil
+			}},
+		Spec{Name: "new", Aliases: []string{"新建", "create"}, Usage: "/ops new <flow> key=value ...", Summary: "提交工单 open a ticket",
+			Example: `/ops new golive service=payments version=v1.4.2 rollback_app="redeploy v1.4.1"`},
+		Spec{Name: "show", Aliases: []string{"status", "查看", "状态"}, Usage: "/ops show T-42", Summary: "查看工单 show a ticket",
+			Example: "/ops show T-42"},
+		Spec{Name: "list", Aliases: []string{"ls", "列表"}, Usage: "/ops list [mine|waiting|open|all] [flow=NAME] [page=N]",
+			Summary: "工单列表 list tickets", Example: "/ops list waiting flow=golive"},
+	)
+	for _, a := range []struct{ name, zh, summary, usage, example string }{
+		{flows.EvApprove, "同意", "同意 approve a ticket's current stage", "/ops approve T-42 [comment]", "/ops approve T-42 looks good"},
+		{flows.EvReject, "驳回", "驳回 reject a ticket (reason required)", "/ops reject T-42 <reason>", "/ops reject T-42 window collides with the sale"},
+		{flows.EvCancel, "取消", "取消 cancel your ticket and release its locks", "/ops cancel T-42", "/ops cancel T-42"},
+		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
+		{flows.EvRollback, "回滚", "回滚 run the flow's rollback", "/ops rollback T-42", "/ops rollback T-42"},
+	} {
+		out = append(out, Spec{Name: a.name, Aliases: []string{a.zh}, Usage: a.usage, Summary: a.summary, Example: a.example})
+	}
+	out = append(out,
+		Spec{Name: "role", Aliases: []string{"角色"}, Usage: "/ops role grant|revoke <role> <user> · /ops role list [user]",
+			Summary: "角色管理 grant, revoke or list roles (grant/revoke: admin only)", Example: "/ops role grant techlead bob"},
+		Spec{Name: "audit", Aliases: []string{"审计"}, Usage: "/ops audit [T-42|user] [page=N]", Summary: "审计日志 show the audit log",
+			Example: "/ops audit T-42"},
+	)
+	for i := range out {
+		s := &out[i]
+		switch s.Name {
+		case "new":
+			s.Parse = func(a []string) (Request, error) { return parseNew(s, a) }
+		case "show":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) != 1 {
+					return nil, usageErr(s, "需要一个工单号 show takes one ticket id")
+				}
+				id, _, err := ticketRef(s, a[0])
+				return Show{Ticket: id}, err
+			}
+		case "list":
+			s.Parse = func(a []string) (Request, error) { return parseList(s, a) }
+		case flows.EvApprove, flows.EvReject, flows.EvCancel, flows.EvRetry, flows.EvRollback:
+			s.Parse = func(a []string) (Request, error) { return parseAct(s, a) }
+		case "role":
+			s.Parse = func(a []string) (Request, error) { return parseRole(s, a) }
+		case "audit":
+			s.Parse = func(a []string) (Request, error) { return parseAudit(s, a) }
+		}
+	}
+	return out
+}
+
+// ticketRef parses "T-42" or a button's "T-42#7".
+func ticketRef(s *Spec, tok string) (string, int64, error) {
+	ref, ver, hasVer := strings.Cut(tok, "#")
+	n, ok := state.ParseID(ref)
+	if !ok {
+		return "", 0, usageErr(s, "%q 不是工单号 is not a ticket id", tok)
+	}
+	var v int64
+	if hasVer {
+		x, err := strconv.ParseInt(ver, 10, 64)
+		if err != nil || x <= 0 {
+			return "", 0, usageErr(s, "%q 不是工单号 is not a ticket id", tok)
+		}
+		v = x
+	}
+	return state.FormatID(n), v, nil
+}
+
+func parseNew(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return nil, usageErr(s, "需要流程名 which flow?")
+	}
+	req := New{Flow: strings.ToLower(a[0]), Fields: map[string]string{}}
+	for _, kv := range a[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !ok || k == "" {
+			return nil, usageErr(s, "%q 不是 key=value 格式 is not key=value", kv)
+		}
+		if _, dup := req.Fields[k]; dup {
+			return nil, usageErr(s, "字段 %s 重复 field %s given twice", k, k)
+		}
+		req.Fields[k] = v
+	}
+	return req, nil
+}
+
+func parseOpts(s *Spec, a []string, allowed ...string) (pos []string, opts map[string]string, err error) {
+	opts = map[string]string{}
+	for _, tok := range a {
+		k, v, ok := strings.Cut(tok, "=")
+		if !ok {
+			pos = append(pos, tok)
+			continue
+		}
+		k = strings.ToLower(k)
+		found := false
+		for _, x := range allowed {
+			found = found || x == k
+		}
+		if !found {
+			return nil, nil, usageErr(s, "未知选项 unknown option %q%s", k, didYouMean(k, allowed))
+		}
+		opts[k] = v
+	}
+	return pos, opts, nil
+}
+
+func didYouMean(w string, c []string) string {
+	if x := flows.Closest(w, c); x != "" {
+		return fmt.Sprintf(" (是不是 did you mean %q?)", x)
+	}
+	return ""
+}
+
+func pageOpt(s *Spec, opts map[string]string) (int, error) {
+	p := 1
+	if v, ok := opts["page"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return 0, usageErr(s, "page=%q 不是正整数 is not a page number", v)
+		}
+		p = n
+	}
+	return p, nil
+}
+
+var scopes = []string{"mine", "waiting", "open", "all"}
+
+func parseList(s *Spec, a []string) (Request, error) {
+	pos, opts, err := parseOpts(s, a, "flow", "page")
+	if err != nil {
+		return nil, err
+	}
+	req := List{Scope: "open", Flow: strings.ToLower(opts["flow"])}
+	if req.Page, err = pageOpt(s, opts); err != nil {
+		return nil, err
+	}
+	if len(pos) > 1 {
+		return nil, usageErr(s, "只能有一个范围 one scope at most")
+	}
+	if len(pos) == 1 {
+		sc := strings.ToLower(pos[0])
+		switch sc {
+		case "我的", "my":
+			sc = "mine"
+		case "待办", "待审批", "todo":
+			sc = "waiting"
+		}
+		found := false
+		for _, x := range scopes {
+			found = found || x == sc
+		}
+		if !found {
+			return nil, usageErr(s, "未知范围 unknown scope %q%s", pos[0], didYouMean(sc, scopes))
+		}
+		req.Scope = sc
+	}
+	return req, nil
+}
+
+func parseAct(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return nil, usageErr(s, "需要工单号 which ticket?")
+	}
+	id, ver, err := ticketRef(s, a[0])
+	if err != nil {
+		return nil, err
+	}
+	req := Act{Event: s.Name, Ticket: id, Version: ver, Comment: strings.TrimSpace(strings.Join(a[1:], " "))}
+	if req.Event == flows.EvReject && req.Comment == "" {
+		return nil, usageErr(s, "驳回需要原因 a rejection needs a reason")
+	}
+	return req, nil
+}
+
+func parseRole(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return Role{Op: "list"}, nil
+	}
+	op := strings.ToLower(a[0])
+	switch op {
+	case "list", "ls":
+		if len(a) > 2 {
+			return nil, usageErr(s, "role list 最多一个用户 takes at most one user")
+		}
+		r := Role{Op: "list"}
+		if len(a) == 2 {
+			r.User = state.NormName(a[1])
+		}
+		return r, nil
+	case "grant", "revoke", "add", "remove":
+		if op == "add" {
+			op = "grant"
+		} else if op == "remove" {
+			op = "revoke"
+		}
+		if len(a) != 3 {
+			return nil, usageErr(s, "需要角色和用户 %s needs a role and a user", op)
+		}
+		role := state.NormName(a[1])
+		if !roleName(role) {
+			return nil, usageErr(s, "角色名 %q 无效 role names use letters, digits, '-' and '_'", a[1])
+		}
+		return Role{Op: op, Role: role, User: state.NormName(a[2])}, nil
+	}
+	return nil, usageErr(s, "未知操作 unknown role operation %q%s", a[0], didYouMean(op, []string{"grant", "revoke", "list"}))
+}
+
+func roleName(r string) bool {
+	if r == "" || len(r) > 40 {
+		return false
+	}
+	for _, c := range r {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func parseAudit(s *Spec, a []string) (Request, error) {
+	pos, opts, err := parseOpts(s, a, "page")
+	if err != nil {
+		return nil, err
+	}
+	req := Audit{}
+	if req.Page, err = pageOpt(s, opts); err != nil {
+		return nil, err
+	}
+	switch len(pos) {
+	case 0:
+	case 1:
+		if n, ok := state.ParseID(pos[0]); ok && strings.HasPrefix(strings.ToUpper(pos[0]), "T-") {
+			req.Ticket = state.FormatID(n)
+		} else {
+			req.User = state.NormName(pos[0])
+		}
+	default:
+		return nil, usageErr(s, "只能查询一个工单或用户 one ticket or user at a time")
+	}
+	return req, nil
+}
+
+// Names lists every command name and alias, sorted.
+func (r *Registry) Names() []string {
+	out := make([]string, 0, len(r.index))
+	for n := range r.index {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

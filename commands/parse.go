@@ -1,0 +1,123 @@
+package commands
+
+import (
+	"regexp"
+	"strings"
+	"unicode"
+
+	"opsbot/flows"
+)
+
+// MaxInput bounds what the parser reads; chat messages are far shorter.
+const MaxInput = 8000
+
+// Parse turns a typed line or a button value into a request. It accepts
+// "/ops approve T-42", "ops approve T-42", "approve T-42", an @-mention
+// ("@opsbot status T-42") and a few phrases ("what is waiting for me").
+func (r *Registry) Parse(text string) (Request, error) {
+	if len(text) > MaxInput {
+		return nil, &flows.UserError{Code: "too_long", Message: "消息太长 the command is too long",
+			Hint: "长内容请放在链接里 put long text behind a link"}
+	}
+	text = strings.TrimSpace(text)
+	text = mentionRe.ReplaceAllString(text, "")
+	text = strings.TrimSpace(text)
+	if t, ok := cutWord(text, "/ops"); ok {
+		text = t
+	} else if t, ok := cutWord(text, "ops"); ok {
+		text = t
+	}
+	if req, ok := phrase(text); ok {
+		return req, nil
+	}
+	toks, err := Tokenize(text)
+	if err != nil {
+		return nil, err
+	}
+	if len(toks) == 0 {
+		return Help{}, nil
+	}
+	name := strings.ToLower(toks[0])
+	spec, ok := r.Lookup(name)
+	if !ok {
+		return nil, &flows.UserError{Code: "unknown_command",
+			Message: "未知命令 unknown command " + quoteTok(toks[0]) + didYouMean(name, r.Names()),
+			Hint:    "/ops help"}
+	}
+	return spec.Parse(toks[1:])
+}
+
+var mentionRe = regexp.MustCompile(`^(<@[A-Za-z0-9]+>|@opsbot\b)[\s:：,，]*`)
+
+func cutWord(s, w string) (string, bool) {
+	if len(s) >= len(w) && strings.EqualFold(s[:len(w)], w) && (len(s) == len(w) || unicode.IsSpace(rune(s[len(w)]))) {
+		return strings.TrimSpace(s[len(w):]), true
+	}
+	return s, false
+}
+
+var waitingRe = regexp.MustCompile(`(?i)^(what('s| is)? (is )?waiting( for me)?|waiting for me|my approvals|待我审批|我的待办|待办)[?？!！。.]*$`)
+
+// phrase answers the natural phrasings used in @-mentions.
+func phrase(s string) (Request, bool) {
+	if waitingRe.MatchString(strings.TrimSpace(s)) {
+		return List{Scope: "waiting", Page: 1}, true
+	}
+	switch strings.ToLower(strings.Trim(s, "?？!！。. ")) {
+	case "my tickets", "mine", "我的工单":
+		return List{Scope: "mine", Page: 1}, true
+	}
+	return nil, false
+}
+
+func quoteTok(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return `"` + s + `"`
+}
+
+var closers = map[rune]rune{'"': '"', '\'': '\'', '“': '”', '‘': '’', '「': '」', '『': '』'}
+
+// Tokenize splits on white space, keeping quoted parts together. Quotes may
+// start mid-token (key="a b"); ASCII, Chinese curly and corner quotes work.
+// Inside double quotes a backslash escapes the next character.
+func Tokenize(s string) ([]string, error) {
+	var toks []string
+	var cur strings.Builder
+	inTok := false
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		if close, ok := closers[c]; ok {
+			inTok = true
+			j := i + 1
+			for ; j < len(rs) && rs[j] != close; j++ {
+				if rs[j] == '\\' && c == '"' && j+1 < len(rs) {
+					j++
+				}
+				cur.WriteRune(rs[j])
+			}
+			if j >= len(rs) {
+				return nil, &flows.UserError{Code: "unclosed_quote", Message: "引号未闭合 a quote is not closed: " + string(c),
+					Hint: `例 e.g. /ops new golive service=payments impact="checkout down 5 min"`}
+			}
+			i = j
+			continue
+		}
+		if unicode.IsSpace(c) {
+			if inTok {
+				toks = append(toks, cur.String())
+				cur.Reset()
+				inTok = false
+			}
+			continue
+		}
+		inTok = true
+		cur.WriteRune(c)
+	}
+	if inTok {
+		toks = append(toks, cur.String())
+	}
+	return toks, nil
+}

@@ -1,0 +1,300 @@
+package flows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"opsbot/state"
+)
+
+// runner state lives on the Engine; these methods run jobs and timers.
+
+var errSkip = errors.New("job not runnable")
+
+// Recover settles jobs left running by a previous process: a job marked
+// safe to repeat is queued again, any other is marked interrupted and its
+// ticket fails with a retry prompt. Nothing that was recorded is lost.
+func (e *Engine) Recover(ctx context.Context) error {
+	jobs, err := e.store.ActiveJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("read jobs: %w", err)
+	}
+	for _, j := range jobs {
+		if j.Status != state.JobRunning {
+			continue
+		}
+		if j.SafeToRepeat || j.Kind == KindWait {
+			if _, err := e.store.UpdateJob(ctx, j.ID, func(x *state.Job) error {
+				x.Status = state.JobQueued
+				x.NextAt = e.now()
+				return nil
+			}); err != nil {
+				return err
+			}
+			e.log.Info("resuming job after restart", "job", j.ID, "ticket", j.Ticket)
+			continue
+		}
+		now := e.now()
+		res := state.Result{OK: false, ExitCode: -1, Attempt: j.Attempt, Started: j.StartedAt, Ended: now,
+			Error: "opsbot stopped while this step was running; it was not repeated automatically · 执行期间机器人重启，未自动重跑"}
+		j.Status, j.Result = state.JobInterrupted, &res
+		if _, err := e.finishJob(ctx, j, EvInterrupt, res, nil); err != nil {
+			return err
+		}
+		e.log.Warn("job interrupted by restart", "job", j.ID, "ticket", j.Ticket)
+	}
+	return nil
+}
+
+// Runner runs jobs from the store until its context ends.
+type Runner struct {
+	e       *Engine
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+}
+
+// NewRunner returns a job runner for the engine.
+func (e *Engine) NewRunner() *Runner { return &Runner{e: e, running: map[string]bool{}} }
+
+// Run starts due jobs whenever one is queued or comes due, until ctx ends;
+// then it waits for running jobs to stop. A job stopped by shutdown keeps
+// its "running" mark and is settled by Recover at the next start.
+func (r *Runner) Run(ctx context.Context) {
+	defer r.wg.Wait()
+	for {
+		wait := r.RunDue(ctx)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-r.e.jobs:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// RunDue starts every due job that is not running yet and returns how long
+// until the next one is due (at most a minute).
+func (r *Runner) RunDue(ctx context.Context) time.Duration {
+	wait := time.Minute
+	jobs, err := r.e.store.ActiveJobs(ctx)
+	if err != nil {
+		r.e.log.Error("read jobs", "err", err)
+		return time.Second
+	}
+	now := r.e.now()
+	for _, j := range jobs {
+		if j.Status != state.JobQueued {
+			continue
+		}
+		if d := j.NextAt.Sub(now); d > 0 {
+			wait = min(wait, d)
+			continue
+		}
+		r.mu.Lock()
+		busy := r.running[j.ID]
+		if !busy {
+			r.running[j.ID] = true
+		}
+		r.mu.Unlock()
+		if busy {
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer func() {
+				r.mu.Lock()
+				delete(r.running, j.ID)
+				r.mu.Unlock()
+				poke(r.e.jobs)
+			}()
+			if err := r.e.runJob(ctx, j.ID); err != nil && ctx.Err() == nil {
+				r.e.log.Error("job", "job", j.ID, "ticket", j.Ticket, "err", err)
+			}
+		}()
+	}
+	return wait
+}
+
+// Wait blocks until the jobs started so far have stopped.
+func (r *Runner) Wait() { r.wg.Wait() }
+
+func (e *Engine) runJob(ctx context.Context, id string) error {
+	j, err := e.store.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	t, err := e.store.Get(ctx, j.Ticket)
+	if err != nil {
+		return err
+	}
+	if t.Stage != j.Stage || t.StageVersion != j.StageVersion {
+		// The ticket moved on (cancelled while a wait was queued).
+		_, err := e.store.UpdateJob(ctx, id, func(x *state.Job) error { x.Status = state.JobCancelled; return nil })
+		return err
+	}
+	// Mark the job running before the side effect starts.
+	j, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {
+		if x.Status != state.JobQueued {
+			return errSkip
+		}
+		x.Status = state.JobRunning
+		x.Attempt++
+		x.StartedAt = e.now()
+		return nil
+	})
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	f := e.flows[t.Flow]
+	timeout := 10 * time.Minute
+	if st, _ := f.Stage(j.Stage); st != nil {
+		timeout = st.Timeout.D()
+	} else if j.Kind == "undo" && f.Rollback != nil {
+		timeout = f.Rollback.Timeout.D()
+	}
+	ex, ok := e.exec[j.Executor]
+	var out ExecResult
+	started := e.now()
+	if !ok {
+		out = ExecResult{Err: "no executor " + j.Executor, ExitCode: -1}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		out = ex.Run(rctx, ExecInput{Ticket: t, Stage: j.Stage, Kind: j.Kind, Params: j.Params, Attempt: j.Attempt})
+		cancel()
+	}
+	if ctx.Err() != nil {
+		// Shutting down: leave the job marked running for Recover.
+		return ctx.Err()
+	}
+	res := state.Result{OK: out.OK, ExitCode: out.ExitCode, Output: e.clean(out.Output), Error: e.clean(out.Err),
+		Attempt: j.Attempt, Started: started, Ended: e.now()}
+	st, _ := f.Stage(j.Stage)
+	switch {
+	case !out.OK && j.Kind == KindWait && e.now().Before(j.Deadline):
+		_, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {
+			x.Status, x.Result = state.JobQueued, &res
+			x.NextAt = e.now().Add(st.Poll.D())
+			return nil
+		})
+		return err
+	case !out.OK && out.Transient && j.Attempt < j.MaxAttempts:
+		backoff := time.Duration(1<<min(j.Attempt-1, 10)) * st.Backoff.D()
+		e.log.Warn("transient failure, retrying", "job", id, "ticket", j.Ticket, "attempt", j.Attempt, "in", backoff)
+		_, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {
+			x.Status, x.Result = state.JobQueued, &res
+			x.NextAt = e.now().Add(backoff)
+			return nil
+		})
+		return err
+	}
+	j.Result = &res
+	j.Status = state.JobSucceeded
+	ev := EvSucceed
+	if !out.OK {
+		j.Status, ev = state.JobFailed, EvFail
+	}
+	if j.Kind == KindWait && !out.OK {
+		res.Error = fmt.Sprintf("等待超时 timed out after %s waiting for %s. %s", st.Timeout.D(), j.Executor, res.Error)
+		j.Result = &res
+	}
+	_, err = e.finishJob(ctx, j, ev, res, out.Set)
+	return err
+}
+
+// finishJob records a job's end and moves its ticket on, in one transaction.
+func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, set map[string]string) (state.Ticket, error) {
+	if len(set) > 0 {
+		j.Undo = set
+	}
+	return e.commit(ctx, j.Ticket, func(cur state.Ticket) (state.Change, error) {
+		f := e.flows[cur.Flow]
+		if cur.Stage != j.Stage || cur.StageVersion != j.StageVersion || f == nil {
+			j.Status = state.JobCancelled
+			return state.Change{Ticket: cur, Jobs: []state.Job{j}}, nil
+		}
+		s := e.newStep(f, cur, "opsbot", ev)
+		s.ch.Jobs = []state.Job{j}
+		if s.t.Results == nil {
+			s.t.Results = map[string]state.Result{}
+		}
+		s.t.Results[j.Stage] = res
+		for k, v := range set {
+			if s.t.Outputs == nil {
+				s.t.Outputs = map[string]string{}
+			}
+			s.t.Outputs[k] = e.clean(v)
+		}
+		s.ch.Event.Data = map[string]string{"job": j.ID, "attempt": fmt.Sprint(res.Attempt), "exit_code": fmt.Sprint(res.ExitCode)}
+		switch {
+		case ev == EvSucceed && j.Kind == "undo":
+			s.terminal(StageRolledBack)
+		case ev == EvSucceed:
+			_, i := f.Stage(j.Stage)
+			if err := s.enter(i + 1); err != nil {
+				// The next stage's window is closed: fail here with the reason.
+				var ue *UserError
+				if !errors.As(err, &ue) {
+					return state.Change{}, err
+				}
+				s.t.Note = ue.Message
+				s.t.FailedStage = f.Stages[i+1].Name
+				s.terminal(StageFailed)
+			}
+		default:
+			s.t.FailedStage = j.Stage
+			if ev == EvInterrupt {
+				s.t.Note = fmt.Sprintf("⚠️ 执行被中断，请先检查目标状态再重试 · interrupted by a restart: check the target, then /ops retry %s", cur.ID)
+			}
+			s.terminal(StageFailed)
+		}
+		return s.finish(), nil
+	})
+}
+
+// Tick fires the timers due now: reminders, escalations and expiry.
+func (e *Engine) Tick(ctx context.Context) error {
+	timers, err := e.store.DueTimers(ctx, e.now())
+	if err != nil {
+		return err
+	}
+	for _, tm := range timers {
+		if _, err := e.commit(ctx, tm.Ticket, func(cur state.Ticket) (state.Change, error) {
+			f := e.flows[cur.Flow]
+			if cur.Stage != tm.Stage || cur.StageVersion != tm.StageVersion || f == nil {
+				return state.Change{Ticket: cur, ClearTimers: []state.Timer{tm}}, nil
+			}
+			st, _ := f.Stage(cur.Stage)
+			s := e.newStep(f, cur, "opsbot", tm.Kind)
+			s.ch.ClearTimers = []state.Timer{tm}
+			switch tm.Kind {
+			case EvExpire:
+				s.terminal(StageExpired)
+			case EvRemind:
+				s.t.Reminders++
+				s.notify(s.approvers(s.t.WaitingRoles), "reminder", s.t.WaitingRoles)
+				if st.EscalateTo != "" && !s.t.Escalated && s.t.Reminders >= st.EscalateAfter {
+					s.ch.Event.Type = EvEscalate
+					s.t.Escalated = true
+					s.t.WaitingRoles = append(s.t.WaitingRoles, state.NormName(st.EscalateTo))
+					s.notify(s.approvers([]string{st.EscalateTo}), "escalated", []string{st.EscalateTo})
+				}
+				s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
+			}
+			return s.finish(), nil
+		}); err != nil {
+			return fmt.Errorf("timer %s for %s: %w", tm.Kind, tm.Ticket, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,578 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. Index keys are "<prefix>\x00<8-byte ticket number>" so that
+// a reverse cursor walks newest first.
+var (
+	bMeta        = []byte("meta")
+	bTickets     = []byte("tickets")
+	bEvents      = []byte("events")
+	bIdxOpen     = []byte("idx_open")
+	bIdxFlow     = []byte("idx_flow")
+	bIdxReq      = []byte("idx_requester")
+	bIdxWait     = []byte("idx_waiting")
+	bLocks       = []byte("locks")
+	bJobs        = []byte("jobs")
+	bJobsActive  = []byte("jobs_active")
+	bOutbox      = []byte("outbox")
+	bTimers      = []byte("timers")
+	bIdem        = []byte("idem")
+	bIdemExp     = []byte("idem_exp")
+	bAudit       = []byte("audit")
+	bAuditTicket = []byte("audit_ticket")
+	bAuditUser   = []byte("audit_user")
+	bUsers       = []byte("users")
+	bUserIDs     = []byte("user_ids")
+	bRoleMembers = []byte("role_members")
+)
+
+// Options configures Open.
+type Options struct {
+	Path string
+	// OpenTimeout bounds the wait for the file lock held by another process.
+	OpenTimeout time.Duration
+	// ReadOnly opens the file without taking the write lock.
+	ReadOnly bool
+	// BatchDelay is how long a write waits to be grouped with concurrent
+	// writes into one fsync; 0 means 2ms.
+	BatchDelay time.Duration
+}
+
+// Store is opsbot's bbolt-backed state.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the state file and runs pending schema migrations.
+// It fails when the file is locked by another process for longer than
+// OpenTimeout, or when the file was written by a newer schema.
+func Open(opts Options) (*Store, error) {
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = time.Second
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+			return nil, fmt.Errorf("create state directory: %w", err)
+		}
+	}
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: the file is locked by another process (is the bot running?): %w", opts.Path, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", opts.Path, err)
+	}
+	db.MaxBatchDelay = opts.BatchDelay
+	if db.MaxBatchDelay <= 0 {
+		db.MaxBatchDelay = 2 * time.Millisecond
+	}
+	s := &Store{db: db}
+	if opts.ReadOnly {
+		err = db.View(func(tx *bolt.Tx) error {
+			v, err := schemaVersion(tx)
+			if err == nil && v > len(migrations) {
+				err = fmt.Errorf("state file has schema %d, this opsbot knows up to %d", v, len(migrations))
+			}
+			return err
+		})
+	} else {
+		err = s.migrate()
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// migrations are applied in order; the schema version is their count.
+var migrations = []func(tx *bolt.Tx) error{
+	func(tx *bolt.Tx) error { // 1: the initial buckets
+		for _, b := range [][]byte{bMeta, bTickets, bEvents, bIdxOpen, bIdxFlow, bIdxReq, bIdxWait,
+			bLocks, bJobs, bJobsActive, bOutbox, bTimers, bIdem, bIdemExp, bAudit, bAuditTicket,
+			bAuditUser, bUsers, bUserIDs, bRoleMembers} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// SchemaVersion is the schema this build writes.
+func SchemaVersion() int { return len(migrations) }
+
+func schemaVersion(tx *bolt.Tx) (int, error) {
+	m := tx.Bucket(bMeta)
+	if m == nil {
+		return 0, nil
+	}
+	v := m.Get([]byte("schema"))
+	if v == nil {
+		return 0, nil
+	}
+	return strconv.Atoi(string(v))
+}
+
+func (s *Store) migrate() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		v, err := schemaVersion(tx)
+		if err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if v > len(migrations) {
+			return fmt.Errorf("state file has schema %d, this opsbot knows up to %d: refusing to downgrade", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if err := migrations[i](tx); err != nil {
+				return fmt.Errorf("migrate schema to %d: %w", i+1, err)
+			}
+		}
+		return tx.Bucket(bMeta).Put([]byte("schema"), []byte(strconv.Itoa(len(migrations))))
+	})
+}
+
+// Backup writes a consistent copy of the whole file to path while the bot
+// keeps running; the copy appears atomically.
+func (s *Store) Backup(path string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("create backup: %w", err)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		_, err := tx.WriteTo(f)
+		return err
+	})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write backup: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// WriteTo streams a consistent copy of the file.
+func (s *Store) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+func u64(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}
+
+// ParseID returns the number of a ticket id such as "T-42" (or "42").
+func ParseID(id string) (uint64, bool) {
+	s := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(id), "T-"), "t-")
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// FormatID renders a ticket number as its id.
+func FormatID(n uint64) string { return "T-" + strconv.FormatUint(n, 10) }
+
+func idxKey(prefix string, num uint64) []byte {
+	k := make([]byte, 0, len(prefix)+9)
+	k = append(k, prefix...)
+	k = append(k, 0)
+	return append(k, u64(num)...)
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	return true, json.Unmarshal(raw, v)
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+func loadTicket(tx *bolt.Tx, num uint64) (Ticket, error) {
+	var t Ticket
+	ok, err := getJSON(tx.Bucket(bTickets), u64(num), &t)
+	if err != nil {
+		return t, fmt.Errorf("decode ticket %s: %w", FormatID(num), err)
+	}
+	if !ok {
+		return t, fmt.Errorf("ticket %s: %w", FormatID(num), ErrNotFound)
+	}
+	return t, nil
+}
+
+// Get returns a ticket's projection.
+func (s *Store) Get(ctx context.Context, id string) (Ticket, error) {
+	num, ok := ParseID(id)
+	if !ok {
+		return Ticket{}, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
+	}
+	var t Ticket
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		t, err = loadTicket(tx, num)
+		return err
+	})
+	return t, err
+}
+
+// Events returns a ticket's history, oldest first.
+func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
+	num, ok := ParseID(id)
+	if !ok {
+		return nil, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
+	}
+	var out []Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := u64(num)
+		c := tx.Bucket(bEvents).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Create allocates a ticket id and applies the first change, built by fn
+// from that id, in one transaction.
+func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) (Ticket, error) {
+	var out Ticket
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bTickets)
+		num, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		ch, err := fn(FormatID(num))
+		if err != nil {
+			return err
+		}
+		ch.Ticket.ID = FormatID(num)
+		out, err = apply(tx, num, nil, ch)
+		return err
+	})
+	return out, err
+}
+
+// Transition loads a ticket and applies the change fn builds from it, in
+// one transaction. fn may be called more than once and must not have side
+// effects; its errors are returned unchanged. ErrNoChange from fn writes
+// nothing and returns the ticket as it is.
+func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Change, error)) (Ticket, error) {
+	num, ok := ParseID(id)
+	if !ok {
+		return Ticket{}, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
+	}
+	var out Ticket
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		cur, err := loadTicket(tx, num)
+		if err != nil {
+			return err
+		}
+		ch, err := fn(cur)
+		if errors.Is(err, ErrNoChange) {
+			out = cur
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ch.Ticket.ID = cur.ID
+		out, err = apply(tx, num, &cur, ch)
+		return err
+	})
+	return out, err
+}
+
+// apply writes a change. old is nil for a new ticket.
+func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
+	t := ch.Ticket
+	var prevVersion int64
+	if old != nil {
+		prevVersion = old.Version
+	}
+	if ch.Event.Type != "" {
+		t.Version = prevVersion + 1
+		ch.Event.Seq = t.Version
+		ek := append(u64(num), u64(uint64(ch.Event.Seq))...)
+		if err := putJSON(tx.Bucket(bEvents), ek, ch.Event); err != nil {
+			return t, err
+		}
+	} else {
+		t.Version = prevVersion
+	}
+	// Locks: refuse a resource held by another ticket.
+	locks := tx.Bucket(bLocks)
+	for _, r := range ch.Acquire {
+		if h := locks.Get([]byte(r)); h != nil && string(h) != t.ID {
+			return t, &LockedError{Resource: r, Holder: string(h)}
+		}
+		if err := locks.Put([]byte(r), []byte(t.ID)); err != nil {
+			return t, err
+		}
+	}
+	for _, r := range ch.Release {
+		if h := locks.Get([]byte(r)); h != nil && string(h) == t.ID {
+			if err := locks.Delete([]byte(r)); err != nil {
+				return t, err
+			}
+		}
+	}
+	if err := reindex(tx, num, old, &t); err != nil {
+		return t, err
+	}
+	if err := putJSON(tx.Bucket(bTickets), u64(num), t); err != nil {
+		return t, err
+	}
+	for _, j := range ch.Jobs {
+		if err := putJob(tx, j); err != nil {
+			return t, err
+		}
+	}
+	for _, n := range ch.Notify {
+		if _, err := enqueue(tx, n); err != nil {
+			return t, err
+		}
+	}
+	for _, tm := range ch.ClearTimers {
+		if err := tx.Bucket(bTimers).Delete(timerKey(tm)); err != nil {
+			return t, err
+		}
+	}
+	for _, tm := range ch.SetTimers {
+		if err := putJSON(tx.Bucket(bTimers), timerKey(tm), tm); err != nil {
+			return t, err
+		}
+	}
+	for _, a := range ch.Audit {
+		if err := appendAudit(tx, a); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+func reindex(tx *bolt.Tx, num uint64, old, t *Ticket) error {
+	type idx struct {
+		b        []byte
+		old, new []string
+	}
+	var oldOpen, oldFlow, oldReq, oldWait []string
+	if old != nil {
+		if old.Open {
+			oldOpen = []string{""}
+		}
+		oldFlow, oldReq, oldWait = []string{old.Flow}, []string{old.Requester}, old.WaitingRoles
+	}
+	var newOpen []string
+	if t.Open {
+		newOpen = []string{""}
+	}
+	for _, ix := range []idx{
+		{bIdxOpen, oldOpen, newOpen},
+		{bIdxFlow, oldFlow, []string{t.Flow}},
+		{bIdxReq, oldReq, []string{t.Requester}},
+		{bIdxWait, oldWait, t.WaitingRoles},
+	} {
+		b := tx.Bucket(ix.b)
+		for _, p := range ix.old {
+			if err := b.Delete(idxKey(p, num)); err != nil {
+				return err
+			}
+		}
+		for _, p := range ix.new {
+			if err := b.Put(idxKey(p, num), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// LockHolder returns the ticket holding a resource, or "".
+func (s *Store) LockHolder(ctx context.Context, resource string) (string, error) {
+	var h string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		h = string(tx.Bucket(bLocks).Get([]byte(resource)))
+		return nil
+	})
+	return h, err
+}
+
+// Index names a ticket index for List.
+type Index struct {
+	// Kind is "open", "flow", "requester" or "waiting".
+	Kind string
+	// Keys are the flow names, requesters or roles to merge; ignored for "open".
+	Keys []string
+}
+
+// ListPage is one page of tickets, newest first.
+type ListPage struct {
+	Tickets []Ticket
+	More    bool
+}
+
+// List walks an index newest first, merging its keys, and returns the
+// tickets for which keep returns true, skipping the first offset of them.
+// It reads only the index entries it needs, never the whole ticket bucket.
+func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offset, limit int) (ListPage, error) {
+	var page ListPage
+	var bucket []byte
+	keys := ix.Keys
+	switch ix.Kind {
+	case "open":
+		bucket, keys = bIdxOpen, []string{""}
+	case "flow":
+		bucket = bIdxFlow
+	case "requester":
+		bucket = bIdxReq
+	case "waiting":
+		bucket = bIdxWait
+	case "all":
+		bucket = bTickets
+	default:
+		return page, fmt.Errorf("unknown index %q", ix.Kind)
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var next func() (uint64, bool)
+		if ix.Kind == "all" {
+			c := tx.Bucket(bucket).Cursor()
+			k, _ := c.Last()
+			next = func() (uint64, bool) {
+				if k == nil {
+					return 0, false
+				}
+				n := binary.BigEndian.Uint64(k)
+				k, _ = c.Prev()
+				return n, true
+			}
+		} else {
+			next = mergeDesc(tx.Bucket(bucket), keys)
+		}
+		skipped := 0
+		for {
+			num, ok := next()
+			if !ok {
+				return nil
+			}
+			t, err := loadTicket(tx, num)
+			if err != nil {
+				return err
+			}
+			if keep != nil && !keep(t) {
+				continue
+			}
+			if skipped < offset {
+				skipped++
+				continue
+			}
+			if len(page.Tickets) == limit {
+				page.More = true
+				return nil
+			}
+			page.Tickets = append(page.Tickets, t)
+		}
+	})
+	return page, err
+}
+
+// mergeDesc merges the index entries of several prefixes, highest ticket
+// number first, without duplicates.
+func mergeDesc(b *bolt.Bucket, prefixes []string) func() (uint64, bool) {
+	heads := make([]*cursorHead, 0, len(prefixes))
+	for _, p := range prefixes {
+		h := &cursorHead{c: b.Cursor(), prefix: append([]byte(p), 0)}
+		// Seek past the prefix's last key, then step back.
+		end := append(append([]byte{}, h.prefix...), bytes.Repeat([]byte{0xff}, 9)...)
+		k, _ := h.c.Seek(end)
+		if k == nil {
+			k, _ = h.c.Last()
+		} else {
+			k, _ = h.c.Prev()
+		}
+		h.set(k)
+		heads = append(heads, h)
+	}
+	var last uint64
+	return func() (uint64, bool) {
+		for {
+			var best *cursorHead
+			for _, h := range heads {
+				if h.ok && (best == nil || h.num > best.num) {
+					best = h
+				}
+			}
+			if best == nil {
+				return 0, false
+			}
+			n := best.num
+			k, _ := best.c.Prev()
+			best.set(k)
+			if n == last {
+				continue
+			}
+			last = n
+			return n, true
+		}
+	}
+}
+
+type cursorHead struct {
+	c      *bolt.Cursor
+	prefix []byte
+	num    uint64
+	ok     bool
+}
+
+func (h *cursorHead) set(k []byte) {
+	h.ok = k != nil && len(k) == len(h.prefix)+8 && bytes.HasPrefix(k, h.prefix)
+	if h.ok {
+		h.num = binary.BigEndian.Uint64(k[len(h.prefix):])
+	}
+}

@@ -1,0 +1,192 @@
+// Package state keeps opsbot's durable state in a bbolt file: tickets as
+// append-only event lists with a projection, resource locks, jobs, the
+// notification outbox, timers, idempotency keys, users, roles and the audit log.
+//
+// Every mutation of a ticket happens in one transaction together with its
+// indexes, locks, jobs, notifications and timers, so a crash never leaves a
+// half-applied transition behind.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Ticket is the projection of a ticket's events: what the ticket looks like now.
+type Ticket struct {
+	ID    string `json:"id"`
+	Flow  string `json:"flow"`
+	Title string `json:"title"`
+	// Stage is the current stage name; terminal stages are "done",
+	// "rejected", "cancelled", "expired", "failed" and "rolled_back".
+	Stage string `json:"stage"`
+	// Open is false once the ticket reached a stage it cannot leave by itself.
+	Open bool `json:"open"`
+	// Version counts the events applied; it is the sequence of the last event.
+	Version int64 `json:"version"`
+	// StageVersion is the version at which the current stage was entered.
+	StageVersion int64             `json:"stage_version"`
+	Requester    string            `json:"requester"`
+	Fields       map[string]string `json:"fields"`
+	// Approvals holds the approvals given in the current stage.
+	Approvals []Approval `json:"approvals,omitempty"`
+	// WaitingRoles are the roles whose holders may act on the current stage.
+	WaitingRoles []string `json:"waiting_roles,omitempty"`
+	Locks        []string `json:"locks,omitempty"`
+	Escalated    bool     `json:"escalated,omitempty"`
+	Reminders    int      `json:"reminders,omitempty"`
+	// FailedStage is the action stage a failed ticket can retry.
+	FailedStage string `json:"failed_stage,omitempty"`
+	// Operator is the last person whose action moved the ticket forward.
+	Operator string `json:"operator,omitempty"`
+	// Results holds the last result of each action stage that ran.
+	Results map[string]Result `json:"results,omitempty"`
+	// Outputs are values actions recorded, e.g. the deployed commit a
+	// rollback returns from.
+	Outputs map[string]string `json:"outputs,omitempty"`
+	Note    string            `json:"note,omitempty"`
+	Created time.Time         `json:"created"`
+	Updated time.Time         `json:"updated"`
+}
+
+// Approval is one person's approval of a stage.
+type Approval struct {
+	User    string    `json:"user"`
+	At      time.Time `json:"at"`
+	Comment string    `json:"comment,omitempty"`
+}
+
+// Result is what an action produced.
+type Result struct {
+	OK       bool      `json:"ok"`
+	ExitCode int       `json:"exit_code"`
+	Output   string    `json:"output,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Attempt  int       `json:"attempt"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended"`
+}
+
+// Event is one entry of a ticket's history.
+type Event struct {
+	Seq     int64             `json:"seq"`
+	Type    string            `json:"type"`
+	Actor   string            `json:"actor"`
+	At      time.Time         `json:"at"`
+	From    string            `json:"from,omitempty"`
+	To      string            `json:"to,omitempty"`
+	Comment string            `json:"comment,omitempty"`
+	Data    map[string]string `json:"data,omitempty"`
+}
+
+// Job statuses, stored as strings.
+const (
+	JobQueued      = "queued"
+	JobRunning     = "running"
+	JobSucceeded   = "succeeded"
+	JobFailed      = "failed"
+	JobInterrupted = "interrupted"
+	JobCancelled   = "cancelled"
+)
+
+// Job is a side effect written before it runs, so that a restarted bot can
+// resume it or report that it was interrupted.
+type Job struct {
+	ID           string            `json:"id"`
+	Ticket       string            `json:"ticket"`
+	Stage        string            `json:"stage"`
+	StageVersion int64             `json:"stage_version"`
+	Kind         string            `json:"kind"` // "action", "wait" or "undo"
+	Executor     string            `json:"executor"`
+	Params       map[string]string `json:"params,omitempty"`
+	Status       string            `json:"status"`
+	Attempt      int               `json:"attempt"`
+	MaxAttempts  int               `json:"max_attempts"`
+	SafeToRepeat bool              `json:"safe_to_repeat,omitempty"`
+	NextAt       time.Time         `json:"next_at"`
+	Deadline     time.Time         `json:"deadline,omitzero"`
+	StartedAt    time.Time         `json:"started_at,omitzero"`
+	Result       *Result           `json:"result,omitempty"`
+	// Undo says how to reverse the job's effect, when it has one.
+	Undo map[string]string `json:"undo,omitempty"`
+}
+
+// Active reports whether the job still has to run or is running.
+func (j Job) Active() bool { return j.Status == JobQueued || j.Status == JobRunning }
+
+// Notification is an outbox entry: a message for one user, retried until a
+// transport delivered it.
+type Notification struct {
+	ID        uint64          `json:"id"`
+	User      string          `json:"user"`
+	Ticket    string          `json:"ticket,omitempty"`
+	Kind      string          `json:"kind"` // "message" or "card_update"
+	Message   json.RawMessage `json:"message"`
+	Attempts  int             `json:"attempts"`
+	NextAt    time.Time       `json:"next_at"`
+	LastError string          `json:"last_error,omitempty"`
+	Created   time.Time       `json:"created"`
+}
+
+// Timer fires an event for a ticket at a time, if the ticket is still in
+// the stage (entered at StageVersion) that set it.
+type Timer struct {
+	Due          time.Time `json:"due"`
+	Ticket       string    `json:"ticket"`
+	Kind         string    `json:"kind"` // "remind", "expire"
+	Stage        string    `json:"stage"`
+	StageVersion int64     `json:"stage_version"`
+}
+
+// AuditEntry records who did what, when, with which arguments and result.
+// Callers redact and truncate before appending.
+type AuditEntry struct {
+	Seq      uint64    `json:"seq"`
+	At       time.Time `json:"at"`
+	User     string    `json:"user"`
+	Platform string    `json:"platform,omitempty"`
+	Action   string    `json:"action"`
+	Ticket   string    `json:"ticket,omitempty"`
+	Args     string    `json:"args,omitempty"`
+	Result   string    `json:"result"`
+}
+
+// User is one person, known under an id on each chat platform.
+type User struct {
+	Name    string            `json:"name"` // lower-case opsbot user name
+	Display string            `json:"display,omitempty"`
+	IDs     map[string]string `json:"ids,omitempty"` // platform -> id
+	Roles   []string          `json:"roles,omitempty"`
+}
+
+// Change is what a transition writes, all in one transaction.
+type Change struct {
+	Ticket      Ticket
+	Event       Event
+	Acquire     []string
+	Release     []string
+	Jobs        []Job
+	Notify      []Notification
+	SetTimers   []Timer
+	ClearTimers []Timer
+	Audit       []AuditEntry
+}
+
+// LockedError says a resource is held by another ticket.
+type LockedError struct {
+	Resource string
+	Holder   string
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("resource %s is locked by %s", e.Resource, e.Holder)
+}
+
+// ErrNotFound is returned for a ticket, job or user that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrNoChange, returned by a transition function, ends the transaction
+// without writing anything.
+var ErrNoChange = errors.New("no change")

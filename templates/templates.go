@@ -1,0 +1,175 @@
+// Package templates renders opsbot's chat messages from embedded templates
+// into a platform-neutral Message (title, fields, body, buttons, context),
+// which each transport then draws in its own way. Messages are bilingual:
+// Chinese first, then English.
+//
+// It imports nothing from the rest of the bot: callers hand it plain views.
+package templates
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Message is a platform-neutral chat message.
+type Message struct {
+	// Kind names the template that made the message.
+	Kind string `json:"kind" yaml:"kind"`
+	// Level is "info", "success", "warning" or "error".
+	Level   string   `json:"level,omitempty" yaml:"level"`
+	Title   string   `json:"title" yaml:"title"`
+	Fields  []Field  `json:"fields,omitempty" yaml:"fields"`
+	Body    string   `json:"body,omitempty" yaml:"body"`
+	Buttons []Button `json:"buttons,omitempty" yaml:"buttons"`
+	Context string   `json:"context,omitempty" yaml:"context"`
+	// Ticket and Version identify the ticket a card shows, so transports
+	// can update it in place.
+	Ticket  string `json:"ticket,omitempty" yaml:"ticket"`
+	Version int64  `json:"version,omitempty" yaml:"version"`
+}
+
+// Field is a label and a value shown side by side.
+type Field struct {
+	Label string `json:"label" yaml:"label"`
+	Value string `json:"value" yaml:"value"`
+}
+
+// Button is an action on a card. Value is the command it runs, exactly as
+// if typed, so a click and a typed command take the same path.
+type Button struct {
+	Label    string `json:"label" yaml:"label"`
+	Value    string `json:"value" yaml:"value"`
+	Style    string `json:"style,omitempty" yaml:"style"` // "primary", "danger" or ""
+	Disabled bool   `json:"disabled,omitempty" yaml:"disabled"`
+}
+
+// MaxOutput is how much action output a card shows.
+const MaxOutput = 1500
+
+//go:embed msg/*.tmpl
+var files embed.FS
+
+var tmpl *template.Template
+
+func init() {
+	tmpl = template.Must(template.New("").Funcs(template.FuncMap{
+		"q":     quote,
+		"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		"join":  strings.Join,
+		"trunc": Truncate,
+		"stage": StageLabel,
+		"include": func(name string, data any) (string, error) {
+			var b bytes.Buffer
+			err := tmpl.ExecuteTemplate(&b, name, data)
+			return b.String(), err
+		},
+	}).ParseFS(files, "msg/*.tmpl"))
+}
+
+// quote renders a value as a YAML double-quoted scalar (JSON strings are valid YAML).
+func quote(v any) string {
+	b, _ := json.Marshal(fmt.Sprint(v))
+	return string(b)
+}
+
+// Truncate shortens s to at most n bytes on a rune boundary, saying so.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("\n… (%d bytes cut 已截断)", len(s)-cut)
+}
+
+// Names lists the templates.
+func Names() []string {
+	var out []string
+	for _, t := range tmpl.Templates() {
+		if n, ok := strings.CutSuffix(t.Name(), ".tmpl"); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Render fills template name with data.
+func Render(name string, data any) (Message, error) {
+	var buf bytes.Buffer
+	if err := tmpl.ExecuteTemplate(&buf, name+".tmpl", data); err != nil {
+		return Message{}, fmt.Errorf("render %s: %w", name, err)
+	}
+	var m Message
+	if err := yaml.Unmarshal(buf.Bytes(), &m); err != nil {
+		return Message{}, fmt.Errorf("render %s: decode %q: %w", name, buf.String(), err)
+	}
+	m.Kind = name
+	return m, nil
+}
+
+// MustRender is Render for templates whose data cannot make them fail;
+// a failure is a bug in the template and panics in tests.
+func MustRender(name string, data any) Message {
+	m, err := Render(name, data)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Text draws a message as plain text, for consoles, logs and text-only chats.
+func Text(m Message) string {
+	var b strings.Builder
+	b.WriteString(m.Title)
+	for _, f := range m.Fields {
+		fmt.Fprintf(&b, "\n%s: %s", f.Label, f.Value)
+	}
+	if m.Body != "" {
+		b.WriteString("\n" + m.Body)
+	}
+	var btn []string
+	for _, x := range m.Buttons {
+		if x.Disabled {
+			btn = append(btn, "("+x.Label+")")
+		} else {
+			btn = append(btn, "["+x.Label+" → "+x.Value+"]")
+		}
+	}
+	if len(btn) > 0 {
+		b.WriteString("\n" + strings.Join(btn, " "))
+	}
+	if m.Context != "" {
+		b.WriteString("\n— " + m.Context)
+	}
+	return b.String()
+}
+
+var stageLabels = map[string]string{
+	"submitted":    "已提交 submitted",
+	"done":         "已完成 done",
+	"rejected":     "已驳回 rejected",
+	"cancelled":    "已取消 cancelled",
+	"expired":      "已过期 expired",
+	"failed":       "失败 failed",
+	"rolling_back": "回滚中 rolling back",
+	"rolled_back":  "已回滚 rolled back",
+}
+
+// StageLabel gives a bilingual label for the built-in stage names and
+// returns other names as they are.
+func StageLabel(s string) string {
+	if l, ok := stageLabels[s]; ok {
+		return l
+	}
+	return s
+}
