@@ -176,7 +176,7 @@ func (s *step) version() int64 { return s.old.Version + 1 }
 
 // finish renders the notifications from the ticket as it ends up and
 // returns the change to write.
-func (s *step) finish() state.Change {
+func (s *step) finish() (state.Change, error) {
 	s.t.Version = s.version()
 	s.ch.Ticket = s.t
 	s.ch.Event.To = s.t.Stage
@@ -184,8 +184,11 @@ func (s *step) finish() state.Change {
 		Ticket: s.t.ID, Args: s.old.Stage + " -> " + s.t.Stage, Result: "ok"})
 	view := s.e.view(s.f, s.t, s.t.Version)
 	for _, n := range s.notices {
-		msg := templates.MustRender("notice", templates.NoticeView{Ticket: view, Event: n.event, Actor: s.actor,
+		msg, err := templates.Render("notice", templates.NoticeView{Ticket: view, Event: n.event, Actor: s.actor,
 			Comment: s.ch.Event.Comment, Roles: n.roles})
+		if err != nil {
+			return s.ch, err
+		}
 		raw, _ := json.Marshal(msg)
 		for _, u := range n.users {
 			s.ch.Notify = append(s.ch.Notify, state.Notification{User: u, Ticket: s.t.ID, Kind: "message",
@@ -193,10 +196,14 @@ func (s *step) finish() state.Change {
 		}
 	}
 	// Every transition redraws the ticket's cards wherever they were posted.
-	raw, _ := json.Marshal(s.e.Card(s.f, s.t))
+	card, err := templates.Render("ticket", view)
+	if err != nil {
+		return s.ch, err
+	}
+	raw, _ := json.Marshal(card)
 	s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: "card_update", Message: raw,
 		NextAt: s.now, Created: s.now})
-	return s.ch
+	return s.ch, nil
 }
 
 type notice struct {
@@ -377,11 +384,10 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		for k, v := range clean {
 			s.ch.Event.Data[k] = v
 		}
-		s.notify([]string{actor}, "submitted", nil)
 		if err := s.enter(0); err != nil {
 			return state.Change{}, err
 		}
-		return s.finish(), nil
+		return s.finish()
 	})
 	var le *state.LockedError
 	if errors.As(err, &le) {
@@ -447,7 +453,7 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		if err != nil {
 			return state.Change{}, err
 		}
-		return s.finish(), nil
+		return s.finish()
 	})
 }
 
@@ -596,7 +602,7 @@ func (e *Engine) View(t state.Ticket) templates.TicketView {
 
 func (e *Engine) view(f *Flow, t state.Ticket, version int64) templates.TicketView {
 	v := templates.TicketView{ID: t.ID, Flow: f.Name, FlowTitle: f.Title, Title: t.Title, Stage: t.Stage,
-		StageTitle: t.Stage, Open: t.Open, Version: version, Requester: t.Requester, Operator: t.Operator,
+		StageTitle: t.Stage, Open: t.Open, Version: version, StageKey: fmt.Sprintf("%s@%d", t.Stage, t.StageVersion), Requester: t.Requester, Operator: t.Operator,
 		Waiting: t.WaitingRoles, Note: t.Note, Created: t.Created, Updated: t.Updated}
 	st, _ := f.Stage(t.Stage)
 	if st != nil {

@@ -258,7 +258,7 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 			}
 			s.terminal(StageFailed)
 		}
-		return s.finish(), nil
+		return s.finish()
 	})
 }
 
@@ -291,7 +291,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 				}
 				s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
 			}
-			return s.finish(), nil
+			return s.finish()
 		}); err != nil {
 			return fmt.Errorf("timer %s for %s: %w", tm.Kind, tm.Ticket, err)
 		}

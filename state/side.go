@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -146,6 +147,24 @@ func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason 
 		n.Attempts++
 		n.NextAt = next
 		n.LastError = reason
+		return putJSON(b, u64(id), n)
+	})
+}
+
+// MarkReached records the platforms a notification already reached.
+func (s *Store) MarkReached(ctx context.Context, id uint64, platforms []string) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bOutbox)
+		var n Notification
+		ok, err := getJSON(b, u64(id), &n)
+		if err != nil || !ok {
+			return err
+		}
+		for _, p := range platforms {
+			if !slices.Contains(n.Reached, p) {
+				n.Reached = append(n.Reached, p)
+			}
+		}
 		return putJSON(b, u64(id), n)
 	})
 }

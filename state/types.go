@@ -128,7 +128,13 @@ type Notification struct {
 	NextAt    time.Time       `json:"next_at"`
 	LastError string          `json:"last_error,omitempty"`
 	Created   time.Time       `json:"created"`
+	// Reached lists the platforms that already have it, so a retry after a
+	// partial failure does not send it twice.
+	Reached []string `json:"reached,omitempty"`
 }
+
+// Done returns the platforms that already have the notification.
+func (n Notification) Done() []string { return n.Reached }
 
 // Timer fires an event for a ticket at a time, if the ticket is still in
 // the stage (entered at StageVersion) that set it.

@@ -34,6 +34,9 @@ type Message struct {
 	// can update it in place.
 	Ticket  string `json:"ticket,omitempty" yaml:"ticket"`
 	Version int64  `json:"version,omitempty" yaml:"version"`
+	// Stage names the stage instance the buttons act on ("plan_review@3"):
+	// a redrawn card keeps live buttons only while this is unchanged.
+	Stage string `json:"stage,omitempty" yaml:"stage"`
 }
 
 // Field is a label and a value shown side by side.
@@ -66,6 +69,7 @@ func init() {
 		"join":  strings.Join,
 		"trunc": Truncate,
 		"stage": StageLabel,
+		"add":   func(a, b int) int { return a + b },
 		"include": func(name string, data any) (string, error) {
 			var b bytes.Buffer
 			err := tmpl.ExecuteTemplate(&b, name, data)

@@ -12,10 +12,12 @@ type TicketView struct {
 	StageTitle string
 	Open       bool
 	Version    int64
-	Requester  string
-	Operator   string
-	Fields     []Field
-	Approvals  []ApprovalView
+	// StageKey identifies the stage instance: name@version it was entered.
+	StageKey  string
+	Requester string
+	Operator  string
+	Fields    []Field
+	Approvals []ApprovalView
 	// Need and Have count the approvals of the current approval stage.
 	Need, Have int
 	Waiting    []string

@@ -1,0 +1,315 @@
+// Package bot is the opsbot process: it loads the configuration, opens
+// the state, wires flows, executors, the rate limiter and the transports,
+// dispatches chat input to commands, delivers the notification outbox and
+// fires timers. It is the one place that turns errors into chat replies.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"opsbot/bot/local"
+	"opsbot/commands"
+	"opsbot/flows"
+	"opsbot/integrations/redis"
+	"opsbot/integrations/script"
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// Transport sends messages to people on one chat platform.
+type Transport interface {
+	// Platform is "local", "slack" or "wecom".
+	Platform() string
+	// Send delivers msg to the user known on this platform as userID.
+	Send(ctx context.Context, userID string, msg templates.Message) error
+}
+
+// CardUpdater is a transport that can redraw the cards it posted for a
+// ticket, so buttons that no longer apply disappear.
+type CardUpdater interface {
+	UpdateCards(ctx context.Context, ticket string, msg templates.Message) error
+}
+
+// Options builds a Bot.
+type Options struct {
+	Config *Config
+	Log    *slog.Logger
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+	// Executors add to or replace the built-in ones (tests use this).
+	Executors map[string]flows.Executor
+	// Transports are started besides the local chat.
+	Transports []Transport
+	// TickEvery is how often timers are checked; 0 means 5s.
+	TickEvery time.Duration
+}
+
+// Bot is a running opsbot.
+type Bot struct {
+	cfg     *Config
+	log     *slog.Logger
+	now     func() time.Time
+	store   *state.Store
+	dir     *flows.Directory
+	engine  *flows.Engine
+	runner  *flows.Runner
+	reg     *commands.Registry
+	limiter Limiter
+	redis   *goredis.Client
+	redact  *Redactor
+	local   *local.Transport
+	trans   []Transport
+	tick    time.Duration
+
+	srv      *http.Server
+	addr     string
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+}
+
+// New opens the state and wires everything; it does not start serving.
+// An unreachable Redis does not stop it: the limiter falls back and
+// reconnects by itself.
+func New(ctx context.Context, o Options) (*Bot, error) {
+	cfg := o.Config
+	b := &Bot{cfg: cfg, log: o.Log, now: o.Now, tick: o.TickEvery}
+	if b.log == nil {
+		b.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.tick <= 0 {
+		b.tick = 5 * time.Second
+	}
+	var secrets []string
+	for _, e := range cfg.SecretsEnv {
+		secrets = append(secrets, os.Getenv(e))
+	}
+	if cfg.Redis.PasswordEnv != "" {
+		secrets = append(secrets, os.Getenv(cfg.Redis.PasswordEnv))
+	}
+	b.redact = NewRedactor(secrets...)
+	b.log = slog.New(&redactingHandler{Handler: b.log.Handler(), r: b.redact})
+
+	execs := map[string]flows.Executor{
+		"script": script.New(script.Config{Dir: cfg.Resolve(cfg.Scripts.Dir), OutputLimit: cfg.Scripts.OutputLimit,
+			TransientExitCodes: cfg.Scripts.TransientExitCodes}),
+	}
+	for k, v := range o.Executors {
+		execs[k] = v
+	}
+	names := make([]string, 0, len(execs))
+	for k := range execs {
+		names = append(names, k)
+	}
+	fl, err := cfg.AllFlows(names)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
+	if err != nil {
+		return nil, err
+	}
+	b.store = store
+	if err := b.seedUsers(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if b.dir, err = flows.NewDirectory(ctx, store); err != nil {
+		store.Close()
+		return nil, err
+	}
+	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
+		Log: b.log, Redact: b.redact.Redact})
+	b.runner = b.engine.NewRunner()
+	b.reg = commands.Default()
+
+	local := NewLocalLimiter(cfg.RateLimit.PerMinute, cfg.RateLimit.Burst)
+	b.limiter = local
+	if cfg.Redis.Addr != "" {
+		b.redis = redis.NewClient(redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
+		b.limiter = redis.NewLimiter(b.redis, cfg.RateLimit.PerMinute, cfg.RateLimit.Burst, local, b.log)
+	}
+	b.local = newLocal(b)
+	b.trans = append([]Transport{b.local}, o.Transports...)
+	return b, nil
+}
+
+// seedUsers writes the configured users and grants their configured roles.
+// Roles granted or revoked by command stay as they are, except that a role
+// listed in the config is granted again at start-up.
+func (b *Bot) seedUsers(ctx context.Context) error {
+	for _, u := range b.cfg.Users {
+		ids := map[string]string{"local": state.NormName(u.Name)}
+		for p, id := range u.IDs {
+			ids[p] = id
+		}
+		if _, err := b.store.PutUser(ctx, state.User{Name: u.Name, Display: u.Display, IDs: ids}); err != nil {
+			return fmt.Errorf("config user %s: %w", u.Name, err)
+		}
+		for _, r := range u.Roles {
+			if _, err := b.store.Grant(ctx, r, u.Name, state.AuditEntry{At: b.now(), User: "config",
+				Action: "role grant", Args: state.NormName(r) + " " + state.NormName(u.Name), Result: "ok"}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Engine returns the flow engine.
+func (b *Bot) Engine() *flows.Engine { return b.engine }
+
+// Store returns the state store.
+func (b *Bot) Store() *state.Store { return b.store }
+
+// Local returns the local chat transport.
+func (b *Bot) Local() *local.Transport { return b.local }
+
+// Runner returns the job runner.
+func (b *Bot) Runner() *flows.Runner { return b.runner }
+
+// Limiter returns the command rate limiter.
+func (b *Bot) Limiter() Limiter { return b.limiter }
+
+// Addr is the address the local chat listens on, once started.
+func (b *Bot) Addr() string { return b.addr }
+
+// Start settles jobs left by a previous process, starts listening and
+// starts the background loops. It returns once the bot is serving.
+func (b *Bot) Start(ctx context.Context) error {
+	if err := b.engine.Recover(ctx); err != nil {
+		return fmt.Errorf("recover jobs: %w", err)
+	}
+	ln, err := net.Listen("tcp", b.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
+	}
+	b.addr = ln.Addr().String()
+	b.srv = &http.Server{Handler: b.local.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel = cancel
+	b.wg.Add(4)
+	go func() {
+		defer b.wg.Done()
+		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("local chat server stopped", "err", err)
+		}
+	}()
+	go func() { defer b.wg.Done(); b.runner.Run(bg) }()
+	go func() { defer b.wg.Done(); b.deliverLoop(bg) }()
+	go func() { defer b.wg.Done(); b.timerLoop(bg) }()
+	b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
+	return nil
+}
+
+// Stop stops serving, cancels background work, waits for it and closes
+// the state. Jobs cut short stay marked running and are settled at the
+// next start.
+func (b *Bot) Stop() {
+	b.stopOnce.Do(func() {
+		if b.srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = b.srv.Shutdown(sctx)
+			cancel()
+		}
+		if b.cancel != nil {
+			b.cancel()
+		}
+		b.wg.Wait()
+		if b.redis != nil {
+			b.redis.Close()
+		}
+		b.store.Close()
+	})
+}
+
+// Run starts the bot and serves until ctx ends.
+func (b *Bot) Run(ctx context.Context) error {
+	if err := b.Start(ctx); err != nil {
+		b.Stop()
+		return err
+	}
+	<-ctx.Done()
+	b.log.Info("shutting down")
+	b.Stop()
+	return nil
+}
+
+func (b *Bot) timerLoop(ctx context.Context) {
+	t := time.NewTicker(b.tick)
+	defer t.Stop()
+	for {
+		if err := b.engine.Tick(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("timers", "err", err)
+		}
+		if _, err := b.store.SweepIdempotency(ctx, b.now()); err != nil && ctx.Err() == nil {
+			b.log.Error("sweep idempotency keys", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// redactingHandler masks secrets in every log message and string attribute.
+type redactingHandler struct {
+	slog.Handler
+	r *Redactor
+}
+
+func (h *redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.Redact(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h *redactingHandler) attr(a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.Redact(a.Value.String()))
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			return slog.String(a.Key, h.r.Redact(err.Error()))
+		}
+		return slog.String(a.Key, h.r.Redact(fmt.Sprint(a.Value.Any())))
+	}
+	return a
+}
+
+func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clean[i] = h.attr(a)
+	}
+	return &redactingHandler{Handler: h.Handler.WithAttrs(clean), r: h.r}
+}
+
+func (h *redactingHandler) WithGroup(name string) slog.Handler {
+	return &redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}

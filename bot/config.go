@@ -1,0 +1,239 @@
+package bot
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"opsbot/flows"
+	"opsbot/state"
+)
+
+// Config is opsbot's configuration file. Secrets are never written in it:
+// fields ending in _env name the environment variable that holds them.
+type Config struct {
+	// Listen is the local chat and API address; loopback by default.
+	Listen string `yaml:"listen"`
+	// Platform names the transports to start; "local" is always on.
+	State     StateConfig     `yaml:"state"`
+	Redis     RedisConfig     `yaml:"redis"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	Audit     AuditConfig     `yaml:"audit"`
+	Outbox    OutboxConfig    `yaml:"outbox"`
+	Scripts   ScriptsConfig   `yaml:"scripts"`
+	// SecretsEnv lists environment variables whose values are redacted
+	// wherever they would appear (logs, audit, chat).
+	SecretsEnv []string     `yaml:"secrets_env"`
+	Users      []UserConfig `yaml:"users"`
+	// Flows add to or replace the built-in flows by name.
+	Flows []*flows.Flow `yaml:"flows"`
+
+	// dir is where relative paths are resolved from.
+	dir string
+}
+
+// StateConfig locates the bbolt file.
+type StateConfig struct {
+	Path        string         `yaml:"path"`
+	OpenTimeout flows.Duration `yaml:"open_timeout"`
+}
+
+// RedisConfig connects the optional Redis used by the rate limiter.
+type RedisConfig struct {
+	Addr        string `yaml:"addr"`
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+}
+
+// RateLimitConfig is the per-user command limit.
+type RateLimitConfig struct {
+	PerMinute int `yaml:"per_minute"`
+	Burst     int `yaml:"burst"`
+}
+
+// AuditConfig bounds audit payloads.
+type AuditConfig struct {
+	MaxArgs int `yaml:"max_args"`
+}
+
+// OutboxConfig paces notification retries.
+type OutboxConfig struct {
+	RetryMin flows.Duration `yaml:"retry_min"`
+	RetryMax flows.Duration `yaml:"retry_max"`
+}
+
+// ScriptsConfig configures the script executor.
+type ScriptsConfig struct {
+	// Dir is where script commands are looked up; commands may not leave it.
+	Dir                string `yaml:"dir"`
+	OutputLimit        int    `yaml:"output_limit"`
+	TransientExitCodes []int  `yaml:"transient_exit_codes"`
+}
+
+// UserConfig declares a person, their chat ids and their initial roles.
+type UserConfig struct {
+	Name    string            `yaml:"name"`
+	Display string            `yaml:"display"`
+	Roles   []string          `yaml:"roles"`
+	IDs     map[string]string `yaml:"ids"`
+}
+
+// ParseConfig decodes a configuration, refusing unknown keys, and fills in
+// defaults. dir is where relative paths are resolved from.
+func ParseConfig(data []byte, dir string) (*Config, error) {
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	cfg.dir = dir
+	cfg.defaults()
+	return cfg, nil
+}
+
+// LoadConfig reads and parses a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	abs, _ := filepath.Abs(filepath.Dir(path))
+	return ParseConfig(data, abs)
+}
+
+func (c *Config) defaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.State.Path == "" {
+		c.State.Path = "data/opsbot.db"
+	}
+	if c.State.OpenTimeout <= 0 {
+		c.State.OpenTimeout = flows.Duration(time.Second)
+	}
+	if c.RateLimit.PerMinute <= 0 {
+		c.RateLimit.PerMinute = 60
+	}
+	if c.RateLimit.Burst <= 0 {
+		c.RateLimit.Burst = 20
+	}
+	if c.Audit.MaxArgs <= 0 {
+		c.Audit.MaxArgs = 500
+	}
+	if c.Outbox.RetryMin <= 0 {
+		c.Outbox.RetryMin = flows.Duration(2 * time.Second)
+	}
+	if c.Outbox.RetryMax <= 0 {
+		c.Outbox.RetryMax = flows.Duration(10 * time.Minute)
+	}
+	if c.Scripts.Dir == "" {
+		c.Scripts.Dir = "examples/scripts"
+	}
+	if c.Scripts.OutputLimit <= 0 {
+		c.Scripts.OutputLimit = 4000
+	}
+	if len(c.Scripts.TransientExitCodes) == 0 {
+		c.Scripts.TransientExitCodes = []int{75} // EX_TEMPFAIL
+	}
+}
+
+// Resolve makes a relative path relative to the config file.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// Check validates the configuration and returns every problem found, each
+// naming the option and what to write instead. executors lists the
+// executor names available.
+func (c *Config) Check(executors []string) []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port (e.g. 127.0.0.1:8080)", c.Listen)
+	} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		bad("listen: %q is not a loopback address; the local chat has no login, so keep it on 127.0.0.1", c.Listen)
+	}
+	if c.Redis.PasswordEnv != "" && os.Getenv(c.Redis.PasswordEnv) == "" {
+		bad("redis.password_env: environment variable %s is not set", c.Redis.PasswordEnv)
+	}
+	if c.Redis.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
+			bad("redis.addr: %q is not host:port (e.g. 127.0.0.1:6379)", c.Redis.Addr)
+		}
+	}
+	for _, e := range c.SecretsEnv {
+		if os.Getenv(e) == "" {
+			bad("secrets_env: environment variable %s is not set", e)
+		}
+	}
+	seen := map[string]bool{}
+	ids := map[string]string{}
+	for i, u := range c.Users {
+		n := state.NormName(u.Name)
+		if n == "" {
+			bad("users[%d]: name is empty", i)
+			continue
+		}
+		if seen[n] {
+			bad("users[%d]: user %s is declared twice (names match case-insensitively)", i, n)
+		}
+		seen[n] = true
+		for p, id := range u.IDs {
+			if !slices.Contains([]string{"local", "slack", "wecom"}, p) {
+				bad("users[%d] %s: ids: unknown platform %q (local, slack, wecom)", i, n, p)
+			}
+			if other, dup := ids[p+":"+id]; dup {
+				bad("users[%d] %s: %s id %s already belongs to %s", i, n, p, id, other)
+			}
+			ids[p+":"+id] = n
+		}
+	}
+	if _, err := c.AllFlows(executors); err != nil {
+		errs = append(errs, err)
+	}
+	if st, err := os.Stat(c.Resolve(c.Scripts.Dir)); err != nil || !st.IsDir() {
+		bad("scripts.dir: %s is not a directory", c.Resolve(c.Scripts.Dir))
+	}
+	return errs
+}
+
+// AllFlows returns the built-in flows overlaid with the configured ones,
+// validated.
+func (c *Config) AllFlows(executors []string) ([]*flows.Flow, error) {
+	builtin, err := flows.Builtin()
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]int{}
+	for i, f := range builtin {
+		byName[f.Name] = i
+	}
+	out := builtin
+	for _, f := range c.Flows {
+		if i, ok := byName[f.Name]; ok {
+			out[i] = f
+		} else {
+			byName[f.Name] = len(out)
+			out = append(out, f)
+		}
+	}
+	for i, f := range out {
+		if err := f.Validate(executors); err != nil {
+			return nil, fmt.Errorf("flows[%d]: %w", i, err)
+		}
+	}
+	return out, nil
+}

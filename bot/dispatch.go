@@ -1,0 +1,354 @@
+package bot
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"opsbot/commands"
+	"opsbot/flows"
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// Incoming is one piece of chat input: a typed command or a button press.
+type Incoming struct {
+	Platform string
+	// UserID is the person's id on the platform; Name is the opsbot user
+	// name to create them under when they are new.
+	UserID string
+	Name   string
+	Text   string
+	Click  bool
+	// Key identifies the delivery for de-duplication (a platform's event
+	// or message id); empty means no de-duplication.
+	Key string
+}
+
+// pageSize is how many tickets or audit entries a page shows.
+const pageSize = 20
+
+// idempotencyTTL covers every chat platform's retry window with room.
+const idempotencyTTL = 24 * time.Hour
+
+// Handle runs one piece of chat input and returns the replies. It never
+// returns an error: every failure becomes a reply, and everything is
+// audited with secrets redacted.
+func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
+	ref := newRef()
+	log := b.log.With("platform", in.Platform, "req", ref)
+	user, err := b.identify(ctx, in)
+	if err != nil {
+		log.Error("identify user", "err", err)
+		return []templates.Message{b.internal(ref)}
+	}
+	log = log.With("user", user.Name)
+	action := "command"
+	if in.Click {
+		action = "click"
+	}
+	args := Truncate(b.redact.Redact(in.Text), b.cfg.Audit.MaxArgs)
+	audit := state.AuditEntry{At: b.now(), User: user.Name, Platform: in.Platform, Action: action, Args: args}
+	finish := func(result string, msgs ...templates.Message) []templates.Message {
+		audit.Result = result
+		if err := b.store.Audit(ctx, audit); err != nil {
+			log.Error("write audit entry", "err", err)
+		}
+		return msgs
+	}
+	if in.Key != "" {
+		seen, err := b.store.Remember(ctx, in.Platform+":"+in.Key, b.now(), idempotencyTTL)
+		if err != nil {
+			log.Error("idempotency key", "err", err)
+			return finish("internal "+ref, b.internal(ref))
+		}
+		if seen {
+			return finish("duplicate delivery ignored")
+		}
+	}
+	if ok, wait := b.limiter.Allow(ctx, user.Name); !ok {
+		return finish("rate_limited", b.userError(&flows.UserError{Code: "rate_limited",
+			Message: fmt.Sprintf("命令太频繁，请 %s 后再试 · too many commands: try again in %s", roundUp(wait), roundUp(wait)),
+			Hint:    fmt.Sprintf("上限 limit: %d/min", b.cfg.RateLimit.PerMinute)}))
+	}
+	req, err := b.reg.Parse(in.Text)
+	if err == nil {
+		audit.Action += " " + req.Command()
+		if t := ticketOf(req); t != "" {
+			audit.Ticket = t
+		}
+		var msgs []templates.Message
+		msgs, err = b.execute(ctx, user, req)
+		if err == nil {
+			return finish("ok", msgs...)
+		}
+	}
+	var ue *flows.UserError
+	if errors.As(err, &ue) {
+		log.Info("refused", "code", ue.Code, "reason", ue.Message)
+		return finish("refused: "+ue.Code, b.userError(ue))
+	}
+	log.Error("command failed", "err", err)
+	return finish("internal "+ref, b.internal(ref))
+}
+
+func roundUp(d time.Duration) time.Duration {
+	return d.Truncate(time.Second) + time.Second
+}
+
+func ticketOf(r commands.Request) string {
+	switch x := r.(type) {
+	case commands.Show:
+		return x.Ticket
+	case commands.Act:
+		return x.Ticket
+	}
+	return ""
+}
+
+func newRef() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// userError is the single place user errors become chat replies.
+func (b *Bot) userError(ue *flows.UserError) templates.Message {
+	return templates.MustRender("error", templates.ErrorView{Message: b.redact.Redact(ue.Message), Hint: b.redact.Redact(ue.Hint)})
+}
+
+func (b *Bot) internal(ref string) templates.Message {
+	return templates.MustRender("internal", templates.InternalView{Ref: ref})
+}
+
+func (b *Bot) identify(ctx context.Context, in Incoming) (state.User, error) {
+	if u, ok := b.dir.Resolve(in.Platform, in.UserID); ok {
+		return u, nil
+	}
+	name := in.Name
+	if name == "" {
+		name = in.Platform + "-" + in.UserID
+	}
+	if in.Platform == "local" {
+		name = in.UserID
+	}
+	if u, ok := b.dir.User(name); ok && u.IDs[in.Platform] == "" {
+		// A configured person seen on this platform for the first time.
+		u.IDs = map[string]string{in.Platform: in.UserID}
+		if err := b.dir.Put(ctx, u); err != nil {
+			return state.User{}, err
+		}
+		u, _ = b.dir.User(name)
+		return u, nil
+	} else if ok {
+		name = in.Platform + "-" + in.UserID
+	}
+	return b.dir.Ensure(ctx, in.Platform, in.UserID, name)
+}
+
+func info(level, title, body string) templates.Message {
+	return templates.MustRender("info", templates.InfoView{Level: level, Title: title, Body: body})
+}
+
+func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request) ([]templates.Message, error) {
+	e := b.engine
+	switch r := req.(type) {
+	case commands.Help:
+		return []templates.Message{b.help(r.Topic)}, nil
+	case commands.New:
+		t, err := e.Create(ctx, u.Name, r.Flow, r.Fields)
+		if err != nil {
+			return nil, err
+		}
+		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), e.CardFor(t)}, nil
+	case commands.Show:
+		t, err := b.store.Get(ctx, r.Ticket)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil, flows.Userf("no_ticket", "/ops list open", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
+		}
+		if err != nil {
+			return nil, err
+		}
+		evs, err := b.store.Events(ctx, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		return []templates.Message{e.CardFor(t), info("info", "历史 History "+t.ID, history(evs))}, nil
+	case commands.List:
+		return b.list(ctx, u, r)
+	case commands.Act:
+		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Comment: r.Comment})
+		if err != nil {
+			return nil, err
+		}
+		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, templates.StageLabel(e.View(t).StageTitle)), ""), e.CardFor(t)}, nil
+	case commands.Role:
+		return b.role(ctx, u, r)
+	case commands.Audit:
+		return b.auditLog(ctx, u, r)
+	}
+	return nil, fmt.Errorf("no handler for %T", req)
+}
+
+func history(evs []state.Event) string {
+	var lines []string
+	start := max(0, len(evs)-15)
+	for _, ev := range evs[start:] {
+		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, ev.At.UTC().Format("01-02 15:04"), ev.Actor, ev.Type)
+		if ev.From != ev.To {
+			l += fmt.Sprintf(" (%s → %s)", ev.From, ev.To)
+		}
+		if ev.Comment != "" {
+			l += ": " + ev.Comment
+		}
+		lines = append(lines, l)
+	}
+	if start > 0 {
+		lines = append([]string{fmt.Sprintf("… %d earlier", start)}, lines...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (b *Bot) help(topic string) templates.Message {
+	e := b.engine
+	if topic != "" {
+		if s, ok := b.reg.Lookup(topic); ok {
+			return templates.MustRender("help", templates.HelpView{Topic: &templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example}})
+		}
+		if f, ok := e.Flow(topic); ok {
+			var lines []string
+			for _, fd := range f.Fields {
+				req := "可选 optional"
+				if fd.Required {
+					req = "必填 required"
+				}
+				l := fmt.Sprintf("%s (%s, %s)", fd.Name, fd.Label, req)
+				if len(fd.Enum) > 0 {
+					l += ": " + strings.Join(fd.Enum, "|")
+				}
+				lines = append(lines, l)
+			}
+			var stages []string
+			for _, st := range f.Stages {
+				stages = append(stages, st.Title)
+			}
+			return templates.MustRender("help", templates.HelpView{Topic: &templates.HelpCommand{Name: f.Name + " · " + f.Title,
+				Usage: "/ops new " + f.Name + " key=value ...", Example: f.Example(),
+				Summary: f.Description + "\n阶段 stages: " + strings.Join(stages, " → ") + "\n字段 fields:\n  " + strings.Join(lines, "\n  ")}})
+		}
+	}
+	v := templates.HelpView{}
+	for _, s := range b.reg.Specs() {
+		v.Commands = append(v.Commands, templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example})
+	}
+	for _, n := range e.FlowNames() {
+		f, _ := e.Flow(n)
+		req, opt := f.FieldNames()
+		v.Flows = append(v.Flows, templates.FlowHelp{Name: f.Name, Title: f.Title, Required: req, Optional: opt, Example: f.Example()})
+	}
+	return templates.MustRender("help", v)
+}
+
+func (b *Bot) list(ctx context.Context, u state.User, r commands.List) ([]templates.Message, error) {
+	if r.Flow != "" {
+		if _, ok := b.engine.Flow(r.Flow); !ok {
+			return nil, flows.Userf("unknown_flow", "flows: "+strings.Join(b.engine.FlowNames(), ", "), "没有流程 %s · unknown flow %q", r.Flow, r.Flow)
+		}
+	}
+	flowOK := func(t state.Ticket) bool { return r.Flow == "" || t.Flow == r.Flow }
+	var ix state.Index
+	keep := flowOK
+	switch r.Scope {
+	case "mine":
+		ix = state.Index{Kind: "requester", Keys: []string{u.Name}}
+	case "waiting":
+		ix = state.Index{Kind: "waiting", Keys: u.Roles}
+		keep = func(t state.Ticket) bool {
+			return flowOK(t) && t.Requester != u.Name &&
+				!slices.ContainsFunc(t.Approvals, func(a state.Approval) bool { return a.User == u.Name })
+		}
+	case "open":
+		ix = state.Index{Kind: "open"}
+	default:
+		ix = state.Index{Kind: "all"}
+		if r.Flow != "" {
+			ix = state.Index{Kind: "flow", Keys: []string{r.Flow}}
+		}
+	}
+	if r.Scope == "waiting" && len(u.Roles) == 0 {
+		return []templates.Message{templates.MustRender("list", templates.ListView{Scope: r.Scope, Filter: r.Flow, Page: r.Page})}, nil
+	}
+	page, err := b.store.List(ctx, ix, keep, (r.Page-1)*pageSize, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	v := templates.ListView{Scope: r.Scope, Filter: r.Flow, Page: r.Page, More: page.More}
+	for _, t := range page.Tickets {
+		v.Tickets = append(v.Tickets, b.engine.View(t))
+	}
+	return []templates.Message{templates.MustRender("list", v)}, nil
+}
+
+func (b *Bot) role(ctx context.Context, u state.User, r commands.Role) ([]templates.Message, error) {
+	if r.Op == "list" {
+		v := templates.RolesView{User: r.User}
+		if r.User != "" {
+			x, ok := b.dir.User(r.User)
+			if !ok {
+				return nil, flows.Userf("unknown_user", "/ops role list", "没有用户 %s · no user called %s", r.User, r.User)
+			}
+			for _, role := range x.Roles {
+				v.Rows = append(v.Rows, templates.RoleRow{Role: role, Members: []string{x.Name}})
+			}
+		} else {
+			for _, role := range b.dir.Roles() {
+				v.Rows = append(v.Rows, templates.RoleRow{Role: role, Members: b.dir.Members(role)})
+			}
+		}
+		return []templates.Message{templates.MustRender("roles", v)}, nil
+	}
+	if !b.dir.HasRole(u.Name, flows.AdminRole) {
+		return nil, flows.Userf("not_admin", "请管理员操作 ask an admin: "+strings.Join(b.dir.Members(flows.AdminRole), ", "),
+			"只有管理员可以授予或收回角色 · only admins can grant or revoke roles")
+	}
+	grant := r.Op == "grant"
+	changed, err := b.dir.SetRole(ctx, r.Role, r.User, grant, state.AuditEntry{At: b.now(), User: u.Name,
+		Action: "role " + r.Op, Args: r.Role + " " + r.User, Result: "ok"})
+	if err != nil {
+		return nil, err
+	}
+	verb := map[bool]string{true: "已授予 granted", false: "已收回 revoked"}[grant]
+	if !changed {
+		return []templates.Message{info("info", fmt.Sprintf("无变化 no change: %s %s %s", r.User, map[bool]string{true: "already has", false: "does not have"}[grant], r.Role), "")}, nil
+	}
+	return []templates.Message{info("success", fmt.Sprintf("%s %s → %s", verb, r.Role, r.User), "")}, nil
+}
+
+func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]templates.Message, error) {
+	privileged := b.dir.HasRole(u.Name, flows.AdminRole, "auditor")
+	switch {
+	case privileged:
+	case r.User == u.Name:
+	case r.Ticket != "":
+		t, err := b.store.Get(ctx, r.Ticket)
+		if err != nil || t.Requester != u.Name {
+			return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只能查看自己的工单审计 · you can see the audit log of your own tickets and yourself; admins and auditors see all")
+		}
+	default:
+		return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只有管理员或审计员可以查看全部 · only admins and auditors see the whole audit log")
+	}
+	entries, more, err := b.store.AuditLog(ctx, state.AuditQuery{Ticket: r.Ticket, User: r.User}, (r.Page-1)*pageSize, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	v := templates.AuditView{Target: r.Ticket + r.User, Page: r.Page, More: more}
+	for _, a := range entries {
+		v.Entries = append(v.Entries, templates.AuditRow{At: a.At, User: a.User, Platform: a.Platform, Action: a.Action, Ticket: a.Ticket, Args: a.Args, Result: a.Result})
+	}
+	return []templates.Message{templates.MustRender("audit", v)}, nil
+}

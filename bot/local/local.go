@@ -1,0 +1,266 @@
+// Package local is the embedded local chat: a single page served on
+// loopback where a person picks who they are, types /ops commands, sees
+// replies and cards, and presses working buttons; plus the JSON API under
+// it that the page, the tests and the load tool use. It needs no chat
+// credentials, so "make run" works on a fresh machine.
+package local
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"opsbot/templates"
+)
+
+// Handler runs a command typed (or a button pressed) by user.
+type Handler func(ctx context.Context, user, text string, click bool) []templates.Message
+
+// User is a person the page offers to act as.
+type User struct {
+	Name    string   `json:"name"`
+	Display string   `json:"display,omitempty"`
+	Roles   []string `json:"roles,omitempty"`
+}
+
+// Config wires the transport.
+type Config struct {
+	Handle Handler
+	Users  func() []User
+	// Backup writes a consistent copy of the state to path.
+	Backup func(path string) (int64, error)
+	// MaxInbox bounds each user's kept messages.
+	MaxInbox int
+}
+
+// Entry is one message in a user's inbox. Rev changes when a card is
+// redrawn, so pollers see updates in place.
+type Entry struct {
+	ID   int64              `json:"id"`
+	Rev  int64              `json:"rev"`
+	Kind string             `json:"kind"` // "you", "reply" or "notice"
+	Text string             `json:"text,omitempty"`
+	Msg  *templates.Message `json:"msg,omitempty"`
+	At   time.Time          `json:"at"`
+}
+
+// Transport is the local chat.
+type Transport struct {
+	cfg    Config
+	mu     sync.Mutex
+	rev    int64
+	inbox  map[string][]*Entry
+	failN  int
+	notify chan struct{}
+}
+
+// New returns a local chat transport.
+func New(cfg Config) *Transport {
+	if cfg.MaxInbox <= 0 {
+		cfg.MaxInbox = 500
+	}
+	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, notify: make(chan struct{})}
+}
+
+// Platform implements the bot's Transport.
+func (t *Transport) Platform() string { return "local" }
+
+// FailNext makes the next n sends fail, to exercise the outbox.
+func (t *Transport) FailNext(n int) {
+	t.mu.Lock()
+	t.failN = n
+	t.mu.Unlock()
+}
+
+// Send implements the bot's Transport: the message lands in user's inbox.
+func (t *Transport) Send(ctx context.Context, user string, msg templates.Message) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failN > 0 {
+		t.failN--
+		return errors.New("local chat unavailable (injected failure)")
+	}
+	t.add(user, &Entry{Kind: "notice", Msg: &msg})
+	return nil
+}
+
+// UpdateCards implements the bot's CardUpdater: every card of the ticket
+// in every inbox is redrawn. A card drawn in the stage the ticket is still
+// in gets the current buttons; any other card's buttons are disabled, so
+// nothing on it can be pressed any more.
+func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg templates.Message) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.failN > 0 {
+		t.failN--
+		return errors.New("local chat unavailable (injected failure)")
+	}
+	changed := false
+	for _, entries := range t.inbox {
+		for _, e := range entries {
+			if e.Msg == nil || e.Msg.Ticket != ticket || e.Msg.Version >= msg.Version {
+				continue
+			}
+			m := *e.Msg
+			if m.Stage == msg.Stage {
+				m.Buttons = msg.Buttons
+			} else {
+				m.Buttons = disabled(m.Buttons)
+			}
+			m.Version = msg.Version
+			m.Context = "现状 now: " + msg.Title + " · " + msg.Context
+			e.Msg = &m
+			t.rev++
+			e.Rev = t.rev
+			changed = true
+		}
+	}
+	if changed {
+		t.wake()
+	}
+	return nil
+}
+
+func disabled(in []templates.Button) []templates.Button {
+	out := make([]templates.Button, len(in))
+	for i, b := range in {
+		b.Disabled = true
+		out[i] = b
+	}
+	return out
+}
+
+func (t *Transport) add(user string, e *Entry) {
+	t.rev++
+	e.ID, e.Rev, e.At = t.rev, t.rev, time.Now()
+	box := append(t.inbox[user], e)
+	if len(box) > t.cfg.MaxInbox {
+		box = box[len(box)-t.cfg.MaxInbox:]
+	}
+	t.inbox[user] = box
+	t.wake()
+}
+
+func (t *Transport) wake() {
+	close(t.notify)
+	t.notify = make(chan struct{})
+}
+
+// Inbox returns user's entries changed after rev, and the latest rev.
+func (t *Transport) Inbox(user string, after int64) ([]Entry, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Entry
+	for _, e := range t.inbox[user] {
+		if e.Rev > after {
+			out = append(out, *e)
+		}
+	}
+	return out, t.rev
+}
+
+//go:embed page.html
+var page []byte
+
+// Handler serves the page and the JSON API.
+func (t *Transport) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+		w.Write(page)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /api/users", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, t.cfg.Users()) })
+	mux.HandleFunc("POST /api/command", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, false) })
+	mux.HandleFunc("POST /api/click", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, true) })
+	mux.HandleFunc("GET /api/inbox", t.serveInbox)
+	mux.HandleFunc("POST /admin/backup", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Path string `json:"path"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || !strings.HasPrefix(req.Path, "/") {
+			writeJSON(w, 400, map[string]string{"error": "want {\"path\": \"/absolute/file\"}"})
+			return
+		}
+		n, err := t.cfg.Backup(req.Path)
+		if err != nil {
+			writeJSON(w, 500, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"path": req.Path, "bytes": n})
+	})
+	return mux
+}
+
+// CommandRequest is the body of /api/command and /api/click.
+type CommandRequest struct {
+	User string `json:"user"`
+	Text string `json:"text"`
+}
+
+// CommandResponse carries the replies.
+type CommandResponse struct {
+	Replies []templates.Message `json:"replies"`
+}
+
+func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click bool) {
+	var req CommandRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeJSON(w, 400, map[string]string{"error": "want JSON {\"user\": \"alice\", \"text\": \"/ops help\"}"})
+		return
+	}
+	req.User = strings.ToLower(strings.TrimSpace(req.User))
+	if req.User == "" || len(req.User) > 64 || strings.ContainsAny(req.User, " \t\n:/") {
+		writeJSON(w, 400, map[string]string{"error": "user: pick a user name without spaces, e.g. alice"})
+		return
+	}
+	replies := t.cfg.Handle(r.Context(), req.User, req.Text, click)
+	t.mu.Lock()
+	if !click {
+		t.add(req.User, &Entry{Kind: "you", Text: req.Text})
+	}
+	for i := range replies {
+		m := replies[i]
+		t.add(req.User, &Entry{Kind: "reply", Msg: &m})
+	}
+	t.mu.Unlock()
+	writeJSON(w, 200, CommandResponse{Replies: replies})
+}
+
+func (t *Transport) serveInbox(w http.ResponseWriter, r *http.Request) {
+	user := strings.ToLower(r.URL.Query().Get("user"))
+	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+	wait = min(wait, 25*time.Second)
+	deadline := time.After(wait)
+	for {
+		t.mu.Lock()
+		ch := t.notify
+		t.mu.Unlock()
+		entries, rev := t.Inbox(user, after)
+		if len(entries) > 0 || wait <= 0 {
+			writeJSON(w, 200, map[string]any{"entries": entries, "rev": rev})
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			wait = 0
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to tell it
+}

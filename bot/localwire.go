@@ -1,0 +1,29 @@
+package bot
+
+import (
+	"context"
+
+	"opsbot/bot/local"
+	"opsbot/templates"
+)
+
+func newLocal(b *Bot) *local.Transport {
+	return local.New(local.Config{
+		Handle: func(ctx context.Context, user, text string, click bool) []templates.Message {
+			return b.Handle(ctx, Incoming{Platform: "local", UserID: user, Name: user, Text: text, Click: click})
+		},
+		Users: func() []local.User {
+			var out []local.User
+			for _, u := range b.dir.Users() {
+				out = append(out, local.User{Name: u.Name, Display: u.Display, Roles: u.Roles})
+			}
+			return out
+		},
+		Backup: func(path string) (int64, error) {
+			if err := b.store.Backup(path); err != nil {
+				return 0, err
+			}
+			return fileSize(path), nil
+		},
+	})
+}

@@ -1,0 +1,136 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// deliverLoop sends queued notifications whenever some are queued or a
+// retry comes due, until ctx ends.
+func (b *Bot) deliverLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if _, err := b.DeliverDue(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.engine.OutboxSignal():
+		case <-t.C:
+		}
+	}
+}
+
+// DeliverDue sends the outbox entries that are due and returns how many
+// were delivered. A failed entry stays in the outbox with the platforms it
+// already reached, and is retried with exponential backoff; nothing is
+// dropped.
+func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
+	delivered := 0
+	for {
+		pending, err := b.store.Pending(ctx, b.now(), 200)
+		if err != nil || len(pending) == 0 {
+			return delivered, err
+		}
+		var done []uint64
+		progress := false
+		for _, n := range pending {
+			err := b.deliver(ctx, n)
+			if err == nil {
+				done = append(done, n.ID)
+				continue
+			}
+			delay := b.cfg.Outbox.RetryMin.D() << min(n.Attempts, 16)
+			delay = min(delay, b.cfg.Outbox.RetryMax.D())
+			b.log.Warn("notification not delivered, will retry", "id", n.ID, "user", n.User, "ticket", n.Ticket,
+				"attempt", n.Attempts+1, "in", delay, "err", err)
+			if derr := b.store.Deferred(ctx, n.ID, b.now().Add(delay), b.redact.Redact(err.Error())); derr != nil {
+				return delivered, derr
+			}
+			progress = true
+		}
+		if len(done) > 0 {
+			if err := b.store.Delivered(ctx, done...); err != nil {
+				return delivered, err
+			}
+			delivered += len(done)
+			progress = true
+		}
+		if !progress || len(pending) < 200 {
+			return delivered, nil
+		}
+	}
+}
+
+// platformError names the platforms a delivery failed on.
+type platformError struct {
+	failed []string
+	errs   []error
+}
+
+func (e *platformError) Error() string {
+	var parts []string
+	for i, p := range e.failed {
+		parts = append(parts, fmt.Sprintf("%s: %v", p, e.errs[i]))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
+	var msg templates.Message
+	if err := json.Unmarshal(n.Message, &msg); err != nil {
+		b.log.Error("undecodable notification dropped", "id", n.ID, "err", err)
+		return nil
+	}
+	pe := &platformError{}
+	if n.Kind == "card_update" {
+		for _, t := range b.trans {
+			if cu, ok := t.(CardUpdater); ok && !slices.Contains(n.Done(), t.Platform()) {
+				if err := cu.UpdateCards(ctx, n.Ticket, msg); err != nil {
+					pe.failed, pe.errs = append(pe.failed, t.Platform()), append(pe.errs, err)
+				}
+			}
+		}
+	} else {
+		u, ok := b.dir.User(n.User)
+		if !ok {
+			b.log.Warn("notification for unknown user dropped", "user", n.User, "ticket", n.Ticket)
+			return nil
+		}
+		for _, t := range b.trans {
+			id := u.IDs[t.Platform()]
+			if t.Platform() == "local" {
+				id = u.Name
+			}
+			if id == "" || slices.Contains(n.Done(), t.Platform()) {
+				continue
+			}
+			if err := t.Send(ctx, id, msg); err != nil {
+				pe.failed, pe.errs = append(pe.failed, t.Platform()), append(pe.errs, err)
+			}
+		}
+	}
+	if len(pe.failed) == 0 {
+		return nil
+	}
+	var reached []string
+	for _, t := range b.trans {
+		if !slices.Contains(pe.failed, t.Platform()) {
+			reached = append(reached, t.Platform())
+		}
+	}
+	if err := b.store.MarkReached(ctx, n.ID, reached); err != nil {
+		return errors.Join(pe, err)
+	}
+	return pe
+}

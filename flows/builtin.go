@@ -1,0 +1,39 @@
+package flows
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+
+	"bytes"
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed builtin/*.yaml
+var builtinFS embed.FS
+
+// Builtin returns fresh copies of the built-in flow declarations (not yet
+// validated), sorted by name.
+func Builtin() ([]*Flow, error) {
+	names, err := fs.Glob(builtinFS, "builtin/*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var out []*Flow
+	for _, n := range names {
+		data, err := builtinFS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		f := &Flow{}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(f); err != nil {
+			return nil, fmt.Errorf("built-in flow %s: %w", n, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
