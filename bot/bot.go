@@ -71,6 +71,9 @@ type Bot struct {
 	trans   []Transport
 	tick    time.Duration
 
+	// deliverMu keeps two deliveries of the same outbox entry apart.
+	deliverMu sync.Mutex
+
 	srv      *http.Server
 	addr     string
 	wg       sync.WaitGroup

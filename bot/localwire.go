@@ -9,6 +9,7 @@ import (
 
 func newLocal(b *Bot) *local.Transport {
 	return local.New(local.Config{
+		Redact: b.redact.Redact,
 		Handle: func(ctx context.Context, user, text string, click bool) []templates.Message {
 			return b.Handle(ctx, Incoming{Platform: "local", UserID: user, Name: user, Text: text, Click: click})
 		},

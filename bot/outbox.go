@@ -36,6 +36,8 @@ func (b *Bot) deliverLoop(ctx context.Context) {
 // already reached, and is retried with exponential backoff; nothing is
 // dropped.
 func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
+	b.deliverMu.Lock()
+	defer b.deliverMu.Unlock()
 	delivered := 0
 	for {
 		pending, err := b.store.Pending(ctx, b.now(), 200)

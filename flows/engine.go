@@ -365,6 +365,9 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	if err != nil {
 		return state.Ticket{}, err
 	}
+	for k, v := range clean {
+		clean[k] = e.clean(v)
+	}
 	var locks []string
 	for _, l := range f.Locks {
 		locks = append(locks, Expand(l, clean))

@@ -37,6 +37,8 @@ type Config struct {
 	Backup func(path string) (int64, error)
 	// MaxInbox bounds each user's kept messages.
 	MaxInbox int
+	// Redact masks secrets in the echo of what the user typed.
+	Redact func(string) string
 }
 
 // Entry is one message in a user's inbox. Rev changes when a card is
@@ -64,6 +66,9 @@ type Transport struct {
 func New(cfg Config) *Transport {
 	if cfg.MaxInbox <= 0 {
 		cfg.MaxInbox = 500
+	}
+	if cfg.Redact == nil {
+		cfg.Redact = func(s string) string { return s }
 	}
 	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, notify: make(chan struct{})}
 }
@@ -224,7 +229,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	replies := t.cfg.Handle(r.Context(), req.User, req.Text, click)
 	t.mu.Lock()
 	if !click {
-		t.add(req.User, &Entry{Kind: "you", Text: req.Text})
+		t.add(req.User, &Entry{Kind: "you", Text: t.cfg.Redact(req.Text)})
 	}
 	for i := range replies {
 		m := replies[i]
