@@ -142,6 +142,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	local := NewLocalLimiter(cfg.RateLimit.PerMinute, cfg.RateLimit.Burst)
 	b.limiter = local
 	if cfg.Redis.Addr != "" {
+		redis.SetLogger(b.log)
 		b.redis = redis.NewClient(redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
 		b.limiter = redis.NewLimiter(b.redis, cfg.RateLimit.PerMinute, cfg.RateLimit.Burst, local, b.log)
 	}

@@ -111,11 +111,9 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		dest, _ := filepath.Abs(fs.Arg(0))
-		n, err := backup(cfg, dest)
-		if err != nil {
+		if err := BackupTo(cfg, dest, stdout); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "backup written: %s (%d bytes)\n", dest, n)
 		return 0
 	case "diagram":
 		if err := fs.Parse(args); err != nil {
@@ -146,6 +144,15 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 
 // executorNames are the executors a config may name.
 var executorNames = []string{"script"}
+
+// BackupTo writes a hot copy of the state to dest and reports it on out.
+func BackupTo(cfg *Config, dest string, out io.Writer) error {
+	n, err := backup(cfg, dest)
+	if err == nil {
+		fmt.Fprintf(out, "backup written: %s (%d bytes)\n", dest, n)
+	}
+	return err
+}
 
 // backup asks a running bot for a hot copy; with no bot running it opens
 // the file read-only and copies it itself.

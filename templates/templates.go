@@ -118,6 +118,7 @@ func Render(name string, data any) (Message, error) {
 		return Message{}, fmt.Errorf("render %s: decode %q: %w", name, buf.String(), err)
 	}
 	m.Kind = name
+	m.Body = strings.Trim(m.Body, "\n")
 	return m, nil
 }
 

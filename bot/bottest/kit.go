@@ -106,6 +106,9 @@ func WithYAML(y string) Option { return func(s *setup) { s.yaml += "\n" + y } }
 
 // ConfigYAML is the configuration a kit in dir runs with.
 func ConfigYAML(dir, extra string) string {
+	if !strings.Contains(extra, "rate_limit:") {
+		extra += "\nrate_limit: {per_minute: 100000, burst: 10000}"
+	}
 	return fmt.Sprintf("listen: 127.0.0.1:0\nstate: {path: %s}\nscripts: {dir: %s}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
 		filepath.Join(dir, "opsbot.db"), filepath.Join(dir, "scripts"), Users, extra)
 }

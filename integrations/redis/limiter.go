@@ -5,6 +5,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,6 +30,16 @@ func NewClient(o Options) *goredis.Client {
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
 		MaxRetries: -1, PoolSize: 16,
 	})
+}
+
+// SetLogger sends go-redis's own messages (dial failures while Redis is
+// down, which the limiter already reports once) to log at debug level.
+func SetLogger(log *slog.Logger) { goredis.SetLogger(logAdapter{log}) }
+
+type logAdapter struct{ log *slog.Logger }
+
+func (a logAdapter) Printf(ctx context.Context, format string, v ...any) {
+	a.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
 }
 
 // Fallback is the limiter used while Redis is unreachable.
