@@ -1,6 +1,368 @@
 package bot
 
-import "io"
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// LoadMain is replaced by the load tool.
-func LoadMain(args []string, embedded []byte, stdout, stderr io.Writer) int { return 2 }
+	bolt "go.etcd.io/bbolt"
+
+	"opsbot/bot/local"
+)
+
+// loadConfig is the bot the load tool drives: one approval stage, so each
+// approval is one durable transition that closes the ticket.
+const loadConfig = `
+listen: 127.0.0.1:0
+rate_limit: {per_minute: 100000000, burst: 1000000}
+users:
+  - {name: alice, roles: [developer]}
+  - {name: bob, roles: [techlead]}
+flows:
+  - name: bench
+    title: Bench
+    title_template: "item {item}"
+    fields: [{name: item, required: true}]
+    stages: [{name: review, kind: approval, roles: [techlead]}]
+`
+
+// LoadMain drives the local JSON API of an in-process bot on 127.0.0.1
+// and prints throughput and latency next to a raw bbolt batched-write
+// baseline measured in the same run. It stops by itself.
+func LoadMain(args []string, _ []byte, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("opsbot load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 2000, "tickets in the throughput phase (each: create, approve, show)")
+	conc := fs.Int("c", 32, "concurrent clients in the throughput phase")
+	rate := fs.Int("rate", 500, "requests per second in the latency phase")
+	dur := fs.Duration("d", 10*time.Second, "length of the latency phase")
+	seed := fs.Int("seed", 100000, "tickets in the store for the large-store phase (0 skips it)")
+	dir := fs.String("dir", "", "work directory (default: a temp dir, removed afterwards)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	work := *dir
+	if work == "" {
+		d, err := os.MkdirTemp("", "opsbot-load-")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	l := &loader{out: stdout, dir: work}
+	if err := l.run(*n, *conc, *rate, *dur, *seed); err != nil {
+		fmt.Fprintln(stderr, "load:", err)
+		return 1
+	}
+	return 0
+}
+
+type loader struct {
+	out io.Writer
+	dir string
+	url string
+	b   *Bot
+	hc  *http.Client
+}
+
+func (l *loader) printf(format string, a ...any) { fmt.Fprintf(l.out, format, a...) }
+
+func (l *loader) run(n, conc, rate int, dur time.Duration, seed int) error {
+	ctx := context.Background()
+	l.printf("opsbot load: %d tickets x (create, approve, show) with %d clients; %d req/s for %s; %d tickets seeded\n", n, conc, rate, dur, seed)
+	base, err := rawBoltRate(filepath.Join(l.dir, "raw.db"), 5000, conc)
+	if err != nil {
+		return err
+	}
+	l.printf("raw bbolt batched writes:        %8.0f writes/s (%d goroutines)\n", base, conc)
+
+	if err := l.start(ctx, "bot.db"); err != nil {
+		return err
+	}
+	// Throughput: closed loop, every ticket created, approved and shown.
+	var next atomic.Int64
+	var lat latencies
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				id, err := l.timed(&lat, "alice", fmt.Sprintf("/ops new bench item=%d", i), "submitted")
+				if err == nil {
+					_, err = l.timed(&lat, "bob", "/ops approve "+id, "approve")
+				}
+				if err == nil {
+					_, err = l.timed(&lat, "alice", "/ops show "+id, id)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	el := time.Since(start)
+	approvals := float64(n) / el.Seconds()
+	l.printf("end-to-end (HTTP, durable):      %8.0f requests/s, %6.0f approvals/s; p50 %s p99 %s\n",
+		float64(3*n)/el.Seconds(), approvals, lat.pct(50), lat.pct(99))
+	l.printf("  ratio approvals/s : raw batched writes/s = %.2f\n", approvals/base)
+
+	// Latency at a fixed request rate (open loop: latency counts from the
+	// scheduled send time, so a stall is not hidden).
+	lat = latencies{}
+	total := int(float64(rate) * dur.Seconds())
+	interval := time.Second / time.Duration(rate)
+	var ids sync.Map
+	var wg2 sync.WaitGroup
+	var failed atomic.Int64
+	start = time.Now()
+	for i := 0; i < total; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg2.Add(1)
+		go func() {
+			defer wg2.Done()
+			var err error
+			switch i % 3 {
+			case 0:
+				var id string
+				id, err = l.timedFrom(at, &lat, "alice", fmt.Sprintf("/ops new bench item=r%d", i), "submitted")
+				ids.Store(i, id)
+			case 1:
+				if id, ok := ids.Load(i - 1); ok && id != "" {
+					_, err = l.timedFrom(at, &lat, "bob", "/ops approve "+id.(string), "")
+				}
+			default:
+				_, err = l.timedFrom(at, &lat, "alice", "/ops list mine", "")
+			}
+			if err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg2.Wait()
+	l.printf("fixed rate %d req/s for %s:     %8.0f requests/s achieved; p50 %s p99 %s; %d errors\n",
+		rate, dur, float64(total)/time.Since(start).Seconds(), lat.pct(50), lat.pct(99), failed.Load())
+	l.b.Stop()
+
+	if seed > 0 {
+		return l.large(ctx, seed)
+	}
+	return nil
+}
+
+func (l *loader) start(ctx context.Context, db string) error {
+	cfg, err := ParseConfig([]byte(loadConfig), l.dir)
+	if err != nil {
+		return err
+	}
+	cfg.State.Path = filepath.Join(l.dir, db)
+	cfg.Scripts.Dir = l.dir
+	b, err := New(ctx, Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	l.b, l.url = b, "http://"+b.Addr()
+	l.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+	return nil
+}
+
+// large seeds the store with many tickets waiting for bob, restarts the
+// bot on it, and measures start-up, "list waiting" and "show".
+func (l *loader) large(ctx context.Context, seed int) error {
+	if err := l.start(ctx, "large.db"); err != nil {
+		return err
+	}
+	e := l.b.Engine()
+	t0 := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var seedErr atomic.Value
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(seed) {
+					return
+				}
+				if _, err := e.Create(ctx, "alice", "bench", map[string]string{"item": fmt.Sprint(i)}); err != nil {
+					seedErr.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := seedErr.Load().(error); err != nil {
+		return err
+	}
+	l.printf("seeded %d tickets in %s\n", seed, time.Since(t0).Round(time.Millisecond))
+	// Let the outbox drain so the restart measures a settled store.
+	for {
+		if n, _ := l.b.Store().OutboxLen(ctx); n == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.b.Stop()
+
+	t0 = time.Now()
+	if err := l.start(ctx, "large.db"); err != nil {
+		return err
+	}
+	if _, err := l.hc.Get(l.url + "/healthz"); err != nil {
+		return err
+	}
+	startup := time.Since(t0)
+	defer l.b.Stop()
+	var wait, show latencies
+	for i := 0; i < 1000; i++ {
+		if _, err := l.timed(&wait, "bob", "/ops list waiting", "waiting"); err != nil {
+			return err
+		}
+		if _, err := l.timed(&show, "alice", fmt.Sprintf("/ops show T-%d", 1+(i*7919)%seed), ""); err != nil {
+			return err
+		}
+	}
+	l.printf("with %d tickets: start-up %s; list waiting p50 %s p99 %s; show p50 %s p99 %s\n",
+		seed, startup.Round(time.Millisecond), wait.pct(50), wait.pct(99), show.pct(50), show.pct(99))
+	return nil
+}
+
+func (l *loader) timed(lat *latencies, user, text, want string) (string, error) {
+	return l.timedFrom(time.Now(), lat, user, text, want)
+}
+
+// timedFrom sends a command and records its latency from at. It returns
+// the ticket id the reply names and fails when the reply lacks want.
+func (l *loader) timedFrom(at time.Time, lat *latencies, user, text, want string) (string, error) {
+	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
+	resp, err := l.hc.Post(l.url+"/api/command", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	var out local.CommandResponse
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	lat.add(time.Since(at))
+	if err != nil {
+		return "", err
+	}
+	if len(out.Replies) == 0 {
+		return "", fmt.Errorf("%s: no reply", text)
+	}
+	if !strings.Contains(out.Replies[0].Title, want) {
+		return "", fmt.Errorf("%s: reply %q lacks %q", text, out.Replies[0].Title, want)
+	}
+	for _, m := range out.Replies {
+		if m.Ticket != "" {
+			return m.Ticket, nil
+		}
+	}
+	return "", nil
+}
+
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) pct(p float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i].Round(10 * time.Microsecond)
+}
+
+// rawBoltRate measures bbolt's own batched write rate: conc goroutines
+// each putting 1 KiB values through db.Batch with the same 2ms batch delay
+// the bot uses.
+func rawBoltRate(path string, writes, conc int) (float64, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	db.MaxBatchDelay = 2 * time.Millisecond
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists([]byte("b")); return err }); err != nil {
+		return 0, err
+	}
+	val := bytes.Repeat([]byte("x"), 1024)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(writes) {
+					return
+				}
+				_ = db.Batch(func(tx *bolt.Tx) error {
+					k := make([]byte, 8)
+					binary.BigEndian.PutUint64(k, uint64(i))
+					return tx.Bucket([]byte("b")).Put(k, val)
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(writes) / time.Since(start).Seconds(), nil
+}

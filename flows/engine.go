@@ -336,6 +336,10 @@ func normRoles(roles []string) []string {
 // and wakes the workers that have new work.
 func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) (state.Change, error)) (state.Ticket, error) {
 	t, err := e.store.Transition(ctx, id, fn)
+	var le *state.LockedError
+	if errors.As(err, &le) {
+		return t, lockedError(le)
+	}
 	if errors.Is(err, state.ErrNotFound) {
 		return t, Userf("no_ticket", "/ops list open", "没有工单 %s · there is no ticket %s", id, id)
 	}
@@ -370,7 +374,14 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	}
 	var locks []string
 	for _, l := range f.Locks {
-		locks = append(locks, Expand(l, clean))
+		r := Expand(l, clean)
+		locks = append(locks, r)
+		// Refuse early, before a ticket number is taken.
+		if h, err := e.store.LockHolder(ctx, r); err != nil {
+			return state.Ticket{}, err
+		} else if h != "" {
+			return state.Ticket{}, lockedError(&state.LockedError{Resource: r, Holder: h})
+		}
 	}
 	t, err := e.store.Create(ctx, func(id string) (state.Change, error) {
 		now := e.now()
@@ -394,8 +405,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	})
 	var le *state.LockedError
 	if errors.As(err, &le) {
-		return t, Userf("locked", fmt.Sprintf("/ops show %s", le.Holder),
-			"%s 正被工单 %s 占用 · %s is locked by ticket %s until it ends or is cancelled", le.Resource, le.Holder, le.Resource, le.Holder)
+		return t, lockedError(le)
 	}
 	if err != nil {
 		return t, err
@@ -403,6 +413,11 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	poke(e.jobs)
 	poke(e.outbox)
 	return t, nil
+}
+
+func lockedError(le *state.LockedError) error {
+	return Userf("locked", fmt.Sprintf("/ops show %s", le.Holder),
+		"%s 正被工单 %s 占用 · %s is locked by ticket %s until it ends or is cancelled", le.Resource, le.Holder, le.Resource, le.Holder)
 }
 
 // Action is a person's event on a ticket. Version is the ticket version

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,6 +58,9 @@ type Options struct {
 // Store is opsbot's bbolt-backed state.
 type Store struct {
 	db *bolt.DB
+	// nextID hands out ticket numbers without a write transaction; this
+	// process holds the file lock, so nobody else allocates.
+	nextID atomic.Uint64
 }
 
 // Open opens or creates the state file and runs pending schema migrations.
@@ -93,6 +97,12 @@ func Open(opts Options) (*Store, error) {
 		})
 	} else {
 		err = s.migrate()
+	}
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			s.nextID.Store(tx.Bucket(bTickets).Sequence())
+			return nil
+		})
 	}
 	if err != nil {
 		db.Close()
@@ -278,55 +288,80 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	return out, err
 }
 
-// Create allocates a ticket id and applies the first change, built by fn
-// from that id, in one transaction.
+// Create allocates a ticket id and writes the first change, built by fn
+// from that id. fn runs outside the write transaction, so rendering and
+// encoding never hold the single bbolt writer; a refused change (a lock
+// held by another ticket) may leave a gap in the numbering.
 func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) (Ticket, error) {
+	num := s.nextID.Add(1)
+	ch, err := fn(FormatID(num))
+	if err != nil {
+		return Ticket{}, err
+	}
+	ch.Ticket.ID = FormatID(num)
 	var out Ticket
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTickets)
-		num, err := b.NextSequence()
-		if err != nil {
-			return err
+		if b.Sequence() < num {
+			if err := b.SetSequence(num); err != nil {
+				return err
+			}
 		}
-		ch, err := fn(FormatID(num))
-		if err != nil {
-			return err
-		}
-		ch.Ticket.ID = FormatID(num)
+		var err error
 		out, err = apply(tx, num, nil, ch)
 		return err
 	})
 	return out, err
 }
 
-// Transition loads a ticket and applies the change fn builds from it, in
-// one transaction. fn may be called more than once and must not have side
-// effects; its errors are returned unchanged. ErrNoChange from fn writes
-// nothing and returns the ticket as it is.
+// errConflict means the ticket changed between reading it and writing.
+var errConflict = errors.New("ticket changed concurrently")
+
+// Transition reads a ticket, lets fn build the change from it, and writes
+// the change only if the ticket is still at the version fn saw (optimistic
+// concurrency: fn runs outside the write transaction and is called again
+// when another writer got there first). fn must not have side effects; its
+// errors are returned unchanged. ErrNoChange from fn writes nothing and
+// returns the ticket as it is.
 func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Change, error)) (Ticket, error) {
 	num, ok := ParseID(id)
 	if !ok {
 		return Ticket{}, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
 	}
-	var out Ticket
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		cur, err := loadTicket(tx, num)
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		var cur Ticket
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			var err error
+			cur, err = loadTicket(tx, num)
 			return err
+		}); err != nil {
+			return Ticket{}, err
 		}
 		ch, err := fn(cur)
 		if errors.Is(err, ErrNoChange) {
-			out = cur
-			return nil
+			return cur, nil
 		}
 		if err != nil {
-			return err
+			return Ticket{}, err
 		}
 		ch.Ticket.ID = cur.ID
-		out, err = apply(tx, num, &cur, ch)
-		return err
-	})
-	return out, err
+		var out Ticket
+		err = s.db.Batch(func(tx *bolt.Tx) error {
+			now, err := loadTicket(tx, num)
+			if err != nil {
+				return err
+			}
+			if now.Version != cur.Version {
+				return errConflict
+			}
+			out, err = apply(tx, num, &cur, ch)
+			return err
+		})
+		if errors.Is(err, errConflict) && attempt < 100 {
+			continue
+		}
+		return out, err
+	}
 }
 
 // apply writes a change. old is nil for a new ticket.

@@ -15,43 +15,41 @@ import (
 	"text/template"
 	"time"
 	"unicode/utf8"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Message is a platform-neutral chat message.
 type Message struct {
 	// Kind names the template that made the message.
-	Kind string `json:"kind" yaml:"kind"`
+	Kind string `json:"kind"`
 	// Level is "info", "success", "warning" or "error".
-	Level   string   `json:"level,omitempty" yaml:"level"`
-	Title   string   `json:"title" yaml:"title"`
-	Fields  []Field  `json:"fields,omitempty" yaml:"fields"`
-	Body    string   `json:"body,omitempty" yaml:"body"`
-	Buttons []Button `json:"buttons,omitempty" yaml:"buttons"`
-	Context string   `json:"context,omitempty" yaml:"context"`
+	Level   string   `json:"level,omitempty"`
+	Title   string   `json:"title"`
+	Fields  []Field  `json:"fields,omitempty"`
+	Body    string   `json:"body,omitempty"`
+	Buttons []Button `json:"buttons,omitempty"`
+	Context string   `json:"context,omitempty"`
 	// Ticket and Version identify the ticket a card shows, so transports
 	// can update it in place.
-	Ticket  string `json:"ticket,omitempty" yaml:"ticket"`
-	Version int64  `json:"version,omitempty" yaml:"version"`
+	Ticket  string `json:"ticket,omitempty"`
+	Version int64  `json:"version,omitempty"`
 	// Stage names the stage instance the buttons act on ("plan_review@3"):
 	// a redrawn card keeps live buttons only while this is unchanged.
-	Stage string `json:"stage,omitempty" yaml:"stage"`
+	Stage string `json:"stage,omitempty"`
 }
 
 // Field is a label and a value shown side by side.
 type Field struct {
-	Label string `json:"label" yaml:"label"`
-	Value string `json:"value" yaml:"value"`
+	Label string `json:"label"`
+	Value string `json:"value"`
 }
 
 // Button is an action on a card. Value is the command it runs, exactly as
 // if typed, so a click and a typed command take the same path.
 type Button struct {
-	Label    string `json:"label" yaml:"label"`
-	Value    string `json:"value" yaml:"value"`
-	Style    string `json:"style,omitempty" yaml:"style"` // "primary", "danger" or ""
-	Disabled bool   `json:"disabled,omitempty" yaml:"disabled"`
+	Label    string `json:"label"`
+	Value    string `json:"value"`
+	Style    string `json:"style,omitempty"` // "primary", "danger" or ""
+	Disabled bool   `json:"disabled,omitempty"`
 }
 
 // MaxOutput is how much action output a card shows.
@@ -78,7 +76,7 @@ func init() {
 	}).ParseFS(files, "msg/*.tmpl"))
 }
 
-// quote renders a value as a YAML double-quoted scalar (JSON strings are valid YAML).
+// quote renders a value as a JSON string.
 func quote(v any) string {
 	b, _ := json.Marshal(fmt.Sprint(v))
 	return string(b)
@@ -107,14 +105,15 @@ func Names() []string {
 	return out
 }
 
-// Render fills template name with data.
+// Render fills template name with data. Templates write JSON, with every
+// value passed through q, so no value can break the message's structure.
 func Render(name string, data any) (Message, error) {
 	var buf bytes.Buffer
 	if err := tmpl.ExecuteTemplate(&buf, name+".tmpl", data); err != nil {
 		return Message{}, fmt.Errorf("render %s: %w", name, err)
 	}
 	var m Message
-	if err := yaml.Unmarshal(buf.Bytes(), &m); err != nil {
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
 		return Message{}, fmt.Errorf("render %s: decode %q: %w", name, buf.String(), err)
 	}
 	m.Kind = name

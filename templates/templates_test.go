@@ -76,8 +76,12 @@ func TestGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		raw, _ := json.MarshalIndent(m, "", "  ")
-		got := "== neutral (local chat) ==\n" + string(raw) + "\n== text ==\n" + templates.Text(m) + "\n"
+		var raw strings.Builder
+		enc := json.NewEncoder(&raw)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		enc.Encode(m)
+		got := "== neutral (local chat) ==\n" + raw.String() + "== text ==\n" + templates.Text(m) + "\n"
 		path := filepath.Join("testdata", name+".golden")
 		if *update {
 			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
