@@ -56,6 +56,9 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 	audit := state.AuditEntry{At: b.now(), User: user.Name, Platform: in.Platform, Action: action, Args: args}
 	finish := func(result string, msgs ...templates.Message) []templates.Message {
 		audit.Result = result
+		if result == "ok" && audit.Seq == written {
+			return msgs // the transition wrote it in its own transaction
+		}
 		if err := b.store.Audit(ctx, audit); err != nil {
 			log.Error("write audit entry", "err", err)
 		}
@@ -83,7 +86,7 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 			audit.Ticket = t
 		}
 		var msgs []templates.Message
-		msgs, err = b.execute(ctx, user, req)
+		msgs, err = b.execute(ctx, user, req, &audit)
 		if err == nil {
 			return finish("ok", msgs...)
 		}
@@ -155,16 +158,24 @@ func info(level, title, body string) templates.Message {
 	return templates.MustRender("info", templates.InfoView{Level: level, Title: title, Body: body})
 }
 
-func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request) ([]templates.Message, error) {
+// written marks an audit entry that a transition already stored.
+const written = ^uint64(0)
+
+// execute runs a request. A ticket command that succeeds stores audit
+// (with result "ok") in its transition and marks it written.
+func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, audit *state.AuditEntry) ([]templates.Message, error) {
 	e := b.engine
+	ok := *audit
+	ok.Result = "ok"
 	switch r := req.(type) {
 	case commands.Help:
 		return []templates.Message{b.help(r.Topic)}, nil
 	case commands.New:
-		t, err := e.Create(ctx, u.Name, r.Flow, r.Fields)
+		t, err := e.Create(ctx, u.Name, r.Flow, r.Fields, ok)
 		if err != nil {
 			return nil, err
 		}
+		audit.Seq, audit.Ticket = written, t.ID
 		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), e.CardFor(t)}, nil
 	case commands.Show:
 		t, err := b.store.Get(ctx, r.Ticket)
@@ -182,10 +193,12 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request) (
 	case commands.List:
 		return b.list(ctx, u, r)
 	case commands.Act:
-		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Comment: r.Comment})
+		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Comment: r.Comment,
+			Audit: []state.AuditEntry{ok}})
 		if err != nil {
 			return nil, err
 		}
+		audit.Seq = written
 		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, templates.StageLabel(e.View(t).StageTitle)), ""), e.CardFor(t)}, nil
 	case commands.Role:
 		return b.role(ctx, u, r)

@@ -26,6 +26,8 @@ func (b *Bot) deliverLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-b.engine.OutboxSignal():
+			// Gather a few milliseconds of notifications into one commit.
+			time.Sleep(10 * time.Millisecond)
 		case <-t.C:
 		}
 	}

@@ -354,7 +354,10 @@ func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) 
 // Create opens a ticket of flow for actor with fields (already parsed into
 // names and raw values), checks the fields and locks, and enters the first
 // stage.
-func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[string]string) (state.Ticket, error) {
+// The audit entries, if any, are written in the same transaction as the
+// ticket (with the ticket's id filled in), so a successful command costs
+// one commit.
+func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[string]string, audit ...state.AuditEntry) (state.Ticket, error) {
 	f, ok := e.Flow(flowName)
 	if !ok {
 		return state.Ticket{}, Userf("unknown_flow", "flows: "+strings.Join(e.names, ", ")+suggest(flowName, e.names),
@@ -401,7 +404,12 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		if err := s.enter(0); err != nil {
 			return state.Change{}, err
 		}
-		return s.finish()
+		ch, err := s.finish()
+		for _, a := range audit {
+			a.Ticket = id
+			ch.Audit = append(ch.Audit, a)
+		}
+		return ch, err
 	})
 	var le *state.LockedError
 	if errors.As(err, &le) {
@@ -428,6 +436,9 @@ type Action struct {
 	Event   string
 	Version int64
 	Comment string
+	// Audit entries are written in the same transaction when the action
+	// applies.
+	Audit []state.AuditEntry
 }
 
 // Act applies a person's action: approve, reject, cancel, retry or
@@ -471,7 +482,9 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		if err != nil {
 			return state.Change{}, err
 		}
-		return s.finish()
+		ch, err := s.finish()
+		ch.Audit = append(ch.Audit, a.Audit...)
+		return ch, err
 	})
 }
 

@@ -54,10 +54,12 @@ type Entry struct {
 
 // Transport is the local chat.
 type Transport struct {
-	cfg    Config
-	mu     sync.Mutex
-	rev    int64
-	inbox  map[string][]*Entry
+	cfg   Config
+	mu    sync.Mutex
+	rev   int64
+	inbox map[string][]*Entry
+	// cards indexes the entries that show a ticket, for in-place updates.
+	cards  map[string][]*Entry
 	failN  int
 	notify chan struct{}
 }
@@ -70,7 +72,7 @@ func New(cfg Config) *Transport {
 	if cfg.Redact == nil {
 		cfg.Redact = func(s string) string { return s }
 	}
-	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, notify: make(chan struct{})}
+	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, cards: map[string][]*Entry{}, notify: make(chan struct{})}
 }
 
 // Platform implements the bot's Transport.
@@ -107,24 +109,22 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg template
 		return errors.New("local chat unavailable (injected failure)")
 	}
 	changed := false
-	for _, entries := range t.inbox {
-		for _, e := range entries {
-			if e.Msg == nil || e.Msg.Ticket != ticket || e.Msg.Version >= msg.Version {
-				continue
-			}
-			m := *e.Msg
-			if m.Stage == msg.Stage {
-				m.Buttons = msg.Buttons
-			} else {
-				m.Buttons = disabled(m.Buttons)
-			}
-			m.Version = msg.Version
-			m.Context = "现状 now: " + msg.Title + " · " + msg.Context
-			e.Msg = &m
-			t.rev++
-			e.Rev = t.rev
-			changed = true
+	for _, e := range t.cards[ticket] {
+		if e.Msg.Version >= msg.Version {
+			continue
 		}
+		m := *e.Msg
+		if m.Stage == msg.Stage {
+			m.Buttons = msg.Buttons
+		} else {
+			m.Buttons = disabled(m.Buttons)
+		}
+		m.Version = msg.Version
+		m.Context = "现状 now: " + msg.Title + " · " + msg.Context
+		e.Msg = &m
+		t.rev++
+		e.Rev = t.rev
+		changed = true
 	}
 	if changed {
 		t.wake()
@@ -146,10 +146,35 @@ func (t *Transport) add(user string, e *Entry) {
 	e.ID, e.Rev, e.At = t.rev, t.rev, time.Now()
 	box := append(t.inbox[user], e)
 	if len(box) > t.cfg.MaxInbox {
+		for _, old := range box[:len(box)-t.cfg.MaxInbox] {
+			t.forget(old)
+		}
 		box = box[len(box)-t.cfg.MaxInbox:]
 	}
 	t.inbox[user] = box
+	if e.Msg != nil && e.Msg.Ticket != "" {
+		t.cards[e.Msg.Ticket] = append(t.cards[e.Msg.Ticket], e)
+	}
 	t.wake()
+}
+
+// forget drops an entry that fell out of an inbox from the card index.
+func (t *Transport) forget(e *Entry) {
+	if e.Msg == nil || e.Msg.Ticket == "" {
+		return
+	}
+	list := t.cards[e.Msg.Ticket]
+	for i, x := range list {
+		if x == e {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(t.cards, e.Msg.Ticket)
+	} else {
+		t.cards[e.Msg.Ticket] = list
+	}
 }
 
 func (t *Transport) wake() {
