@@ -69,6 +69,7 @@ type Bot struct {
 	redact  *Redactor
 	local   *local.Transport
 	trans   []Transport
+	audit   *auditWriter
 	tick    time.Duration
 
 	// deliverMu keeps two deliveries of the same outbox entry apart.
@@ -137,6 +138,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
 		Log: b.log, Redact: b.redact.Redact})
 	b.runner = b.engine.NewRunner()
+	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.reg = commands.Default()
 
 	local := NewLocalLimiter(cfg.RateLimit.PerMinute, cfg.RateLimit.Burst)
@@ -173,6 +175,9 @@ func (b *Bot) seedUsers(ctx context.Context) error {
 	return nil
 }
 
+// FlushAudit writes queued audit entries now.
+func (b *Bot) FlushAudit(ctx context.Context) { b.audit.Flush(ctx) }
+
 // Engine returns the flow engine.
 func (b *Bot) Engine() *flows.Engine { return b.engine }
 
@@ -205,7 +210,8 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.srv = &http.Server{Handler: b.local.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
-	b.wg.Add(4)
+	b.wg.Add(5)
+	go func() { defer b.wg.Done(); b.audit.run(bg) }()
 	go func() {
 		defer b.wg.Done()
 		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

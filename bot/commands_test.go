@@ -34,6 +34,7 @@ func TestRoleGrantsAreAdminOnlyAuditedAndCaseInsensitive(t *testing.T) {
 	if !found {
 		t.Fatalf("role list %+v", roles.Fields)
 	}
+	k.Bot.FlushAudit(context.Background())
 	entries, _, _ := k.Bot.Store().AuditLog(context.Background(), state.AuditQuery{User: "ROOT"}, 0, 100)
 	var actions []string
 	for _, e := range entries {

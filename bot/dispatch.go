@@ -59,9 +59,7 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 		if result == "ok" && audit.Seq == written {
 			return msgs // the transition wrote it in its own transaction
 		}
-		if err := b.store.Audit(ctx, audit); err != nil {
-			log.Error("write audit entry", "err", err)
-		}
+		b.audit.Add(ctx, audit)
 		return msgs
 	}
 	if in.Key != "" {
@@ -355,6 +353,7 @@ func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]t
 	default:
 		return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只有管理员或审计员可以查看全部 · only admins and auditors see the whole audit log")
 	}
+	b.audit.Flush(ctx)
 	entries, more, err := b.store.AuditLog(ctx, state.AuditQuery{Ticket: r.Ticket, User: r.User}, (r.Page-1)*pageSize, pageSize)
 	if err != nil {
 		return nil, err

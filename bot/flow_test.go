@@ -391,6 +391,7 @@ func TestSecretsNeverReachAuditLogsOrReplies(t *testing.T) {
 	replies = append(replies, k.Say("root", "/ops audit")...)
 	replies = append(replies, k.Say("bob", "/ops show T-1")...)
 	raw, _ := json.Marshal(replies)
+	k.Bot.FlushAudit(context.Background())
 	entries, _, err := k.Bot.Store().AuditLog(context.Background(), state.AuditQuery{}, 0, 1000)
 	if err != nil {
 		t.Fatal(err)

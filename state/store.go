@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Bucket names. Index keys are "<prefix>\x00<8-byte ticket number>" so that
@@ -77,7 +78,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: the file is locked by another process (is the bot running?): %w", opts.Path, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", opts.Path, err)

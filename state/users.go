@@ -11,7 +11,9 @@ import (
 )
 
 // NormName is the form user and role names are stored and compared in.
-func NormName(s string) string { return strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "@"))) }
+func NormName(s string) string {
+	return strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "@")))
+}
 
 func platformKey(platform, id string) []byte { return []byte(platform + ":" + id) }
 

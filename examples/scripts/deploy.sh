@@ -7,7 +7,7 @@ echo "deploy order: ${OPSBOT_FIELD_DEPLOY_ORDER:-single service}"
 if [ -n "${OPSBOT_FIELD_DB_SCRIPTS:-}" ]; then
   echo "database scripts were run by the DBA stage: ${OPSBOT_FIELD_DB_SCRIPTS}"
 fi
-sleep "${DEMO_DEPLOY_SECONDS:-1}"
+sleep 1 # a deploy takes a moment; the card shows it running
 # Record what was deployed, so a rollback knows what to return from.
 echo "OPSBOT_SET deployed_version=${OPSBOT_FIELD_VERSION}"
 echo "OPSBOT_SET deployed_commit=${OPSBOT_FIELD_COMMIT:-unknown}"

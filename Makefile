@@ -1,0 +1,46 @@
+# opsbot. `make help` lists the targets.
+GO ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+.DEFAULT_GOAL := help
+
+.PHONY: help run build deps test fuzz bench lint fmt golden diagram
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## start the bot on the embedded example config: local chat on http://127.0.0.1:8080
+	$(GO) run . run
+
+build: ## build ./opsbot
+	$(GO) build -o opsbot .
+
+deps: ## install what the tests need: redis-server from Debian's packages
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+test: deps ## install test dependencies, then run every test with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+fuzz: ## fuzz the command parser and the redactor for a while
+	$(GO) test ./commands -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./bot -run '^$$' -fuzz FuzzRedactorNeverLeaksConfiguredSecret -fuzztime 15s
+
+bench: ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates
+	$(GO) run . load
+
+lint: ## go vet and staticcheck
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+golden: ## rewrite the templates' golden files (review the diff)
+	$(GO) test ./templates -update
+
+diagram: ## render every flow as a Mermaid diagram into docs/flows.md
+	$(GO) run . diagram > docs/flows.md
