@@ -76,7 +76,9 @@ func Open(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create state directory: %w", err)
 		}
 	}
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly})
+	// A large initial mapping spares the writers the stalls of remapping
+	// while the file grows (address space only; the file is not grown).
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly, InitialMmapSize: 256 << 20})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: the file is locked by another process (is the bot running?): %w", opts.Path, err)
