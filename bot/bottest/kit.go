@@ -61,6 +61,11 @@ echo "OPSBOT_SET deployed_version=$OPSBOT_FIELD_VERSION"
 echo "rollback $OPSBOT_TICKET from $OPSBOT_OUT_DEPLOYED_VERSION" >> runs.log
 echo "rolled back from $OPSBOT_OUT_DEPLOYED_VERSION"
 `,
+	"check.sh": `#!/bin/sh
+echo "check $OPSBOT_TICKET" >> runs.log
+if [ -f ready ]; then echo "resolves"; exit 0; fi
+echo "not yet"; exit 1
+`,
 	"restart.sh": `#!/bin/sh
 echo "restart $OPSBOT_TICKET attempt $OPSBOT_ATTEMPT" >> runs.log
 if [ -f hold ]; then while [ -f hold ]; do sleep 0.05; done; fi
@@ -73,7 +78,7 @@ echo restarted
 const Users = `
 users:
   - {name: alice, roles: [developer]}
-  - {name: bob, roles: [techlead]}
+  - {name: bob, roles: [techlead], ids: {slack: U0BOB}}
   - {name: bert, roles: [techlead]}
   - {name: carol, roles: [tester]}
   - {name: cathy, roles: [tester]}
@@ -103,6 +108,11 @@ type setup struct {
 
 // WithYAML appends configuration (flows, redis, rate limits...).
 func WithYAML(y string) Option { return func(s *setup) { s.yaml += "\n" + y } }
+
+// WithTransport adds a chat transport besides the local chat.
+func WithTransport(t bot.Transport) Option {
+	return func(s *setup) { s.opts.Transports = append(s.opts.Transports, t) }
+}
 
 // ConfigYAML is the configuration a kit in dir runs with.
 func ConfigYAML(dir, extra string) string {
