@@ -52,6 +52,9 @@ type Options struct {
 	Transports []Transport
 	// TickEvery is how often timers are checked; 0 means 5s.
 	TickEvery time.Duration
+	// ShutdownGrace is how long a stopping bot lets running actions
+	// finish before stopping them; 0 means 30s.
+	ShutdownGrace time.Duration
 }
 
 // Bot is a running opsbot.
@@ -71,6 +74,7 @@ type Bot struct {
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
+	grace   time.Duration
 
 	// deliverMu keeps two deliveries of the same outbox entry apart.
 	deliverMu sync.Mutex
@@ -87,7 +91,10 @@ type Bot struct {
 // reconnects by itself.
 func New(ctx context.Context, o Options) (*Bot, error) {
 	cfg := o.Config
-	b := &Bot{cfg: cfg, log: o.Log, now: o.Now, tick: o.TickEvery}
+	b := &Bot{cfg: cfg, log: o.Log, now: o.Now, tick: o.TickEvery, grace: o.ShutdownGrace}
+	if b.grace <= 0 {
+		b.grace = 30 * time.Second
+	}
 	if b.log == nil {
 		b.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -218,16 +225,16 @@ func (b *Bot) Start(ctx context.Context) error {
 			b.log.Error("local chat server stopped", "err", err)
 		}
 	}()
-	go func() { defer b.wg.Done(); b.runner.Run(bg) }()
+	go func() { defer b.wg.Done(); b.runner.Run(bg, b.grace) }()
 	go func() { defer b.wg.Done(); b.deliverLoop(bg) }()
 	go func() { defer b.wg.Done(); b.timerLoop(bg) }()
 	b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
 	return nil
 }
 
-// Stop stops serving, cancels background work, waits for it and closes
-// the state. Jobs cut short stay marked running and are settled at the
-// next start.
+// Stop stops serving and background work, lets running actions finish
+// for the shutdown grace period, and closes the state. Jobs cut short stay
+// marked running and are settled at the next start.
 func (b *Bot) Stop() {
 	b.stopOnce.Do(func() {
 		if b.srv != nil {

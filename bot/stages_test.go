@@ -2,6 +2,7 @@ package bot_test
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"opsbot/bot"
 	"opsbot/bot/bottest"
+	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -162,5 +164,34 @@ func TestOneUserAcrossPlatforms(t *testing.T) {
 	}
 	if got := rec.sent["U0BOB"]; len(got) != 2 || !strings.Contains(got[1], "T-2") {
 		t.Fatalf("bob on slack after recovery: %q", got)
+	}
+}
+
+func TestStopLetsARunningActionFinish(t *testing.T) {
+	dir := t.TempDir()
+	k := bottest.Start(t, dir, bottest.NewClock())
+	k.Touch("hold")
+	k.Say("alice", `/ops new golive service=payments version=v5 rollback_app=x hotfix=true`)
+	k.Say("bob", "/ops approve T-1")
+	k.Say("dave", "/ops approve T-1")
+	waitFor(t, "the deploy to start", func() bool { return len(k.Runs()) == 1 })
+	stopped := make(chan struct{})
+	go func() { k.Bot.Stop(); close(stopped) }()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-stopped:
+		t.Fatal("Stop did not wait for the running deploy")
+	default:
+	}
+	k.Remove("hold")
+	<-stopped
+	st, err := state.Open(state.Options{Path: filepath.Join(dir, "opsbot.db"), ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tk, _ := st.Get(context.Background(), "T-1")
+	if tk.Stage != "verify" || !tk.Results["deploy"].OK {
+		t.Fatalf("after a graceful stop: %s %+v", tk.Stage, tk.Results)
 	}
 }

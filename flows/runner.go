@@ -49,33 +49,53 @@ func (e *Engine) Recover(ctx context.Context) error {
 	return nil
 }
 
-// Runner runs jobs from the store until its context ends.
+// Runner runs jobs from the store.
 type Runner struct {
 	e       *Engine
 	mu      sync.Mutex
 	running map[string]bool
 	wg      sync.WaitGroup
+	// Jobs run on their own context, so a shutdown can let them finish.
+	jobCtx     context.Context
+	cancelJobs context.CancelFunc
 }
 
 // NewRunner returns a job runner for the engine.
-func (e *Engine) NewRunner() *Runner { return &Runner{e: e, running: map[string]bool{}} }
+func (e *Engine) NewRunner() *Runner {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Runner{e: e, running: map[string]bool{}, jobCtx: ctx, cancelJobs: cancel}
+}
 
-// Run starts due jobs whenever one is queued or comes due, until ctx ends;
-// then it waits for running jobs to stop. A job stopped by shutdown keeps
-// its "running" mark and is settled by Recover at the next start.
-func (r *Runner) Run(ctx context.Context) {
-	defer r.wg.Wait()
+// Run starts due jobs whenever one is queued or comes due, until ctx ends.
+// Then it starts nothing new and gives running jobs up to grace to finish
+// before stopping them; a job stopped that way keeps its "running" mark and
+// is settled by Recover at the next start.
+func (r *Runner) Run(ctx context.Context, grace time.Duration) {
 	for {
 		wait := r.RunDue(ctx)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			r.drain(grace)
 			return
 		case <-r.e.jobs:
 		case <-t.C:
 		}
 		t.Stop()
+	}
+}
+
+func (r *Runner) drain(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+		r.e.log.Warn("stopping running jobs after the shutdown grace period", "grace", grace)
+		r.cancelJobs()
+		<-done
 	}
 }
 
@@ -115,7 +135,7 @@ func (r *Runner) RunDue(ctx context.Context) time.Duration {
 				r.mu.Unlock()
 				poke(r.e.jobs)
 			}()
-			if err := r.e.runJob(ctx, j.ID); err != nil && ctx.Err() == nil {
+			if err := r.e.runJob(r.jobCtx, j.ID); err != nil && r.jobCtx.Err() == nil {
 				r.e.log.Error("job", "job", j.ID, "ticket", j.Ticket, "err", err)
 			}
 		}()

@@ -161,6 +161,7 @@ func Start(t testing.TB, dir string, clock *Clock, opts ...Option) *Kit {
 	o.Now = clock.Now
 	o.Log = slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o.TickEvery = time.Hour // tests fire timers with Tick
+	o.ShutdownGrace = 2 * time.Second
 	b, err := bot.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

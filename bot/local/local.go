@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,6 +218,10 @@ func (t *Transport) Handler() http.Handler {
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || !strings.HasPrefix(req.Path, "/") {
 			writeJSON(w, 400, map[string]string{"error": "want {\"path\": \"/absolute/file\"}"})
+			return
+		}
+		if _, err := os.Stat(req.Path); err == nil {
+			writeJSON(w, 409, map[string]string{"error": req.Path + " already exists; pick a new file name"})
 			return
 		}
 		n, err := t.cfg.Backup(req.Path)
