@@ -58,7 +58,12 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 			delay = min(delay, b.cfg.Outbox.RetryMax.D())
 			b.log.Warn("notification not delivered, will retry", "id", n.ID, "user", n.User, "ticket", n.Ticket,
 				"attempt", n.Attempts+1, "in", delay, "err", err)
-			if derr := b.store.Deferred(ctx, n.ID, b.now().Add(delay), b.redact.Redact(err.Error())); derr != nil {
+			var reached []string
+			var pe *platformError
+			if errors.As(err, &pe) {
+				reached = pe.reached
+			}
+			if derr := b.store.Deferred(ctx, n.ID, b.now().Add(delay), b.redact.Redact(err.Error()), reached); derr != nil {
 				return delivered, derr
 			}
 			progress = true
@@ -76,10 +81,12 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 	}
 }
 
-// platformError names the platforms a delivery failed on.
+// platformError names the platforms a delivery failed on, and those it
+// reached.
 type platformError struct {
-	failed []string
-	errs   []error
+	failed  []string
+	errs    []error
+	reached []string
 }
 
 func (e *platformError) Error() string {
@@ -127,14 +134,10 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 	if len(pe.failed) == 0 {
 		return nil
 	}
-	var reached []string
 	for _, t := range b.trans {
 		if !slices.Contains(pe.failed, t.Platform()) {
-			reached = append(reached, t.Platform())
+			pe.reached = append(pe.reached, t.Platform())
 		}
-	}
-	if err := b.store.MarkReached(ctx, n.ID, reached); err != nil {
-		return errors.Join(pe, err)
 	}
 	return pe
 }

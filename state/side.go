@@ -135,8 +135,9 @@ func (s *Store) Delivered(ctx context.Context, ids ...uint64) error {
 	})
 }
 
-// Deferred records a failed delivery and when to try again.
-func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason string) error {
+// Deferred records a failed delivery: when to try again, why, and the
+// platforms that already have it, so the retry does not send it twice.
+func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason string, reached []string) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bOutbox)
 		var n Notification
@@ -147,20 +148,7 @@ func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason 
 		n.Attempts++
 		n.NextAt = next
 		n.LastError = reason
-		return putJSON(b, u64(id), n)
-	})
-}
-
-// MarkReached records the platforms a notification already reached.
-func (s *Store) MarkReached(ctx context.Context, id uint64, platforms []string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bOutbox)
-		var n Notification
-		ok, err := getJSON(b, u64(id), &n)
-		if err != nil || !ok {
-			return err
-		}
-		for _, p := range platforms {
+		for _, p := range reached {
 			if !slices.Contains(n.Reached, p) {
 				n.Reached = append(n.Reached, p)
 			}

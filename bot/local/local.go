@@ -86,13 +86,21 @@ func (t *Transport) FailNext(n int) {
 	t.mu.Unlock()
 }
 
+// injectedFailure consumes one failure set by FailNext. Callers hold mu.
+func (t *Transport) injectedFailure() error {
+	if t.failN == 0 {
+		return nil
+	}
+	t.failN--
+	return errors.New("local chat unavailable (injected failure)")
+}
+
 // Send implements the bot's Transport: the message lands in user's inbox.
 func (t *Transport) Send(ctx context.Context, user string, msg templates.Message) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.failN > 0 {
-		t.failN--
-		return errors.New("local chat unavailable (injected failure)")
+	if err := t.injectedFailure(); err != nil {
+		return err
 	}
 	t.add(user, &Entry{Kind: "notice", Msg: &msg})
 	return nil
@@ -105,9 +113,8 @@ func (t *Transport) Send(ctx context.Context, user string, msg templates.Message
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg templates.Message) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.failN > 0 {
-		t.failN--
-		return errors.New("local chat unavailable (injected failure)")
+	if err := t.injectedFailure(); err != nil {
+		return err
 	}
 	changed := false
 	for _, e := range t.cards[ticket] {
