@@ -133,6 +133,8 @@ type step struct {
 	actor string
 	// notices are rendered by finish, once the ticket is in its new stage.
 	notices []notice
+	// progress events go to the ticket's thread where a platform has one.
+	progress []string
 }
 
 func (e *Engine) newStep(f *Flow, cur state.Ticket, actor, event string) *step {
@@ -194,6 +196,15 @@ func (s *step) finish() (state.Change, error) {
 			s.ch.Notify = append(s.ch.Notify, state.Notification{User: u, Ticket: s.t.ID, Kind: "message",
 				Message: raw, NextAt: s.now, Created: s.now})
 		}
+	}
+	for _, ev := range s.progress {
+		msg, err := templates.Render("notice", templates.NoticeView{Ticket: view, Event: ev, Actor: s.actor, Comment: s.ch.Event.Comment})
+		if err != nil {
+			return s.ch, err
+		}
+		raw, _ := json.Marshal(msg)
+		s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: "progress", Message: raw,
+			NextAt: s.now, Created: s.now})
 	}
 	// Every transition redraws the ticket's cards wherever they were posted.
 	card, err := templates.Render("ticket", view)
@@ -257,6 +268,7 @@ func (s *step) enter(i int) error {
 		}
 		s.ch.Jobs = append(s.ch.Jobs, job)
 		s.t.Note = ""
+		s.progress = append(s.progress, "step_started")
 	}
 	return nil
 }

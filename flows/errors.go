@@ -14,6 +14,9 @@ type UserError struct {
 	Code    string
 	Message string
 	Hint    string
+	// Fields maps a form field to what is wrong with it, for forms that
+	// show errors next to the field.
+	Fields map[string]string
 }
 
 func (e *UserError) Error() string {

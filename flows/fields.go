@@ -15,6 +15,7 @@ import (
 func (f *Flow) CheckFields(raw map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 	var problems []string
+	byField := map[string]string{}
 	names := make([]string, 0, len(f.Fields))
 	for _, fd := range f.Fields {
 		names = append(names, fd.Name)
@@ -27,12 +28,15 @@ func (f *Flow) CheckFields(raw map[string]string) (map[string]string, error) {
 	for _, k := range keys {
 		fd := f.Field(strings.ToLower(k))
 		if fd == nil {
-			problems = append(problems, fmt.Sprintf("未知字段 unknown field %q%s", k, suggest(k, names)))
+			msg := fmt.Sprintf("未知字段 unknown field %q%s", k, suggest(k, names))
+			problems = append(problems, msg)
+			byField[k] = msg
 			continue
 		}
 		v, err := fd.CheckValue(raw[k])
 		if err != nil {
 			problems = append(problems, err.Error())
+			byField[fd.Name] = err.Error()
 			continue
 		}
 		if v != "" {
@@ -56,9 +60,12 @@ func (f *Flow) CheckFields(raw map[string]string) (map[string]string, error) {
 	}
 	if len(missing) > 0 {
 		problems = append(problems, "缺少必填字段 missing required fields: "+strings.Join(missing, ", "))
+		for _, m := range missing {
+			byField[m] = "必填 required"
+		}
 	}
 	if len(problems) > 0 {
-		return nil, &UserError{Code: "bad_fields", Message: strings.Join(problems, "\n"), Hint: "例 e.g. " + f.Example()}
+		return nil, &UserError{Code: "bad_fields", Message: strings.Join(problems, "\n"), Hint: "例 e.g. " + f.Example(), Fields: byField}
 	}
 	return out, nil
 }

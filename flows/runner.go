@@ -2,12 +2,14 @@ package flows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"opsbot/state"
+	"opsbot/templates"
 )
 
 // runner state lives on the Engine; these methods run jobs and timers.
@@ -245,6 +247,24 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 		}
 		s := e.newStep(f, cur, "opsbot", ev)
 		s.ch.Jobs = []state.Job{j}
+		// The step's own result goes to the ticket's thread; it is rendered
+		// from the state before the ticket moves on, so it shows this step.
+		step := s.t
+		if step.Results == nil {
+			step.Results = map[string]state.Result{}
+		}
+		step.Results = cloneResults(step.Results)
+		step.Results[j.Stage] = res
+		step.FailedStage = j.Stage
+		stepView := e.view(f, step, cur.Version+1)
+		outcome := "step_succeeded"
+		if ev != EvSucceed {
+			outcome = "step_failed"
+		}
+		if msg, err := templates.Render("notice", templates.NoticeView{Ticket: stepView, Event: outcome, Actor: "opsbot"}); err == nil {
+			raw, _ := json.Marshal(msg)
+			s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: cur.ID, Kind: "progress", Message: raw, NextAt: s.now, Created: s.now})
+		}
 		if s.t.Results == nil {
 			s.t.Results = map[string]state.Result{}
 		}

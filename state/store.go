@@ -42,6 +42,7 @@ var (
 	bUsers       = []byte("users")
 	bUserIDs     = []byte("user_ids")
 	bRoleMembers = []byte("role_members")
+	bCardRefs    = []byte("card_refs")
 )
 
 // Options configures Open.
@@ -131,6 +132,10 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	func(tx *bolt.Tx) error { // 2: where each ticket's cards were posted, for updates in place
+		_, err := tx.CreateBucketIfNotExists(bCardRefs)
+		return err
 	},
 }
 

@@ -59,7 +59,7 @@ func cases() map[string]struct {
 		"roles":      {"roles", templates.RolesView{Rows: []templates.RoleRow{{Role: "techlead", Members: []string{"bob", "bert"}}, {Role: "empty"}}}},
 	}
 	for _, ev := range []string{"submitted", "approval_needed", "approved", "rejected", "cancelled", "done", "failed", "interrupted",
-		"expired", "reminder", "escalated", "retried", "rollback_started", "rolled_back", "rollback_failed"} {
+		"expired", "reminder", "escalated", "retried", "rollback_started", "rolled_back", "rollback_failed", "step_started", "step_succeeded", "step_failed"} {
 		c["notice-"+ev] = struct {
 			tmpl string
 			data any

@@ -1,0 +1,48 @@
+package state
+
+import (
+	"context"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// CardRef says where a chat platform shows a ticket's card: a channel (or
+// direct message) and the message's id there, and the stage instance the
+// card was drawn in.
+type CardRef struct {
+	Platform string `json:"platform"`
+	Channel  string `json:"channel"`
+	TS       string `json:"ts"`
+	Stage    string `json:"stage"`
+	// Thread marks the channel card that progress replies go under.
+	Thread bool `json:"thread,omitempty"`
+}
+
+func cardKey(ticket, platform string) []byte { return []byte(ticket + "\x00" + platform) }
+
+// AddCardRef records a posted card.
+func (s *Store) AddCardRef(ctx context.Context, ticket string, ref CardRef) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bCardRefs)
+		var refs []CardRef
+		if _, err := getJSON(b, cardKey(ticket, ref.Platform), &refs); err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if r.Channel == ref.Channel && r.TS == ref.TS {
+				return nil
+			}
+		}
+		return putJSON(b, cardKey(ticket, ref.Platform), append(refs, ref))
+	})
+}
+
+// CardRefs returns the cards a platform posted for a ticket, oldest first.
+func (s *Store) CardRefs(ctx context.Context, ticket, platform string) ([]CardRef, error) {
+	var refs []CardRef
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, err := getJSON(tx.Bucket(bCardRefs), cardKey(ticket, platform), &refs)
+		return err
+	})
+	return refs, err
+}
