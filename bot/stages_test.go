@@ -61,10 +61,10 @@ func TestWaitStagePollsUntilTrueOrTimesOut(t *testing.T) {
 	if _, ok := bottest.Button(k.Bot.Engine().CardFor(tk), "Retry"); !ok {
 		t.Fatal("timed-out wait offers no retry")
 	}
-	k.Bot.Runner().Wait()
-	if j, _ := k.Bot.Store().Job(ctx, "T-3/2"); j.Status != "cancelled" {
-		t.Fatalf("cancelled ticket's check still %s", j.Status)
-	}
+	waitFor(t, "the cancelled ticket's check to be cancelled", func() bool {
+		j, _ := k.Bot.Store().Job(ctx, "T-3/2")
+		return j.Status == "cancelled"
+	})
 }
 
 func TestTimeWindowGuardsTheAction(t *testing.T) {

@@ -276,6 +276,9 @@ func (s *step) enter(i int) error {
 // terminal ends the ticket in stage; failed keeps its locks so that nobody
 // else touches the resource before someone retries, rolls back or cancels.
 func (s *step) terminal(stage string) {
+	if st, _ := s.f.Stage(s.old.Stage); st != nil && st.Kind != KindApproval {
+		s.ch.CancelJobs = append(s.ch.CancelJobs, fmt.Sprintf("%s/%d", s.t.ID, s.old.StageVersion))
+	}
 	s.t.Stage = stage
 	s.t.StageVersion = s.version()
 	s.t.WaitingRoles, s.t.Approvals = nil, nil

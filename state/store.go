@@ -417,6 +417,19 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
 			return t, err
 		}
 	}
+	for _, id := range ch.CancelJobs {
+		var j Job
+		ok, err := getJSON(tx.Bucket(bJobs), []byte(id), &j)
+		if err != nil {
+			return t, err
+		}
+		if ok && j.Status == JobQueued {
+			j.Status = JobCancelled
+			if err := putJob(tx, j); err != nil {
+				return t, err
+			}
+		}
+	}
 	for _, n := range ch.Notify {
 		if _, err := enqueue(tx, n); err != nil {
 			return t, err

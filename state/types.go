@@ -178,6 +178,9 @@ type Change struct {
 	SetTimers   []Timer
 	ClearTimers []Timer
 	Audit       []AuditEntry
+	// CancelJobs marks queued jobs cancelled; a running one is settled
+	// when it ends.
+	CancelJobs []string
 }
 
 // LockedError says a resource is held by another ticket.

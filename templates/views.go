@@ -139,3 +139,22 @@ type RoleRow struct {
 	Role    string
 	Members []string
 }
+
+// Form is a neutral input form, built from a flow's fields, that a
+// platform draws as a modal or dialog.
+type Form struct {
+	Flow   string
+	Title  string
+	Fields []FormField
+}
+
+// FormField is one input of a form; Options makes it a select.
+type FormField struct {
+	Name        string
+	Label       string
+	Help        string
+	Placeholder string
+	Options     []string
+	Required    bool
+	Multiline   bool
+}
