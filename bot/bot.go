@@ -18,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"opsbot/bot/local"
+	"opsbot/bot/slack"
 	"opsbot/commands"
 	"opsbot/flows"
 	"opsbot/integrations/redis"
@@ -32,6 +33,12 @@ type Transport interface {
 	Platform() string
 	// Send delivers msg to the user known on this platform as userID.
 	Send(ctx context.Context, userID string, msg templates.Message) error
+}
+
+// ProgressPoster is a transport that shows a step's progress in the
+// ticket's thread.
+type ProgressPoster interface {
+	PostProgress(ctx context.Context, ticket string, msg templates.Message) error
 }
 
 // CardUpdater is a transport that can redraw the cards it posted for a
@@ -71,6 +78,7 @@ type Bot struct {
 	redis   *goredis.Client
 	redact  *Redactor
 	local   *local.Transport
+	slack   *slack.Transport
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
@@ -110,6 +118,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	if cfg.Redis.PasswordEnv != "" {
 		secrets = append(secrets, os.Getenv(cfg.Redis.PasswordEnv))
+	}
+	if cfg.Slack.Mode != "" {
+		secrets = append(secrets, os.Getenv(cfg.Slack.BotTokenEnv), os.Getenv(cfg.Slack.SigningSecretEnv), os.Getenv(cfg.Slack.AppTokenEnv))
 	}
 	b.redact = NewRedactor(secrets...)
 	b.log = slog.New(&redactingHandler{Handler: b.log.Handler(), r: b.redact})
@@ -157,6 +168,10 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b.local = newLocal(b)
 	b.trans = append([]Transport{b.local}, o.Transports...)
+	if cfg.Slack.Mode != "" {
+		b.slack = newSlack(b)
+		b.trans = append(b.trans, b.slack)
+	}
 	return b, nil
 }
 
@@ -169,7 +184,7 @@ func (b *Bot) seedUsers(ctx context.Context) error {
 		for p, id := range u.IDs {
 			ids[p] = id
 		}
-		if _, err := b.store.PutUser(ctx, state.User{Name: u.Name, Display: u.Display, IDs: ids}); err != nil {
+		if _, err := b.store.PutUser(ctx, state.User{Name: u.Name, Display: u.Display, Email: u.Email, IDs: ids}); err != nil {
 			return fmt.Errorf("config user %s: %w", u.Name, err)
 		}
 		for _, r := range u.Roles {
@@ -190,6 +205,9 @@ func (b *Bot) Engine() *flows.Engine { return b.engine }
 
 // Store returns the state store.
 func (b *Bot) Store() *state.Store { return b.store }
+
+// Slack returns the Slack transport, or nil when it is off.
+func (b *Bot) Slack() *slack.Transport { return b.slack }
 
 // Local returns the local chat transport.
 func (b *Bot) Local() *local.Transport { return b.local }
@@ -214,6 +232,12 @@ func (b *Bot) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = ln.Addr().String()
+	if b.slack != nil {
+		if err := b.slack.Start(ctx); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	b.srv = &http.Server{Handler: b.local.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
@@ -241,6 +265,9 @@ func (b *Bot) Stop() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = b.srv.Shutdown(sctx)
 			cancel()
+		}
+		if b.slack != nil {
+			b.slack.Stop()
 		}
 		if b.cancel != nil {
 			b.cancel()

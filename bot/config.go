@@ -34,6 +34,7 @@ type Config struct {
 	// wherever they would appear (logs, audit, chat).
 	SecretsEnv []string     `yaml:"secrets_env"`
 	Users      []UserConfig `yaml:"users"`
+	Slack      SlackConfig  `yaml:"slack"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -79,10 +80,30 @@ type ScriptsConfig struct {
 	TransientExitCodes []int  `yaml:"transient_exit_codes"`
 }
 
+// SlackConfig turns the Slack transport on. Tokens come from the
+// environment variables named here.
+type SlackConfig struct {
+	// Mode is "" (off), "http" (Slack calls Listen; needs a public URL)
+	// or "socket" (Socket Mode; no public URL, suits intranets).
+	Mode string `yaml:"mode"`
+	// Listen is where HTTP mode serves /slack/commands, /slack/interactions
+	// and /slack/events (put it behind your HTTPS proxy).
+	Listen           string `yaml:"listen"`
+	BotTokenEnv      string `yaml:"bot_token_env"`
+	SigningSecretEnv string `yaml:"signing_secret_env"`
+	AppTokenEnv      string `yaml:"app_token_env"`
+	// APIURL overrides https://slack.com/api/ (a proxy, or tests).
+	APIURL string `yaml:"api_url"`
+	// PerChannelPerMinute paces messages per channel (Slack allows about
+	// one a second); shared through Redis when Redis is configured.
+	PerChannelPerMinute int `yaml:"per_channel_per_minute"`
+}
+
 // UserConfig declares a person, their chat ids and their initial roles.
 type UserConfig struct {
 	Name    string            `yaml:"name"`
 	Display string            `yaml:"display"`
+	Email   string            `yaml:"email"`
 	Roles   []string          `yaml:"roles"`
 	IDs     map[string]string `yaml:"ids"`
 }
@@ -136,6 +157,21 @@ func (c *Config) defaults() {
 	if c.Outbox.RetryMax <= 0 {
 		c.Outbox.RetryMax = flows.Duration(10 * time.Minute)
 	}
+	if c.Slack.Listen == "" {
+		c.Slack.Listen = "127.0.0.1:3000"
+	}
+	if c.Slack.BotTokenEnv == "" {
+		c.Slack.BotTokenEnv = "OPSBOT_SLACK_BOT_TOKEN"
+	}
+	if c.Slack.SigningSecretEnv == "" {
+		c.Slack.SigningSecretEnv = "OPSBOT_SLACK_SIGNING_SECRET"
+	}
+	if c.Slack.AppTokenEnv == "" {
+		c.Slack.AppTokenEnv = "OPSBOT_SLACK_APP_TOKEN"
+	}
+	if c.Slack.PerChannelPerMinute <= 0 {
+		c.Slack.PerChannelPerMinute = 60
+	}
 	if c.Scripts.Dir == "" {
 		c.Scripts.Dir = "examples/scripts"
 	}
@@ -173,6 +209,26 @@ func (c *Config) Check(executors []string) []error {
 		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
 			bad("redis.addr: %q is not host:port (e.g. 127.0.0.1:6379)", c.Redis.Addr)
 		}
+	}
+	switch c.Slack.Mode {
+	case "":
+	case "http", "socket":
+		need := []string{c.Slack.BotTokenEnv, c.Slack.SigningSecretEnv}
+		if c.Slack.Mode == "socket" {
+			need = []string{c.Slack.BotTokenEnv, c.Slack.AppTokenEnv}
+		}
+		for _, e := range need {
+			if os.Getenv(e) == "" {
+				bad("slack: environment variable %s is not set (slack.mode is %s)", e, c.Slack.Mode)
+			}
+		}
+		if c.Slack.Mode == "http" {
+			if _, _, err := net.SplitHostPort(c.Slack.Listen); err != nil {
+				bad("slack.listen: %q is not host:port (e.g. 127.0.0.1:3000)", c.Slack.Listen)
+			}
+		}
+	default:
+		bad("slack.mode: %q: use http, socket, or leave it empty", c.Slack.Mode)
 	}
 	for _, e := range c.SecretsEnv {
 		if os.Getenv(e) == "" {

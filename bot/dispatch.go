@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +24,10 @@ type Incoming struct {
 	// name to create them under when they are new.
 	UserID string
 	Name   string
-	Text   string
+	// Email, when the platform knows it, links a new platform id to the
+	// configured person with that address.
+	Email string
+	Text  string
 	Click  bool
 	// Key identifies the delivery for de-duplication (a platform's event
 	// or message id); empty means no de-duplication.
@@ -40,12 +44,43 @@ const idempotencyTTL = 24 * time.Hour
 // returns an error: every failure becomes a reply, and everything is
 // audited with secrets redacted.
 func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
+	msgs, _ := b.run(ctx, in, nil)
+	return msgs
+}
+
+// Submit opens a ticket from a form. A refusal comes back as errors per
+// form field (a problem that belongs to no field is shown on the first).
+func (b *Bot) Submit(ctx context.Context, in Incoming, flow string, fields map[string]string) ([]templates.Message, map[string]string) {
+	parts := []string{"/ops new " + flow}
+	for k, v := range fields {
+		parts = append(parts, k+"="+strconv.Quote(v))
+	}
+	in.Text = strings.Join(parts, " ")
+	msgs, err := b.run(ctx, in, commands.New{Flow: flow, Fields: fields})
+	var ue *flows.UserError
+	if !errors.As(err, &ue) {
+		return msgs, nil
+	}
+	if len(ue.Fields) > 0 {
+		return nil, ue.Fields
+	}
+	first := ""
+	if f, ok := b.engine.Flow(flow); ok && len(f.Fields) > 0 {
+		first = f.Fields[0].Name
+	}
+	return nil, map[string]string{first: ue.Message}
+}
+
+// run identifies the person, de-duplicates, rate-limits, parses (unless
+// req is given), executes and audits; the error is the user error the
+// replies show, if any.
+func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]templates.Message, error) {
 	ref := newRef()
 	log := b.log.With("platform", in.Platform, "req", ref)
 	user, err := b.identify(ctx, in)
 	if err != nil {
 		log.Error("identify user", "err", err)
-		return []templates.Message{b.internal(ref)}
+		return []templates.Message{b.internal(ref)}, err
 	}
 	log = log.With("user", user.Name)
 	action := "command"
@@ -54,13 +89,14 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 	}
 	args := Truncate(b.redact.Redact(in.Text), b.cfg.Audit.MaxArgs)
 	audit := state.AuditEntry{At: b.now(), User: user.Name, Platform: in.Platform, Action: action, Args: args}
-	finish := func(result string, msgs ...templates.Message) []templates.Message {
+	var refusal error
+	finish := func(result string, msgs ...templates.Message) ([]templates.Message, error) {
 		audit.Result = result
 		if result == "ok" && audit.Seq == written {
-			return msgs // the transition wrote it in its own transaction
+			return msgs, nil // the transition wrote it in its own transaction
 		}
 		b.audit.Add(ctx, audit)
-		return msgs
+		return msgs, refusal
 	}
 	if in.Key != "" {
 		seen, err := b.store.Remember(ctx, in.Platform+":"+in.Key, b.now(), idempotencyTTL)
@@ -73,11 +109,15 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 		}
 	}
 	if ok, wait := b.limiter.Allow(ctx, user.Name); !ok {
-		return finish("rate_limited", b.userError(&flows.UserError{Code: "rate_limited",
+		ue := &flows.UserError{Code: "rate_limited",
 			Message: fmt.Sprintf("命令太频繁，请 %s 后再试 · too many commands: try again in %s", roundUp(wait), roundUp(wait)),
-			Hint:    fmt.Sprintf("上限 limit: %d/min", b.cfg.RateLimit.PerMinute)}))
+			Hint:    fmt.Sprintf("上限 limit: %d/min", b.cfg.RateLimit.PerMinute)}
+		refusal = ue
+		return finish("rate_limited", b.userError(ue))
 	}
-	req, err := b.reg.Parse(in.Text)
+	if req == nil {
+		req, err = b.reg.Parse(in.Text)
+	}
 	if err == nil {
 		audit.Action += " " + req.Command()
 		if t := ticketOf(req); t != "" {
@@ -92,6 +132,7 @@ func (b *Bot) Handle(ctx context.Context, in Incoming) []templates.Message {
 	var ue *flows.UserError
 	if errors.As(err, &ue) {
 		log.Info("refused", "code", ue.Code, "reason", ue.Message)
+		refusal = ue
 		return finish("refused: "+ue.Code, b.userError(ue))
 	}
 	log.Error("command failed", "err", err)
@@ -131,10 +172,18 @@ func (b *Bot) identify(ctx context.Context, in Incoming) (state.User, error) {
 	if u, ok := b.dir.Resolve(in.Platform, in.UserID); ok {
 		return u, nil
 	}
-	name := in.Name
-	if name == "" {
-		name = in.Platform + "-" + in.UserID
+	if u, ok := b.dir.ByEmail(in.Email); ok && u.IDs[in.Platform] == "" {
+		u.IDs = map[string]string{in.Platform: in.UserID}
+		if err := b.dir.Put(ctx, u); err != nil {
+			return state.User{}, err
+		}
+		b.log.Info("linked a chat account to its person by e-mail", "platform", in.Platform, "user", u.Name)
+		u, _ = b.dir.User(u.Name)
+		return u, nil
 	}
+	// Unknown people get a user of their own, without roles: they can
+	// request, and are told why they cannot approve.
+	name := in.Platform + "-" + in.UserID
 	if in.Platform == "local" {
 		name = in.UserID
 	}

@@ -104,7 +104,15 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 		return nil
 	}
 	pe := &platformError{}
-	if n.Kind == "card_update" {
+	if n.Kind == "progress" {
+		for _, t := range b.trans {
+			if pp, ok := t.(ProgressPoster); ok && !slices.Contains(n.Done(), t.Platform()) {
+				if err := pp.PostProgress(ctx, n.Ticket, msg); err != nil {
+					pe.failed, pe.errs = append(pe.failed, t.Platform()), append(pe.errs, err)
+				}
+			}
+		}
+	} else if n.Kind == "card_update" {
 		for _, t := range b.trans {
 			if cu, ok := t.(CardUpdater); ok && !slices.Contains(n.Done(), t.Platform()) {
 				if err := cu.UpdateCards(ctx, n.Ticket, msg); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"opsbot/state"
@@ -113,6 +114,22 @@ func (d *Directory) Resolve(platform, id string) (state.User, bool) {
 	defer d.mu.RUnlock()
 	for _, u := range d.users {
 		if u.IDs[platform] == id {
+			return u, true
+		}
+	}
+	return state.User{}, false
+}
+
+// ByEmail finds the user with an e-mail address, case-insensitively.
+func (d *Directory) ByEmail(email string) (state.User, bool) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == "" {
+		return state.User{}, false
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, u := range d.users {
+		if u.Email == email {
 			return u, true
 		}
 	}

@@ -163,6 +163,7 @@ type AuditEntry struct {
 type User struct {
 	Name    string            `json:"name"` // lower-case opsbot user name
 	Display string            `json:"display,omitempty"`
+	Email   string            `json:"email,omitempty"`
 	IDs     map[string]string `json:"ids,omitempty"` // platform -> id
 	Roles   []string          `json:"roles,omitempty"`
 }

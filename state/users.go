@@ -36,6 +36,9 @@ func (s *Store) PutUser(ctx context.Context, u User) (User, error) {
 		if u.Display != "" {
 			cur.Display = u.Display
 		}
+		if u.Email != "" {
+			cur.Email = strings.ToLower(u.Email)
+		}
 		if cur.IDs == nil {
 			cur.IDs = map[string]string{}
 		}

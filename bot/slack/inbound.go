@@ -1,0 +1,327 @@
+package slack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/slackevents"
+	"github.com/slack-go/slack/socketmode"
+
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// reply is what Slack gets back at once (body, or an empty 200) and the
+// work that continues after the ack, so every ack is well inside Slack's
+// three seconds.
+type reply struct {
+	body any
+	work func(ctx context.Context)
+}
+
+var newFormRe = regexp.MustCompile(`^(?i)(new|新建|create)\s+([a-z][a-z0-9_-]*)\s*$`)
+
+// slash handles "/ops ...".
+func (t *Transport) slash(cmd slack.SlashCommand) reply {
+	text := strings.TrimSpace(cmd.Text)
+	if m := newFormRe.FindStringSubmatch(text); m != nil {
+		if form, ok := t.deps.Form(strings.ToLower(m[2])); ok {
+			return reply{work: func(ctx context.Context) {
+				view := FormView(form, "new", form.Flow+"\n"+cmd.ChannelID)
+				if _, err := t.api.OpenViewContext(ctx, cmd.TriggerID, view); err != nil {
+					t.log.Error("open the new-ticket form", "err", err)
+					t.respond(ctx, cmd.ResponseURL, []templates.Message{errorMessage("表单打开失败 could not open the form: " + err.Error())})
+				}
+			}}
+		}
+	}
+	return reply{work: func(ctx context.Context) {
+		in := Input{UserID: cmd.UserID, Name: cmd.UserName, Email: t.email(ctx, cmd.UserID), Text: "/ops " + text, Key: "slash:" + cmd.TriggerID}
+		replies := t.deps.Handle(ctx, in)
+		if strings.HasPrefix(strings.ToLower(text), "new ") {
+			replies = t.postCards(ctx, cmd.ChannelID, replies)
+		}
+		t.respond(ctx, cmd.ResponseURL, replies)
+	}}
+}
+
+// postCards posts the ticket cards among replies into the channel (the
+// ticket's home, whose thread gets progress) and returns the rest.
+func (t *Transport) postCards(ctx context.Context, channel string, replies []templates.Message) []templates.Message {
+	var rest []templates.Message
+	for _, m := range replies {
+		if m.Kind != "ticket" || m.Ticket == "" {
+			rest = append(rest, m)
+			continue
+		}
+		ts, err := t.post(ctx, channel, "", m, true)
+		if err != nil {
+			t.log.Warn("could not post the card in the channel; answering privately", "channel", channel, "err", err)
+			rest = append(rest, m)
+			continue
+		}
+		if err := t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: channel, TS: ts, Stage: m.Stage, Thread: true}); err != nil {
+			t.log.Error("remember card", "ticket", m.Ticket, "err", err)
+		}
+	}
+	return rest
+}
+
+func errorMessage(s string) templates.Message {
+	return templates.MustRender("error", templates.ErrorView{Message: s})
+}
+
+// withoutCards drops ticket cards from replies to a click: the card the
+// person clicked is updated in place instead.
+func withoutCards(msgs []templates.Message) []templates.Message {
+	var out []templates.Message
+	for _, m := range msgs {
+		if m.Kind != "ticket" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// interaction handles button clicks and modal submissions.
+func (t *Transport) interaction(cb slack.InteractionCallback) reply {
+	switch cb.Type {
+	case slack.InteractionTypeBlockActions:
+		if len(cb.ActionCallback.BlockActions) == 0 {
+			return reply{}
+		}
+		a := cb.ActionCallback.BlockActions[0]
+		value := a.Value
+		if strings.HasPrefix(value, "/ops reject ") && len(strings.Fields(value)) == 3 {
+			return reply{work: func(ctx context.Context) {
+				if _, err := t.api.OpenViewContext(ctx, cb.TriggerID, ReasonView(value+"\n"+cb.ResponseURL)); err != nil {
+					t.log.Error("open the reject form", "err", err)
+				}
+			}}
+		}
+		return reply{work: func(ctx context.Context) {
+			in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: value, Click: true,
+				Key: "click:" + cb.User.ID + ":" + a.ActionTs}
+			t.respond(ctx, cb.ResponseURL, withoutCards(t.deps.Handle(ctx, in)))
+		}}
+	case slack.InteractionTypeViewSubmission:
+		values := map[string]string{}
+		for block, actions := range cb.View.State.Values {
+			if v, ok := actions["value"]; ok {
+				values[block] = v.Value
+				if v.SelectedOption.Value != "" {
+					values[block] = v.SelectedOption.Value
+				}
+			}
+		}
+		switch cb.View.CallbackID {
+		case "new":
+			flow, channel, _ := strings.Cut(cb.View.PrivateMetadata, "\n")
+			ctx, cancel := context.WithTimeout(t.ctx, 2500*time.Millisecond)
+			defer cancel()
+			in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID)}
+			replies, fieldErrs := t.deps.Submit(ctx, in, flow, values)
+			if len(fieldErrs) > 0 {
+				return reply{body: slack.NewErrorsViewSubmissionResponse(fieldErrs)}
+			}
+			return reply{work: func(ctx context.Context) {
+				for _, m := range t.postCards(ctx, channel, replies) {
+					if _, err := t.api.PostEphemeralContext(ctx, channel, cb.User.ID, slack.MsgOptionBlocks(Blocks(m, t.deps.Mention, true)...),
+						slack.MsgOptionText(Fallback(m), false)); err != nil {
+						t.log.Warn("ephemeral reply", "err", err)
+					}
+				}
+			}}
+		case "reject":
+			value, responseURL, _ := strings.Cut(cb.View.PrivateMetadata, "\n")
+			reason := strings.TrimSpace(values["reason"])
+			if reason == "" {
+				return reply{body: slack.NewErrorsViewSubmissionResponse(map[string]string{"reason": "驳回需要原因 a rejection needs a reason"})}
+			}
+			return reply{work: func(ctx context.Context) {
+				in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: value + " " + reason, Click: true,
+					Key: "reject:" + cb.View.ID}
+				t.respond(ctx, responseURL, withoutCards(t.deps.Handle(ctx, in)))
+			}}
+		}
+	}
+	return reply{}
+}
+
+// event handles the Events API: @-mentions are answered in thread.
+func (t *Transport) event(ev slackevents.EventsAPIEvent, eventID string) reply {
+	m, ok := ev.InnerEvent.Data.(*slackevents.AppMentionEvent)
+	if !ok {
+		return reply{}
+	}
+	return reply{work: func(ctx context.Context) {
+		in := Input{UserID: m.User, Email: t.email(ctx, m.User), Text: m.Text, Key: "event:" + eventID}
+		thread := m.ThreadTimeStamp
+		if thread == "" {
+			thread = m.TimeStamp
+		}
+		for _, r := range t.deps.Handle(ctx, in) {
+			if _, err := t.post(ctx, m.Channel, thread, r, true); err != nil {
+				t.log.Error("answer mention", "err", err)
+			}
+		}
+	}}
+}
+
+// Handler serves the HTTP mode's endpoints. Every request's signature is
+// checked first (v0 HMAC-SHA256 over "v0:timestamp:body", timestamp within
+// five minutes); anything else gets 401 and an audit entry.
+func (t *Transport) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /slack/commands", func(w http.ResponseWriter, r *http.Request) {
+		body, ok := t.verified(w, r)
+		if !ok {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		cmd, err := slack.SlashCommandParse(r)
+		if err != nil {
+			http.Error(w, "bad slash command", http.StatusBadRequest)
+			return
+		}
+		t.ack(w, t.slash(cmd))
+	})
+	mux.HandleFunc("POST /slack/interactions", func(w http.ResponseWriter, r *http.Request) {
+		body, ok := t.verified(w, r)
+		if !ok {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var cb slack.InteractionCallback
+		if err := r.ParseForm(); err != nil || json.Unmarshal([]byte(r.PostFormValue("payload")), &cb) != nil {
+			http.Error(w, "bad interaction payload", http.StatusBadRequest)
+			return
+		}
+		t.ack(w, t.interaction(cb))
+	})
+	mux.HandleFunc("POST /slack/events", func(w http.ResponseWriter, r *http.Request) {
+		body, ok := t.verified(w, r)
+		if !ok {
+			return
+		}
+		ev, err := slackevents.ParseEvent(body, slackevents.OptionNoVerifyToken())
+		if err != nil {
+			http.Error(w, "bad event", http.StatusBadRequest)
+			return
+		}
+		if ev.Type == slackevents.URLVerification {
+			var c slackevents.ChallengeResponse
+			_ = json.Unmarshal(body, &c)
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = w.Write([]byte(c.Challenge))
+			return
+		}
+		var outer struct {
+			EventID string `json:"event_id"`
+		}
+		_ = json.Unmarshal(body, &outer)
+		t.ack(w, t.event(ev, outer.EventID))
+	})
+	return mux
+}
+
+func (t *Transport) ack(w http.ResponseWriter, r reply) {
+	if r.body != nil {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(r.body)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	t.background(r.work)
+}
+
+// verified reads the body once and checks Slack's signature over it.
+func (t *Transport) verified(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	sv, err := slack.NewSecretsVerifier(r.Header, t.cfg.SigningSecret)
+	if err == nil {
+		_, _ = sv.Write(body)
+		err = sv.Ensure()
+	}
+	if err != nil {
+		t.log.Warn("refused an unsigned or badly signed slack request", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		if t.deps.Audit != nil {
+			t.deps.Audit(r.Context(), state.AuditEntry{At: t.cfg.Now(), User: "unknown", Platform: "slack", Action: "request refused",
+				Args: r.URL.Path, Result: "bad signature: " + err.Error()})
+		}
+		http.Error(w, "invalid signature", http.StatusUnauthorized)
+		return nil, false
+	}
+	return body, true
+}
+
+// runSocket serves Socket Mode until ctx ends, reconnecting by itself.
+func (t *Transport) runSocket(ctx context.Context) {
+	client := socketmode.New(t.api)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case evt, ok := <-client.Events:
+				if !ok {
+					return
+				}
+				t.socketEvent(client, evt)
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		if err := client.RunContext(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn("socket mode connection ended; reconnecting", "err", err)
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+func (t *Transport) socketEvent(client *socketmode.Client, evt socketmode.Event) {
+	var r reply
+	switch evt.Type {
+	case socketmode.EventTypeSlashCommand:
+		cmd, _ := evt.Data.(slack.SlashCommand)
+		r = t.slash(cmd)
+	case socketmode.EventTypeInteractive:
+		cb, _ := evt.Data.(slack.InteractionCallback)
+		r = t.interaction(cb)
+	case socketmode.EventTypeEventsAPI:
+		ev, _ := evt.Data.(slackevents.EventsAPIEvent)
+		var outer struct {
+			EventID string `json:"event_id"`
+		}
+		_ = json.Unmarshal(evt.Request.Payload, &outer)
+		r = t.event(ev, outer.EventID)
+	default:
+		return
+	}
+	if evt.Request != nil {
+		var err error
+		if r.body != nil {
+			err = client.Ack(*evt.Request, r.body)
+		} else {
+			err = client.Ack(*evt.Request)
+		}
+		if err != nil {
+			t.log.Warn("socket mode ack", "err", err)
+		}
+	}
+	t.background(r.work)
+}

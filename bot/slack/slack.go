@@ -1,0 +1,304 @@
+package slack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// Input is one piece of Slack input handed to the bot.
+type Input struct {
+	UserID string
+	Email  string
+	Name   string
+	Text   string
+	Click  bool
+	// Key de-duplicates Slack's retries of the same delivery.
+	Key string
+}
+
+// Pacer spaces messages per channel; Allow says whether key may send now
+// and, if not, how long to wait.
+type Pacer interface {
+	Allow(ctx context.Context, key string) (bool, time.Duration)
+}
+
+// Deps is what the transport needs from the bot.
+type Deps struct {
+	// Handle runs a command or click and returns the replies.
+	Handle func(ctx context.Context, in Input) []templates.Message
+	// Form describes a flow's fields for the "new ticket" modal.
+	Form func(flow string) (templates.Form, bool)
+	// Submit opens a ticket from a modal; it returns the replies, or the
+	// errors to show next to each field.
+	Submit func(ctx context.Context, in Input, flow string, fields map[string]string) ([]templates.Message, map[string]string)
+	// Mention maps an opsbot user name to "<@U…>", or "".
+	Mention Mentioner
+	Store   *state.Store
+	Pace    Pacer
+	// Audit records refused requests (bad signatures).
+	Audit func(ctx context.Context, e state.AuditEntry)
+	Log   *slog.Logger
+}
+
+// Config configures the transport. Tokens come from the environment.
+type Config struct {
+	// Mode is "http" (signed requests on Listen) or "socket" (Socket Mode).
+	Mode          string
+	Listen        string
+	BotToken      string
+	SigningSecret string
+	AppToken      string
+	// APIURL overrides https://slack.com/api/ (tests, proxies).
+	APIURL string
+	// Now is the clock for signature timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+// Transport is the Slack transport.
+type Transport struct {
+	cfg  Config
+	deps Deps
+	api  *slack.Client
+	log  *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	srv    *http.Server
+	addr   string
+
+	mu     sync.Mutex
+	emails map[string]string
+}
+
+// New builds the transport; Start connects it.
+func New(cfg Config, deps Deps) *Transport {
+	opts := []slack.Option{}
+	if cfg.APIURL != "" {
+		opts = append(opts, slack.OptionAPIURL(cfg.APIURL))
+	}
+	if cfg.AppToken != "" {
+		opts = append(opts, slack.OptionAppLevelToken(cfg.AppToken))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: deps.Log.With("platform", "slack"),
+		ctx: ctx, cancel: cancel, emails: map[string]string{}}
+}
+
+// Platform implements the bot's Transport.
+func (t *Transport) Platform() string { return "slack" }
+
+// Addr is the HTTP mode's listening address, once started.
+func (t *Transport) Addr() string { return t.addr }
+
+// Start listens (HTTP mode) or connects (Socket Mode) and returns.
+func (t *Transport) Start(ctx context.Context) error {
+	switch t.cfg.Mode {
+	case "socket":
+		t.wg.Add(1)
+		go func() { defer t.wg.Done(); t.runSocket(t.ctx) }()
+		return nil
+	default:
+		ln, err := net.Listen("tcp", t.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("slack: listen on %s: %w", t.cfg.Listen, err)
+		}
+		t.addr = ln.Addr().String()
+		t.srv = &http.Server{Handler: t.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			if err := t.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				t.log.Error("slack endpoint stopped", "err", err)
+			}
+		}()
+		return nil
+	}
+}
+
+// Stop stops accepting input and waits for work in progress.
+func (t *Transport) Stop() {
+	if t.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = t.srv.Shutdown(ctx)
+		cancel()
+	}
+	t.cancel()
+	t.wg.Wait()
+}
+
+// background runs work after the ack, on the transport's context.
+func (t *Transport) background(work func(ctx context.Context)) {
+	if work == nil {
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		ctx, cancel := context.WithTimeout(t.ctx, 2*time.Minute)
+		defer cancel()
+		work(ctx)
+	}()
+}
+
+// call runs a Slack Web API call, waiting for the channel's pace first and
+// honouring 429 Retry-After (a few times) so no message is dropped for
+// being too fast; other errors are returned for the outbox to retry.
+func (t *Transport) call(ctx context.Context, channel string, fn func() error) error {
+	for attempt := 0; ; attempt++ {
+		if err := t.pace(ctx, channel); err != nil {
+			return err
+		}
+		err := fn()
+		var rl *slack.RateLimitedError
+		if errors.As(err, &rl) && attempt < 5 {
+			t.log.Warn("slack rate limited: waiting as told", "channel", channel, "retry_after", rl.RetryAfter)
+			select {
+			case <-time.After(rl.RetryAfter):
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return err
+	}
+}
+
+func (t *Transport) pace(ctx context.Context, channel string) error {
+	if t.deps.Pace == nil || channel == "" {
+		return nil
+	}
+	for {
+		ok, wait := t.deps.Pace.Allow(ctx, "slack:channel:"+channel)
+		if ok {
+			return nil
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (t *Transport) post(ctx context.Context, channel, thread string, m templates.Message, live bool) (string, error) {
+	opts := []slack.MsgOption{slack.MsgOptionBlocks(Blocks(m, t.deps.Mention, live)...), slack.MsgOptionText(Fallback(m), false)}
+	if thread != "" {
+		opts = append(opts, slack.MsgOptionTS(thread))
+	}
+	var ts string
+	err := t.call(ctx, channel, func() error {
+		var err error
+		_, ts, err = t.api.PostMessageContext(ctx, channel, opts...)
+		return err
+	})
+	return ts, err
+}
+
+// Send implements the bot's Transport: a direct message to a Slack user.
+// Ticket cards sent this way are remembered so they are updated in place.
+func (t *Transport) Send(ctx context.Context, userID string, m templates.Message) error {
+	ts, err := t.post(ctx, userID, "", m, true)
+	if err != nil {
+		return fmt.Errorf("slack: message %s: %w", userID, err)
+	}
+	if m.Ticket != "" {
+		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: userID, TS: ts, Stage: m.Stage})
+	}
+	return nil
+}
+
+// UpdateCards implements the bot's CardUpdater with chat.update: a card
+// drawn in the ticket's current stage gets the live buttons, every other
+// card loses its buttons and says it was handled.
+func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.Message) error {
+	refs, err := t.deps.Store.CardRefs(ctx, ticket, "slack")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range refs {
+		msg, live := m, r.Stage == m.Stage
+		if !live {
+			msg = Stale(m)
+		}
+		err := t.call(ctx, r.Channel, func() error {
+			_, _, _, err := t.api.UpdateMessageContext(ctx, r.Channel, r.TS,
+				slack.MsgOptionBlocks(Blocks(msg, t.deps.Mention, live)...), slack.MsgOptionText(Fallback(msg), false))
+			return err
+		})
+		if err != nil && strings.Contains(err.Error(), "message_not_found") {
+			t.log.Warn("card deleted in slack; not updating it", "ticket", ticket, "channel", r.Channel)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("update %s card in %s: %w", ticket, r.Channel, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PostProgress posts a step's progress as a thread reply under the
+// ticket's channel card.
+func (t *Transport) PostProgress(ctx context.Context, ticket string, m templates.Message) error {
+	refs, err := t.deps.Store.CardRefs(ctx, ticket, "slack")
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		if r.Thread {
+			_, err := t.post(ctx, r.Channel, r.TS, m, false)
+			return err
+		}
+	}
+	return nil
+}
+
+// email looks a Slack user's e-mail up once (users.info), so a person can
+// be matched to their opsbot user; failures only mean no match.
+func (t *Transport) email(ctx context.Context, userID string) string {
+	t.mu.Lock()
+	e, ok := t.emails[userID]
+	t.mu.Unlock()
+	if ok {
+		return e
+	}
+	u, err := t.api.GetUserInfoContext(ctx, userID)
+	if err != nil {
+		t.log.Warn("users.info failed; the user is matched by id only", "slack_user", userID, "err", err)
+		return ""
+	}
+	t.mu.Lock()
+	t.emails[userID] = u.Profile.Email
+	t.mu.Unlock()
+	return u.Profile.Email
+}
+
+// respond posts replies to a response_url (ephemeral unless inChannel).
+func (t *Transport) respond(ctx context.Context, url string, msgs []templates.Message) {
+	for _, m := range msgs {
+		msg := &slack.WebhookMessage{ResponseType: slack.ResponseTypeEphemeral, Text: Fallback(m),
+			Blocks: &slack.Blocks{BlockSet: Blocks(m, t.deps.Mention, true)}, ReplaceOriginal: false}
+		if err := slack.PostWebhookContext(ctx, url, msg); err != nil {
+			t.log.Error("post to response_url", "err", err)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+package bot
+
+import (
+	"context"
+	"os"
+
+	"opsbot/bot/slack"
+	"opsbot/integrations/redis"
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+func slackInput(in slack.Input) Incoming {
+	return Incoming{Platform: "slack", UserID: in.UserID, Name: in.Name, Email: in.Email, Text: in.Text, Click: in.Click, Key: in.Key}
+}
+
+func newSlack(b *Bot) *slack.Transport {
+	cfg := b.cfg.Slack
+	var pace slack.Pacer = NewLocalLimiter(cfg.PerChannelPerMinute, 1)
+	if b.redis != nil {
+		pace = redis.NewLimiter(b.redis, cfg.PerChannelPerMinute, 1, pace, b.log)
+	}
+	return slack.New(slack.Config{
+		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now,
+		BotToken: os.Getenv(cfg.BotTokenEnv), SigningSecret: os.Getenv(cfg.SigningSecretEnv), AppToken: os.Getenv(cfg.AppTokenEnv),
+	}, slack.Deps{
+		Handle: func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },
+		Form: func(flow string) (templates.Form, bool) {
+			f, ok := b.engine.Flow(flow)
+			if !ok {
+				return templates.Form{}, false
+			}
+			return f.Form(), true
+		},
+		Submit: func(ctx context.Context, in slack.Input, flow string, fields map[string]string) ([]templates.Message, map[string]string) {
+			return b.Submit(ctx, slackInput(in), flow, fields)
+		},
+		Mention: func(name string) string {
+			if u, ok := b.dir.User(name); ok && u.IDs["slack"] != "" && u.Name == name {
+				return "<@" + u.IDs["slack"] + ">"
+			}
+			return ""
+		},
+		Store: b.store,
+		Pace:  pace,
+		Audit: func(ctx context.Context, e state.AuditEntry) { b.audit.Add(ctx, e) },
+		Log:   b.log,
+	})
+}
