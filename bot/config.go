@@ -170,7 +170,8 @@ func (c *Config) defaults() {
 		c.Slack.AppTokenEnv = "OPSBOT_SLACK_APP_TOKEN"
 	}
 	if c.Slack.PerChannelPerMinute <= 0 {
-		c.Slack.PerChannelPerMinute = 60
+		// Slack allows about one message a second per channel; stay under it.
+		c.Slack.PerChannelPerMinute = 50
 	}
 	if c.Scripts.Dir == "" {
 		c.Scripts.Dir = "examples/scripts"

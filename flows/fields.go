@@ -50,13 +50,12 @@ func (f *Flow) CheckFields(raw map[string]string) (map[string]string, error) {
 		if _, ok := out[fd.Name]; ok {
 			continue
 		}
-		if _, given := raw[fd.Name]; given && fd.Required {
-			missing = append(missing, fd.Name)
-			continue
+		if _, bad := byField[fd.Name]; bad {
+			continue // already reported
 		}
 		if fd.Default != "" {
 			out[fd.Name] = fd.Default
-		} else if fd.Required && !strings.Contains(strings.Join(problems, "\n"), fd.Name+"=") {
+		} else if fd.Required {
 			missing = append(missing, fd.Name)
 		}
 	}

@@ -14,6 +14,9 @@ type CardRef struct {
 	Channel  string `json:"channel"`
 	TS       string `json:"ts"`
 	Stage    string `json:"stage"`
+	// Version is the ticket version the card was drawn from; updates from
+	// that version or older are skipped.
+	Version int64 `json:"version"`
 	// Thread marks the channel card that progress replies go under.
 	Thread bool `json:"thread,omitempty"`
 }

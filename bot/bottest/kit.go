@@ -77,12 +77,12 @@ echo restarted
 // and cathy test, dave is ops and DBA, erin is director, root is admin.
 const Users = `
 users:
-  - {name: alice, roles: [developer]}
+  - {name: alice, roles: [developer], email: alice@example.com}
   - {name: bob, roles: [techlead], ids: {slack: U0BOB}}
   - {name: bert, roles: [techlead]}
-  - {name: carol, roles: [tester]}
+  - {name: carol, roles: [tester], email: carol@example.com}
   - {name: cathy, roles: [tester]}
-  - {name: dave, roles: [ops, dba]}
+  - {name: dave, roles: [ops, dba], email: Dave@Example.com}
   - {name: erin, roles: [director]}
   - {name: root, roles: [admin]}
 `
@@ -119,7 +119,7 @@ func ConfigYAML(dir, extra string) string {
 	if !strings.Contains(extra, "rate_limit:") {
 		extra += "\nrate_limit: {per_minute: 100000, burst: 10000}"
 	}
-	return fmt.Sprintf("listen: 127.0.0.1:0\nstate: {path: %s}\nscripts: {dir: %s}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
+	return fmt.Sprintf("listen: 127.0.0.1:0\nstate: {path: %q}\nscripts: {dir: %q}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
 		filepath.Join(dir, "opsbot.db"), filepath.Join(dir, "scripts"), Users, extra)
 }
 

@@ -23,6 +23,7 @@ const (
 	maxContextText   = 2000
 	maxButtonText    = 75
 	maxButtonValue   = 2000
+	maxActions       = 25
 	maxFallbackText  = 3000
 	maxModalInputLen = 3000
 )
@@ -83,7 +84,7 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 	if live && len(m.Buttons) > 0 {
 		var els []slack.BlockElement
 		for i, b := range m.Buttons {
-			if b.Disabled || len(b.Value) > maxButtonValue {
+			if b.Disabled || len(b.Value) > maxButtonValue || len(els) == maxActions {
 				continue
 			}
 			btn := slack.NewButtonBlockElement(fmt.Sprintf("opsbot_%d", i), b.Value,

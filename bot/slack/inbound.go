@@ -67,7 +67,7 @@ func (t *Transport) postCards(ctx context.Context, channel string, replies []tem
 			rest = append(rest, m)
 			continue
 		}
-		if err := t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: channel, TS: ts, Stage: m.Stage, Thread: true}); err != nil {
+		if err := t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: channel, TS: ts, Stage: m.Stage, Version: m.Version, Thread: true}); err != nil {
 			t.log.Error("remember card", "ticket", m.Ticket, "err", err)
 		}
 	}

@@ -221,14 +221,15 @@ func (t *Transport) Send(ctx context.Context, userID string, m templates.Message
 		return fmt.Errorf("slack: message %s: %w", userID, err)
 	}
 	if m.Ticket != "" {
-		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: userID, TS: ts, Stage: m.Stage})
+		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: userID, TS: ts, Stage: m.Stage, Version: m.Version})
 	}
 	return nil
 }
 
-// UpdateCards implements the bot's CardUpdater with chat.update: a card
-// drawn in the ticket's current stage gets the live buttons, every other
-// card loses its buttons and says it was handled.
+// UpdateCards implements the bot's CardUpdater with chat.update. The
+// ticket's channel card (its home, with the thread) always shows the
+// current state with live buttons; a DM card drawn in the current stage
+// does too; every other card loses its buttons and says it was handled.
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.Message) error {
 	refs, err := t.deps.Store.CardRefs(ctx, ticket, "slack")
 	if err != nil {
@@ -236,7 +237,10 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 	}
 	var errs []error
 	for _, r := range refs {
-		msg, live := m, r.Stage == m.Stage
+		if r.Version >= m.Version {
+			continue // drawn from this state already
+		}
+		msg, live := m, r.Thread || r.Stage == m.Stage
 		if !live {
 			msg = Stale(m)
 		}

@@ -1,0 +1,116 @@
+package slack_test
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"opsbot/bot/slack"
+	"opsbot/bot/slack/slackfake"
+	"opsbot/templates"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// marshal encodes like Slack shows it: no HTML escaping of & < >.
+func marshal(v any, indent string) []byte {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	_ = enc.Encode(v)
+	return []byte(strings.TrimSuffix(b.String(), "\n"))
+}
+
+func toMaps(t *testing.T, v any) []map[string]any {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestGoldenBlocks renders every template's golden message (from the
+// templates package's golden files) as Block Kit and compares the JSON.
+func TestGoldenBlocks(t *testing.T) {
+	files, _ := filepath.Glob("../../templates/testdata/*.golden")
+	if len(files) < 20 {
+		t.Fatalf("found %d template golden files", len(files))
+	}
+	mention := func(name string) string {
+		if name == "alice" {
+			return "<@U0ALICE>"
+		}
+		return ""
+	}
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		neutral := strings.SplitN(strings.SplitN(string(data), "== text ==", 2)[0], "\n", 2)[1]
+		var m templates.Message
+		if err := json.Unmarshal([]byte(neutral), &m); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		blocks := slack.Blocks(m, mention, true)
+		if p := slackfake.CheckBlocks(toMaps(t, blocks)); len(p) > 0 {
+			t.Errorf("%s breaks Block Kit limits: %v", f, p)
+		}
+		got := marshal(blocks, "  ")
+		path := filepath.Join("testdata", strings.TrimSuffix(filepath.Base(f), ".golden")+".blocks.golden")
+		if *update {
+			os.WriteFile(path, append(got, '\n'), 0o644)
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test ./bot/slack -update)", err)
+		}
+		if string(want) != string(got)+"\n" {
+			t.Errorf("%s differs (run go test ./bot/slack -update and review):\n%s", path, got)
+		}
+	}
+}
+
+func TestBlocksStayWithinLimits(t *testing.T) {
+	m := templates.Message{Title: strings.Repeat("标题", 200), Body: strings.Repeat("line of output\n", 500), Context: strings.Repeat("c", 5000)}
+	for i := 0; i < 45; i++ {
+		m.Fields = append(m.Fields, templates.Field{Label: "field", Value: strings.Repeat("v", 2500)})
+	}
+	for i := 0; i < 30; i++ {
+		m.Buttons = append(m.Buttons, templates.Button{Label: strings.Repeat("按钮", 60), Value: "/ops approve T-1#1"})
+	}
+	m.Buttons = append(m.Buttons, templates.Button{Label: "too long", Value: strings.Repeat("x", 2100)})
+	blocks := toMaps(t, slack.Blocks(m, nil, true))
+	if p := slackfake.CheckBlocks(blocks); len(p) > 0 {
+		t.Fatalf("limits broken: %v", p)
+	}
+	raw, _ := json.Marshal(blocks)
+	if strings.Contains(string(raw), strings.Repeat("x", 2100)) {
+		t.Fatal("a button value over 2000 characters was sent")
+	}
+	if !strings.Contains(string(raw), "opsbot_actions") {
+		t.Fatal("the actions block was dropped")
+	}
+}
+
+func TestUserTextCannotInjectMentions(t *testing.T) {
+	m := templates.Message{Title: "t", Fields: []templates.Field{{Label: "impact", Value: "<!channel> & <@U123>"}, {Label: "申请人 Requester", Value: "alice"}}}
+	s := string(marshal(slack.Blocks(m, func(n string) string {
+		if n == "alice" {
+			return "<@U0ALICE>"
+		}
+		return ""
+	}, true), ""))
+	if strings.Contains(s, "<!channel>") || !strings.Contains(s, `&lt;!channel&gt; &amp; &lt;@U123&gt;`) {
+		t.Fatalf("user text not escaped: %s", s)
+	}
+	if !strings.Contains(s, "<@U0ALICE>") {
+		t.Fatalf("mapped user not mentioned: %s", s)
+	}
+}
