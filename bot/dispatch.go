@@ -28,7 +28,7 @@ type Incoming struct {
 	// configured person with that address.
 	Email string
 	Text  string
-	Click  bool
+	Click bool
 	// Key identifies the delivery for de-duplication (a platform's event
 	// or message id); empty means no de-duplication.
 	Key string
