@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -19,9 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	slackapi "github.com/slack-go/slack"
 	bolt "go.etcd.io/bbolt"
 
 	"opsbot/bot/local"
+	opsslack "opsbot/bot/slack"
 )
 
 // loadConfig is the bot the load tool drives: one approval stage, so each
@@ -51,6 +55,7 @@ func LoadMain(args []string, _ []byte, stdout, stderr io.Writer) int {
 	rate := fs.Int("rate", 500, "requests per second in the latency phase")
 	dur := fs.Duration("d", 10*time.Second, "length of the latency phase")
 	seed := fs.Int("seed", 100000, "tickets in the store for the large-store phase (0 skips it)")
+	withSlack := fs.Bool("slack", true, "also drive the Slack HTTP endpoint with signed interactions")
 	dir := fs.String("dir", "", "work directory (default: a temp dir, removed afterwards)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -77,7 +82,7 @@ func LoadMain(args []string, _ []byte, stdout, stderr io.Writer) int {
 		work = d
 	}
 	l := &loader{out: stdout, dir: work}
-	if err := l.run(*n, *conc, *rate, *dur, *seed); err != nil {
+	if err := l.run(*n, *conc, *rate, *dur, *seed, *withSlack); err != nil {
 		fmt.Fprintln(stderr, "load:", err)
 		return 1
 	}
@@ -94,7 +99,7 @@ type loader struct {
 
 func (l *loader) printf(format string, a ...any) { fmt.Fprintf(l.out, format, a...) }
 
-func (l *loader) run(n, conc, rate int, dur time.Duration, seed int) error {
+func (l *loader) run(n, conc, rate int, dur time.Duration, seed int, withSlack bool) error {
 	ctx := context.Background()
 	l.printf("opsbot load: %d tickets x (create, approve, show) with %d clients; %d req/s for %s; %d tickets seeded\n", n, conc, rate, dur, seed)
 	base, err := rawBoltRate(filepath.Join(l.dir, "raw.db"), 5000, conc)
@@ -197,14 +202,19 @@ func (l *loader) run(n, conc, rate int, dur time.Duration, seed int) error {
 		rate, dur, float64(total)/time.Since(start).Seconds(), lat.pct(50), lat.pct(99), failed.Load())
 	l.b.Stop()
 
+	if withSlack {
+		if err := l.slack(ctx, n, conc, rate, dur, approvals); err != nil {
+			return err
+		}
+	}
 	if seed > 0 {
 		return l.large(ctx, seed)
 	}
 	return nil
 }
 
-func (l *loader) start(ctx context.Context, db string) error {
-	cfg, err := ParseConfig([]byte(loadConfig), l.dir)
+func (l *loader) start(ctx context.Context, db string, extra ...string) error {
+	cfg, err := ParseConfig([]byte(loadConfig+strings.Join(extra, "\n")), l.dir)
 	if err != nil {
 		return err
 	}
@@ -378,4 +388,149 @@ func rawBoltRate(path string, writes, conc int) (float64, error) {
 	}
 	wg.Wait()
 	return float64(writes) / time.Since(start).Seconds(), nil
+}
+
+const loadSigningSecret = "load-test-signing-secret"
+
+// slack measures the Slack HTTP endpoint: signed block_actions clicks
+// (approve) at a fixed rate (ack latency), and closed-loop throughput of
+// clicks until each approval is applied, next to the local API's
+// approvals per second measured in this run. Slack's Web API is a stub on
+// 127.0.0.1 that answers ok.
+func (l *loader) slack(ctx context.Context, n, conc, rate int, dur time.Duration, localApprovals float64) error {
+	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true,"channel":"C0LOAD","ts":"1700000000.000001","user":{"id":"U0BOB","profile":{"email":""}}}`))
+	}))
+	defer stub.Close()
+	os.Setenv("OPSBOT_SLACK_BOT_TOKEN", "xoxb-load")
+	os.Setenv("OPSBOT_SLACK_SIGNING_SECRET", loadSigningSecret)
+	extra := fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q, per_channel_per_minute: 100000000}", stub.URL+"/")
+	cfgUsers := strings.Replace(loadConfig, "{name: bob, roles: [techlead]}", "{name: bob, roles: [techlead], ids: {slack: U0BOB}}", 1)
+	cfg, err := ParseConfig([]byte(cfgUsers+extra), l.dir)
+	if err != nil {
+		return err
+	}
+	cfg.State.Path = filepath.Join(l.dir, "slack.db")
+	cfg.Scripts.Dir = l.dir
+	b, err := New(ctx, Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer b.Stop()
+	endpoint := "http://" + b.Slack().Addr() + "/slack/interactions"
+	total := int(float64(rate)*dur.Seconds()) + n
+	ids := make([]string, total)
+	for i := range ids {
+		t, err := b.Engine().Create(ctx, "alice", "bench", map[string]string{"item": fmt.Sprint(i)})
+		if err != nil {
+			return err
+		}
+		ids[i] = t.ID
+	}
+	// Let the DMs announcing these tickets go out first, so the measured
+	// phases carry only their own work.
+	for {
+		if n, _ := b.Store().OutboxLen(ctx); n == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 10 * time.Second}
+	click := func(lat *latencies, at time.Time, id string) error {
+		cb := slackapi.InteractionCallback{Type: slackapi.InteractionTypeBlockActions, TriggerID: "trig-" + id, ResponseURL: stub.URL + "/respond",
+			User: slackapi.User{ID: "U0BOB"}, ActionCallback: slackapi.ActionCallbacks{BlockActions: []*slackapi.BlockAction{
+				{ActionID: "opsbot_0", Value: "/ops approve " + id + "#1", ActionTs: id}}}}
+		payload, _ := json.Marshal(cb)
+		body := []byte(url.Values{"payload": {string(payload)}}.Encode())
+		req, _ := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(body))
+		ts := time.Now().Unix()
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Slack-Request-Timestamp", fmt.Sprint(ts))
+		req.Header.Set("X-Slack-Signature", opsslack.Sign(loadSigningSecret, ts, body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		lat.add(time.Since(at))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("interaction answered %d", resp.StatusCode)
+		}
+		return nil
+	}
+	waitDone := func(from, to int) error {
+		deadline := time.Now().Add(2 * time.Minute)
+		for i := from; i < to; i++ {
+			for {
+				t, err := b.Store().Get(ctx, ids[i])
+				if err != nil {
+					return err
+				}
+				if t.Stage == "done" {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s still %s", ids[i], t.Stage)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	}
+	// Closed loop: n clicks from conc clients, timed until every approval
+	// is applied (the work after the ack included).
+	var lat latencies
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := click(&lat, time.Now(), ids[i]); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := waitDone(0, n); err != nil {
+		return err
+	}
+	slackRate := float64(n) / time.Since(start).Seconds()
+	l.printf("slack signed clicks (closed loop): %6.0f approvals/s applied; ack p50 %s p99 %s; %d errors\n",
+		slackRate, lat.pct(50), lat.pct(99), failed.Load())
+	l.printf("  ratio slack approvals/s : local API approvals/s = %.2f\n", slackRate/localApprovals)
+	// Fixed rate: ack latency of signed clicks.
+	lat = latencies{}
+	count := total - n
+	interval := time.Second / time.Duration(rate)
+	start = time.Now()
+	var wg2 sync.WaitGroup
+	for i := 0; i < count; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg2.Add(1)
+		go func() {
+			defer wg2.Done()
+			if err := click(&lat, at, ids[n+i]); err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg2.Wait()
+	sent := time.Since(start)
+	if err := waitDone(n, total); err != nil {
+		return err
+	}
+	l.printf("slack signed clicks at %d/s for %s: %6.0f acks/s; ack p50 %s p99 %s; %d errors\n",
+		rate, dur, float64(count)/sent.Seconds(), lat.pct(50), lat.pct(99), failed.Load())
+	return nil
 }

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -44,6 +45,11 @@ var secretPatterns = []*regexp.Regexp{
 // key=value, key: value and key="quoted value" for secret-looking keys.
 var secretKV = regexp.MustCompile(`(?i)\b([a-z0-9_.-]*(password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|auth)[a-z0-9_.-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|“[^”]*”|[^\s,;&]+)`)
 
+// hints are lower-case fragments every secret pattern contains; text
+// without any of them skips the regular expressions (most text).
+var hints = []string{"xox", "xapp-", "eyj", "akia", "asia", "glpat-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_",
+	"bearer", "basic", "://", "private key", "pass", "pwd", "secret", "token", "key", "credential", "auth"}
+
 // Redact returns s with secrets masked.
 func (r *Redactor) Redact(s string) string {
 	if s == "" {
@@ -51,6 +57,10 @@ func (r *Redactor) Redact(s string) string {
 	}
 	for _, v := range r.values {
 		s = strings.ReplaceAll(s, v, mask)
+	}
+	lower := strings.ToLower(s)
+	if !slices.ContainsFunc(hints, func(h string) bool { return strings.Contains(lower, h) }) {
+		return s
 	}
 	for _, re := range secretPatterns {
 		s = re.ReplaceAllStringFunc(s, func(m string) string {

@@ -161,10 +161,11 @@ func slackScenario(t *testing.T, mode string) {
 		return strings.Contains(blocksText(c.Blocks), "运维确认 Ops go-ahead") && hasActions(c) && !hasActions(d) &&
 			strings.Contains(blocksText(d.Blocks), "handled")
 	})
-	// The confirmation is private to bob.
-	waitFor(t, "bob's ephemeral confirmation", func() bool {
+	// Pressing the old DM button again is refused privately: the card is stale.
+	in.interaction(fake.ClickPayload("U0BOB", "U0BOB", dm.TS, button(t, dm, "Approve")))
+	waitFor(t, "bob's ephemeral refusal", func() bool {
 		return slices.ContainsFunc(fake.Responses(), func(r slackfake.Response) bool {
-			return r.Body["response_type"] == "ephemeral" && strings.Contains(fmt.Sprint(r.Body["text"]), "T-1 approve")
+			return r.Body["response_type"] == "ephemeral" && strings.Contains(fmt.Sprint(r.Body["text"]), "this card is out of date")
 		})
 	})
 	// dave (linked by e-mail, case-insensitively) approves from his DM.

@@ -63,6 +63,9 @@ func TestWaitStagePollsUntilTrueOrTimesOut(t *testing.T) {
 	}
 	waitFor(t, "the cancelled ticket's check to be cancelled", func() bool {
 		j, _ := k.Bot.Store().Job(ctx, "T-3/2")
+		if j.Status != "cancelled" {
+			t.Logf("T-3 job: %s attempt %d next %v", j.Status, j.Attempt, j.NextAt)
+		}
 		return j.Status == "cancelled"
 	})
 }

@@ -202,6 +202,14 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 	res := state.Result{OK: out.OK, ExitCode: out.ExitCode, Output: e.clean(out.Output), Error: e.clean(out.Err),
 		Attempt: j.Attempt, Started: started, Ended: e.now()}
 	st, _ := f.Stage(j.Stage)
+	requeue := !out.OK && ((j.Kind == KindWait && e.now().Before(j.Deadline)) || (out.Transient && j.Attempt < j.MaxAttempts))
+	if requeue {
+		// A ticket cancelled while the step ran must not get it back.
+		if now, err := e.store.Get(ctx, j.Ticket); err == nil && (now.Stage != j.Stage || now.StageVersion != j.StageVersion) {
+			_, err := e.store.UpdateJob(ctx, id, func(x *state.Job) error { x.Status, x.Result = state.JobCancelled, &res; return nil })
+			return err
+		}
+	}
 	switch {
 	case !out.OK && j.Kind == KindWait && e.now().Before(j.Deadline):
 		_, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {

@@ -78,12 +78,13 @@ func errorMessage(s string) templates.Message {
 	return templates.MustRender("error", templates.ErrorView{Message: s})
 }
 
-// withoutCards drops ticket cards from replies to a click: the card the
-// person clicked is updated in place instead.
-func withoutCards(msgs []templates.Message) []templates.Message {
+// clickReplies keeps what a person who clicked needs to read: a refusal
+// (a stale card, a missing role). A success needs no reply: every card of
+// the ticket, the clicked one included, is redrawn in place.
+func clickReplies(msgs []templates.Message) []templates.Message {
 	var out []templates.Message
 	for _, m := range msgs {
-		if m.Kind != "ticket" {
+		if m.Level == "error" {
 			out = append(out, m)
 		}
 	}
@@ -109,7 +110,7 @@ func (t *Transport) interaction(cb slack.InteractionCallback) reply {
 		return reply{work: func(ctx context.Context) {
 			in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: value, Click: true,
 				Key: "click:" + cb.User.ID + ":" + a.ActionTs}
-			t.respond(ctx, cb.ResponseURL, withoutCards(t.deps.Handle(ctx, in)))
+			t.respond(ctx, cb.ResponseURL, clickReplies(t.deps.Handle(ctx, in)))
 		}}
 	case slack.InteractionTypeViewSubmission:
 		values := map[string]string{}
@@ -148,7 +149,7 @@ func (t *Transport) interaction(cb slack.InteractionCallback) reply {
 			return reply{work: func(ctx context.Context) {
 				in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: value + " " + reason, Click: true,
 					Key: "reject:" + cb.View.ID}
-				t.respond(ctx, responseURL, withoutCards(t.deps.Handle(ctx, in)))
+				t.respond(ctx, responseURL, clickReplies(t.deps.Handle(ctx, in)))
 			}}
 		}
 	}

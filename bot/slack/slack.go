@@ -2,6 +2,9 @@ package slack
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -305,4 +308,12 @@ func (t *Transport) respond(ctx context.Context, url string, msgs []templates.Me
 			t.log.Error("post to response_url", "err", err)
 		}
 	}
+}
+
+// Sign returns Slack's v0 request signature of body at ts: what Slack
+// sends in X-Slack-Signature, and what the fake and the load tool send.
+func Sign(secret string, ts int64, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(mac, "v0:%d:%s", ts, body)
+	return "v0=" + hex.EncodeToString(mac.Sum(nil))
 }

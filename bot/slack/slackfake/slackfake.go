@@ -10,9 +10,6 @@ package slackfake
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -26,6 +23,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
+
+	opsslack "opsbot/bot/slack"
 )
 
 // Call is one Web API call the fake answered.
@@ -494,13 +493,6 @@ func CheckBlocks(blocks []map[string]any) []string {
 	return out
 }
 
-// Sign returns Slack's v0 signature of body at ts.
-func Sign(secret string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	fmt.Fprintf(mac, "v0:%d:%s", ts, body)
-	return "v0=" + hex.EncodeToString(mac.Sum(nil))
-}
-
 // Deliver posts body to the bot's endpoint signed with secret at ts, as
 // Slack does, and returns the status and body of the answer.
 func Deliver(url, contentType, secret string, ts time.Time, body []byte, header ...string) (int, string, error) {
@@ -510,7 +502,7 @@ func Deliver(url, contentType, secret string, ts time.Time, body []byte, header 
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("X-Slack-Request-Timestamp", strconv.FormatInt(ts.Unix(), 10))
-	req.Header.Set("X-Slack-Signature", Sign(secret, ts.Unix(), body))
+	req.Header.Set("X-Slack-Signature", opsslack.Sign(secret, ts.Unix(), body))
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
