@@ -429,3 +429,33 @@ func slackKitPace(t *testing.T, unpaced bool) (*bottest.Kit, *slackfake.Server) 
 	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q, per_channel_per_minute: 100000}", fake.APIURL())))
 	return k, fake
 }
+
+func TestSlackWrongTokenKeepsNotificationsQueued(t *testing.T) {
+	fake := slackfake.New(t)
+	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", "xoxb-revoked")
+	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
+	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q}", fake.APIURL())))
+	k.Say("alice", goliveNew)
+	k.Deliver()
+	if len(fake.Messages("U0BOB")) != 0 {
+		t.Fatal("slack accepted a revoked token")
+	}
+	if len(k.Notices("bob")) != 1 {
+		t.Fatal("the local chat did not get its copy")
+	}
+	if n, _ := k.Bot.Store().OutboxLen(context.Background()); n == 0 {
+		t.Fatal("the slack DM was dropped instead of kept for a retry")
+	}
+	mustContain(t, k.LogText(), "invalid_auth")
+	// Slack accepts the token again (reinstalled app): the queued DM goes
+	// out once.
+	fake.SetBotToken("xoxb-revoked")
+	k.Clock.Advance(time.Hour)
+	k.Deliver()
+	if got := fake.Messages("U0BOB"); len(got) != 1 {
+		t.Fatalf("after the fix bob has %d DMs", len(got))
+	}
+	if len(k.Notices("bob")) != 1 {
+		t.Fatal("the retry sent the local copy again")
+	}
+}

@@ -123,6 +123,13 @@ func (s *Server) Close() {
 // APIURL is the Web API base URL, for slack.OptionAPIURL.
 func (s *Server) APIURL() string { return s.ts.GetAPIURL() }
 
+// SetBotToken changes the token the fake accepts (a reissued token).
+func (s *Server) SetBotToken(tok string) {
+	s.mu.Lock()
+	s.BotToken = tok
+	s.mu.Unlock()
+}
+
 // AddUser adds a workspace member.
 func (s *Server) AddUser(u User) {
 	s.mu.Lock()
@@ -228,7 +235,10 @@ func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 			fail(w, "not_authed")
 			return
 		}
-		if tok != s.BotToken {
+		s.mu.Lock()
+		want := s.BotToken
+		s.mu.Unlock()
+		if tok != want {
 			fail(w, "invalid_auth")
 			return
 		}
