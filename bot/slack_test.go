@@ -13,6 +13,8 @@ import (
 
 	"opsbot/bot/bottest"
 	"opsbot/bot/slack/slackfake"
+	"opsbot/integrations/redis"
+	"opsbot/integrations/redis/redistest"
 	"opsbot/state"
 )
 
@@ -457,5 +459,17 @@ func TestSlackWrongTokenKeepsNotificationsQueued(t *testing.T) {
 	}
 	if len(k.Notices("bob")) != 1 {
 		t.Fatal("the retry sent the local copy again")
+	}
+}
+
+func TestSlackPacingIsSharedThroughRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	k, fake := slackKit(t, "http", fmt.Sprintf("redis: {addr: %q}", srv.Addr))
+	k.Say("alice", goliveNew)
+	waitMessages(t, k, fake, "U0BOB", 1)
+	client := redis.NewClient(redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	if n, err := client.Exists(context.Background(), "rate:opsbot:rl:slack:channel:U0BOB").Result(); err != nil || n != 1 {
+		t.Fatalf("the channel pace is not kept in redis: %d %v", n, err)
 	}
 }
