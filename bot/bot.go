@@ -19,6 +19,7 @@ import (
 
 	"opsbot/bot/local"
 	"opsbot/bot/slack"
+	"opsbot/bot/wecom"
 	"opsbot/commands"
 	"opsbot/flows"
 	"opsbot/integrations/redis"
@@ -79,6 +80,7 @@ type Bot struct {
 	redact  *Redactor
 	local   *local.Transport
 	slack   *slack.Transport
+	wecom   *wecom.Transport
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
@@ -121,6 +123,12 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	if cfg.Slack.Mode != "" {
 		secrets = append(secrets, os.Getenv(cfg.Slack.BotTokenEnv), os.Getenv(cfg.Slack.SigningSecretEnv), os.Getenv(cfg.Slack.AppTokenEnv))
+	}
+	if cfg.WeCom.Enabled {
+		secrets = append(secrets, os.Getenv(cfg.WeCom.SecretEnv), os.Getenv(cfg.WeCom.TokenEnv), os.Getenv(cfg.WeCom.AESKeyEnv))
+		for _, r := range cfg.WeCom.Robots {
+			secrets = append(secrets, os.Getenv(r.KeyEnv))
+		}
 	}
 	b.redact = NewRedactor(secrets...)
 	b.log = slog.New(&redactingHandler{Handler: b.log.Handler(), r: b.redact})
@@ -172,6 +180,10 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		b.slack = newSlack(b)
 		b.trans = append(b.trans, b.slack)
 	}
+	if cfg.WeCom.Enabled {
+		b.wecom = newWeCom(b)
+		b.trans = append(b.trans, b.wecom)
+	}
 	return b, nil
 }
 
@@ -209,6 +221,9 @@ func (b *Bot) Store() *state.Store { return b.store }
 // Slack returns the Slack transport, or nil when it is off.
 func (b *Bot) Slack() *slack.Transport { return b.slack }
 
+// WeCom returns the WeCom transport, or nil when it is off.
+func (b *Bot) WeCom() *wecom.Transport { return b.wecom }
+
 // Local returns the local chat transport.
 func (b *Bot) Local() *local.Transport { return b.local }
 
@@ -234,6 +249,12 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.addr = ln.Addr().String()
 	if b.slack != nil {
 		if err := b.slack.Start(ctx); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	if b.wecom != nil {
+		if err := b.wecom.Start(ctx); err != nil {
 			ln.Close()
 			return err
 		}
@@ -268,6 +289,9 @@ func (b *Bot) Stop() {
 		}
 		if b.slack != nil {
 			b.slack.Stop()
+		}
+		if b.wecom != nil {
+			b.wecom.Stop()
 		}
 		if b.cancel != nil {
 			b.cancel()

@@ -35,6 +35,7 @@ type Config struct {
 	SecretsEnv []string     `yaml:"secrets_env"`
 	Users      []UserConfig `yaml:"users"`
 	Slack      SlackConfig  `yaml:"slack"`
+	WeCom      WeComConfig  `yaml:"wecom"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -97,6 +98,33 @@ type SlackConfig struct {
 	// PerChannelPerMinute paces messages per channel (Slack allows about
 	// one a second); shared through Redis when Redis is configured.
 	PerChannelPerMinute int `yaml:"per_channel_per_minute"`
+}
+
+// WeComConfig turns the WeCom (企业微信) self-built app transport on.
+type WeComConfig struct {
+	// Enabled starts the callback endpoint on Listen.
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+	CorpID  string `yaml:"corp_id"`
+	AgentID string `yaml:"agent_id"`
+	// Environment variables holding the app secret, the callback Token and
+	// the EncodingAESKey.
+	SecretEnv string `yaml:"secret_env"`
+	TokenEnv  string `yaml:"token_env"`
+	AESKeyEnv string `yaml:"aes_key_env"`
+	// PerUserPerMinute paces app messages to one member (WeCom drops the
+	// ones over its limit of 30 a minute).
+	PerUserPerMinute int `yaml:"per_user_per_minute"`
+	// Robots post results and progress to group chats, per flow or per
+	// the ticket's env field.
+	Robots []WeComRobotConfig `yaml:"robots"`
+}
+
+// WeComRobotConfig is a group robot webhook; its key is a secret.
+type WeComRobotConfig struct {
+	Flow   string `yaml:"flow"`
+	Env    string `yaml:"env"`
+	KeyEnv string `yaml:"key_env"`
 }
 
 // UserConfig declares a person, their chat ids and their initial roles.
@@ -173,6 +201,21 @@ func (c *Config) defaults() {
 		// Slack allows about one message a second per channel; stay under it.
 		c.Slack.PerChannelPerMinute = 50
 	}
+	if c.WeCom.Listen == "" {
+		c.WeCom.Listen = "127.0.0.1:3001"
+	}
+	if c.WeCom.SecretEnv == "" {
+		c.WeCom.SecretEnv = "OPSBOT_WECOM_SECRET"
+	}
+	if c.WeCom.TokenEnv == "" {
+		c.WeCom.TokenEnv = "OPSBOT_WECOM_TOKEN"
+	}
+	if c.WeCom.AESKeyEnv == "" {
+		c.WeCom.AESKeyEnv = "OPSBOT_WECOM_AES_KEY"
+	}
+	if c.WeCom.PerUserPerMinute <= 0 {
+		c.WeCom.PerUserPerMinute = 20
+	}
 	if c.Scripts.Dir == "" {
 		c.Scripts.Dir = "examples/scripts"
 	}
@@ -230,6 +273,24 @@ func (c *Config) Check(executors []string) []error {
 		}
 	default:
 		bad("slack.mode: %q: use http, socket, or leave it empty", c.Slack.Mode)
+	}
+	if c.WeCom.Enabled {
+		if c.WeCom.CorpID == "" || c.WeCom.AgentID == "" {
+			bad("wecom: corp_id and agent_id are required (企业ID and the app's AgentId)")
+		}
+		for _, e := range []string{c.WeCom.SecretEnv, c.WeCom.TokenEnv, c.WeCom.AESKeyEnv} {
+			if os.Getenv(e) == "" {
+				bad("wecom: environment variable %s is not set", e)
+			}
+		}
+		if k := os.Getenv(c.WeCom.AESKeyEnv); k != "" && len(k) != 43 {
+			bad("wecom: %s must hold the 43-character EncodingAESKey", c.WeCom.AESKeyEnv)
+		}
+		for i, r := range c.WeCom.Robots {
+			if os.Getenv(r.KeyEnv) == "" {
+				bad("wecom.robots[%d]: environment variable %q is not set", i, r.KeyEnv)
+			}
+		}
 	}
 	for _, e := range c.SecretsEnv {
 		if os.Getenv(e) == "" {

@@ -19,6 +19,8 @@ type CardRef struct {
 	Version int64 `json:"version"`
 	// Thread marks the channel card that progress replies go under.
 	Thread bool `json:"thread,omitempty"`
+	// Task names the card on platforms that address cards by a task id.
+	Task string `json:"task,omitempty"`
 }
 
 func cardKey(ticket, platform string) []byte { return []byte(ticket + "\x00" + platform) }
@@ -48,4 +50,27 @@ func (s *Store) CardRefs(ctx context.Context, ticket, platform string) ([]CardRe
 		return err
 	})
 	return refs, err
+}
+
+// SetCardRefs replaces a platform's card references of a ticket.
+func (s *Store) SetCardRefs(ctx context.Context, ticket, platform string, refs []CardRef) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCardRefs), cardKey(ticket, platform), refs) })
+}
+
+// SpendCardCode forgets the update code (TS) of the card with task id
+// task: it was used, and a code works once.
+func (s *Store) SpendCardCode(ctx context.Context, ticket, platform, task string) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bCardRefs)
+		var refs []CardRef
+		if _, err := getJSON(b, cardKey(ticket, platform), &refs); err != nil {
+			return err
+		}
+		for i := range refs {
+			if refs[i].Task == task {
+				refs[i].TS = ""
+			}
+		}
+		return putJSON(b, cardKey(ticket, platform), refs)
+	})
 }

@@ -1,0 +1,566 @@
+package wecom
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/silenceper/wechat/v2/cache"
+	"github.com/silenceper/wechat/v2/credential"
+	"github.com/silenceper/wechat/v2/util"
+	"github.com/silenceper/wechat/v2/work"
+	workcfg "github.com/silenceper/wechat/v2/work/config"
+	"github.com/silenceper/wechat/v2/work/message"
+	"github.com/silenceper/wechat/v2/work/robot"
+
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// APIBase is WeCom's API host; the library hard-codes it too.
+const APIBase = "https://qyapi.weixin.qq.com"
+
+// Token errors: the cached access token is invalid or expired.
+const (
+	errInvalidToken = 40014
+	errExpiredToken = 42001
+)
+
+// Input is one piece of WeCom input handed to the bot.
+type Input struct {
+	UserID string
+	Text   string
+	Click  bool
+	Key    string
+}
+
+// Pacer spaces messages per user (WeCom drops messages beyond its
+// per-member frequency limit instead of refusing them).
+type Pacer interface {
+	Allow(ctx context.Context, key string) (bool, time.Duration)
+}
+
+// Robot is a group robot webhook that gets a flow's (or an
+// environment's) results; empty Flow and Env match every ticket.
+type Robot struct {
+	Flow string
+	Env  string
+	Key  string
+}
+
+// Config configures the transport; secrets come from the environment.
+type Config struct {
+	Listen         string
+	CorpID         string
+	AgentID        string
+	Secret         string
+	Token          string
+	EncodingAESKey string
+	Robots         []Robot
+	// Cache keeps the access token: Redis when configured, memory otherwise.
+	Cache cache.Cache
+	Now   func() time.Time
+}
+
+// Deps is what the transport needs from the bot.
+type Deps struct {
+	Handle func(ctx context.Context, in Input) []templates.Message
+	Store  *state.Store
+	Pace   Pacer
+	Audit  func(ctx context.Context, e state.AuditEntry)
+	Log    *slog.Logger
+}
+
+// Transport is the WeCom transport.
+type Transport struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	work  *work.Work
+	msg   *message.Client
+	robot *robot.Client
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	srv    *http.Server
+	addr   string
+	seq    sync.Mutex
+	n      int64
+}
+
+// New builds the transport; Start serves the callback endpoint.
+func New(cfg Config, deps Deps) *Transport {
+	if cfg.Cache == nil {
+		cfg.Cache = cache.NewMemory()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	wk := work.NewWork(&workcfg.Config{CorpID: cfg.CorpID, CorpSecret: cfg.Secret, AgentID: cfg.AgentID, Cache: cfg.Cache,
+		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Transport{cfg: cfg, deps: deps, log: deps.Log.With("platform", "wecom"), work: wk,
+		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), ctx: ctx, cancel: cancel}
+}
+
+// Platform implements the bot's Transport.
+func (t *Transport) Platform() string { return "wecom" }
+
+// Addr is the callback endpoint's address, once started.
+func (t *Transport) Addr() string { return t.addr }
+
+// Start serves the callback endpoint.
+func (t *Transport) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", t.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("wecom: listen on %s: %w", t.cfg.Listen, err)
+	}
+	t.addr = ln.Addr().String()
+	t.srv = &http.Server{Handler: t.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		if err := t.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.log.Error("wecom callback endpoint stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Stop stops the endpoint and waits for work in progress.
+func (t *Transport) Stop() {
+	if t.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = t.srv.Shutdown(ctx)
+		cancel()
+	}
+	t.cancel()
+	t.wg.Wait()
+}
+
+func (t *Transport) background(work func(ctx context.Context)) {
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		ctx, cancel := context.WithTimeout(t.ctx, 2*time.Minute)
+		defer cancel()
+		work(ctx)
+	}()
+}
+
+// tokenCacheKey is the library's cache key for this app's access token.
+func (t *Transport) tokenCacheKey() string {
+	return fmt.Sprintf("%s_access_token_%s_%s", credential.CacheKeyWorkPrefix, t.cfg.CorpID, t.cfg.AgentID)
+}
+
+// apiError is a WeCom errcode, shown to people in plain Chinese.
+type apiError struct {
+	Code int64
+	Msg  string
+	API  string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("企业微信接口 %s 返回错误 %d：%s", e.API, e.Code, e.Msg)
+}
+
+// withToken runs a call, and when WeCom says the access token is invalid
+// or expired (40014, 42001) drops the cached token and tries once more.
+func (t *Transport) withToken(api string, call func() (int64, string, error)) error {
+	for attempt := 0; ; attempt++ {
+		code, msg, err := call()
+		if err != nil {
+			return fmt.Errorf("wecom %s: %w", api, err)
+		}
+		if (code == errInvalidToken || code == errExpiredToken) && attempt == 0 {
+			t.log.Warn("wecom access token rejected; fetching a new one", "errcode", code)
+			if err := t.cfg.Cache.Delete(t.tokenCacheKey()); err != nil {
+				return fmt.Errorf("drop cached token: %w", err)
+			}
+			continue
+		}
+		if code != 0 {
+			return &apiError{Code: code, Msg: msg, API: api}
+		}
+		return nil
+	}
+}
+
+func (t *Transport) pace(ctx context.Context, user string) error {
+	if t.deps.Pace == nil {
+		return nil
+	}
+	for {
+		ok, wait := t.deps.Pace.Allow(ctx, "wecom:user:"+user)
+		if ok {
+			return nil
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+type cardRequest struct {
+	message.SendRequestCommon
+	TemplateCard Card `json:"template_card"`
+}
+
+type textRequest struct {
+	message.SendRequestCommon
+	Text message.TextField `json:"text"`
+}
+
+// send sends an app message; for a ticket card with buttons it sends a
+// template card and returns its task id and response code.
+func (t *Transport) send(ctx context.Context, user string, m templates.Message) (task, code string, err error) {
+	if err := t.pace(ctx, user); err != nil {
+		return "", "", err
+	}
+	common := message.SendRequestCommon{ToUser: user, AgentID: t.cfg.AgentID}
+	var req any
+	if m.Ticket != "" && len(m.Buttons) > 0 {
+		task = t.taskID(m)
+		common.MsgType = "template_card"
+		req = cardRequest{SendRequestCommon: common, TemplateCard: Render(m, task)}
+	} else {
+		common.MsgType = "text"
+		req = textRequest{SendRequestCommon: common, Text: message.TextField{Content: Text(m)}}
+	}
+	err = t.withToken("message/send", func() (int64, string, error) {
+		resp, err := t.msg.Send("message/send", req)
+		if resp == nil {
+			return 0, "", err
+		}
+		code = resp.ResponseCode
+		return resp.ErrCode, resp.ErrMsg, nil
+	})
+	return task, code, err
+}
+
+func (t *Transport) taskID(m templates.Message) string {
+	t.seq.Lock()
+	t.n++
+	n := t.n
+	t.seq.Unlock()
+	return fmt.Sprintf("%s-v%d-%d-%d", m.Ticket, m.Version, t.cfg.Now().UnixNano(), n)
+}
+
+// Send implements the bot's Transport: an app message to a WeCom user.
+// Cards are remembered with their response code so they can be updated.
+func (t *Transport) Send(ctx context.Context, user string, m templates.Message) error {
+	task, code, err := t.send(ctx, user, m)
+	if err != nil {
+		return err
+	}
+	if task != "" {
+		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "wecom", Channel: user, TS: code, Task: task,
+			Stage: m.Stage, Version: m.Version})
+	}
+	return nil
+}
+
+type updateRequest struct {
+	UserIDs      []string `json:"userids"`
+	AgentID      string   `json:"agentid"`
+	ResponseCode string   `json:"response_code"`
+	Button       struct {
+		ReplaceName string `json:"replace_name"`
+	} `json:"button"`
+}
+
+// update replaces a card's buttons with text, consuming a response code
+// (valid 72 hours, once).
+func (t *Transport) update(ctx context.Context, user, code, text string) error {
+	req := updateRequest{UserIDs: []string{user}, AgentID: t.cfg.AgentID, ResponseCode: code}
+	req.Button.ReplaceName = clip(text, 20)
+	return t.withToken("message/update_template_card", func() (int64, string, error) {
+		token, err := t.work.GetContext().GetAccessToken()
+		if err != nil {
+			return 0, "", err
+		}
+		raw, err := util.PostJSONContext(ctx, APIBase+"/cgi-bin/message/update_template_card?access_token="+token, req)
+		if err != nil {
+			return 0, "", err
+		}
+		var resp util.CommonError
+		if err := json.Unmarshal(raw, &resp); err != nil {
+			return 0, "", err
+		}
+		return resp.ErrCode, resp.ErrMsg, nil
+	})
+}
+
+func isTokenOrTransport(err error) bool {
+	var ae *apiError
+	return !errors.As(err, &ae)
+}
+
+// UpdateCards implements the bot's CardUpdater. A card whose stage the
+// ticket has left gets its buttons replaced with "已处理"; when its update
+// code has expired or was used, a new card with the current state is sent
+// instead, so nothing is lost. Results also go to the group robots.
+func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.Message) error {
+	refs, err := t.deps.Store.CardRefs(ctx, ticket, "wecom")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	changed := false
+	for i, r := range refs {
+		if r.Version >= m.Version || r.Stage == m.Stage || r.TS == "" {
+			continue
+		}
+		err := t.update(ctx, r.Channel, r.TS, "已处理 · "+chinese(stageOf(m)))
+		if err != nil && isTokenOrTransport(err) {
+			errs = append(errs, err)
+			continue
+		}
+		refs[i].TS, changed = "", true // the code is spent either way
+		if err != nil {
+			t.log.Warn("card update code unusable; sending a new card", "ticket", ticket, "user", r.Channel, "err", err)
+			if err := t.Send(ctx, r.Channel, m); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if changed {
+		if err := t.deps.Store.SetCardRefs(ctx, ticket, "wecom", refs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if terminal(m.Stage) {
+		errs = append(errs, t.broadcast(ctx, ticket, m))
+	}
+	return errors.Join(errs...)
+}
+
+func stageOf(m templates.Message) string {
+	for _, f := range m.Fields {
+		if strings.HasPrefix(f.Label, "阶段") {
+			return f.Value
+		}
+	}
+	return m.Stage
+}
+
+func terminal(stageKey string) bool {
+	name, _, _ := strings.Cut(stageKey, "@")
+	switch name {
+	case "done", "rejected", "cancelled", "expired", "failed", "rolled_back":
+		return true
+	}
+	return false
+}
+
+// PostProgress implements the bot's ProgressPoster: a step's progress
+// goes to the group robots of the ticket's flow or environment.
+func (t *Transport) PostProgress(ctx context.Context, ticket string, m templates.Message) error {
+	return t.broadcast(ctx, ticket, m)
+}
+
+func (t *Transport) broadcast(ctx context.Context, ticket string, m templates.Message) error {
+	if len(t.cfg.Robots) == 0 {
+		return nil
+	}
+	tk, err := t.deps.Store.Get(ctx, ticket)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range t.cfg.Robots {
+		if (r.Flow != "" && r.Flow != tk.Flow) || (r.Env != "" && r.Env != tk.Fields["env"]) {
+			continue
+		}
+		opt := robot.WebhookSendMarkdownOption{MsgType: "markdown"}
+		opt.Markdown.Content = Markdown(m)
+		info, err := t.robot.RobotBroadcast(r.Key, opt)
+		if err == nil && info.ErrCode != 0 {
+			err = &apiError{Code: info.ErrCode, Msg: info.ErrMsg, API: "webhook/send"}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("group robot: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Callbacks.
+
+type envelope struct {
+	XMLName    xml.Name `xml:"xml"`
+	ToUserName string   `xml:"ToUserName"`
+	Encrypt    string   `xml:"Encrypt"`
+	AgentID    string   `xml:"AgentID"`
+}
+
+// Callback is a decrypted WeCom callback message.
+type Callback struct {
+	XMLName      xml.Name `xml:"xml"`
+	ToUserName   string   `xml:"ToUserName"`
+	FromUserName string   `xml:"FromUserName"`
+	CreateTime   int64    `xml:"CreateTime"`
+	MsgType      string   `xml:"MsgType"`
+	Content      string   `xml:"Content"`
+	MsgID        string   `xml:"MsgId"`
+	AgentID      string   `xml:"AgentID"`
+	Event        string   `xml:"Event"`
+	EventKey     string   `xml:"EventKey"`
+	TaskID       string   `xml:"TaskId"`
+	CardType     string   `xml:"CardType"`
+	ResponseCode string   `xml:"ResponseCode"`
+}
+
+// Handler serves the callback URL: GET verifies it (signature over token,
+// timestamp, nonce and echostr; decrypt and echo), POST receives messages
+// and card events. Anything that fails verification or decryption (wrong
+// signature, another corp id) gets 401 and an audit entry. Replies are
+// immediate; the work continues in the background.
+func (t *Transport) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /wecom/callback", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		plain, err := t.open(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), q.Get("echostr"))
+		if err != nil {
+			t.refuse(w, r, err)
+			return
+		}
+		_, _ = w.Write(plain)
+	})
+	mux.HandleFunc("POST /wecom/callback", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		var env envelope
+		if err := xml.Unmarshal(body, &env); err != nil {
+			t.refuse(w, r, fmt.Errorf("not a callback envelope: %w", err))
+			return
+		}
+		q := r.URL.Query()
+		plain, err := t.open(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), env.Encrypt)
+		if err != nil {
+			t.refuse(w, r, err)
+			return
+		}
+		var cb Callback
+		if err := xml.Unmarshal(plain, &cb); err != nil {
+			t.refuse(w, r, fmt.Errorf("bad callback: %w", err))
+			return
+		}
+		w.WriteHeader(http.StatusOK) // an empty 200 tells WeCom it arrived
+		t.background(func(ctx context.Context) { t.handle(ctx, cb) })
+	})
+	return mux
+}
+
+// open checks the signature and decrypts; DecryptMsg also checks that the
+// message was made for this corp id.
+func (t *Transport) open(signature, timestamp, nonce, encrypted string) ([]byte, error) {
+	if signature == "" || encrypted == "" || util.Signature(t.cfg.Token, timestamp, nonce, encrypted) != signature {
+		return nil, errors.New("bad msg_signature")
+	}
+	_, plain, err := util.DecryptMsg(t.cfg.CorpID, encrypted, t.cfg.EncodingAESKey)
+	if err != nil {
+		return nil, fmt.Errorf("decrypt: %w", err)
+	}
+	return plain, nil
+}
+
+func (t *Transport) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	t.log.Warn("refused a wecom callback", "remote", r.RemoteAddr, "err", err)
+	if t.deps.Audit != nil {
+		t.deps.Audit(r.Context(), state.AuditEntry{At: t.cfg.Now(), User: "unknown", Platform: "wecom", Action: "callback refused",
+			Args: r.Method + " " + r.URL.Path, Result: err.Error()})
+	}
+	http.Error(w, "verification failed", http.StatusUnauthorized)
+}
+
+var verbs = map[string]string{"approve": "已同意", "reject": "已驳回", "cancel": "已取消", "retry": "已重试", "rollback": "已回滚"}
+
+func (t *Transport) handle(ctx context.Context, cb Callback) {
+	switch {
+	case cb.MsgType == "text":
+		replies := t.deps.Handle(ctx, Input{UserID: cb.FromUserName, Text: cb.Content, Key: "msg:" + cb.MsgID})
+		t.reply(ctx, cb.FromUserName, replies)
+	case cb.MsgType == "event" && cb.Event == "template_card_event":
+		key := fmt.Sprintf("card:%s:%s:%d:%s", cb.FromUserName, cb.TaskID, cb.CreateTime, cb.EventKey)
+		replies := t.deps.Handle(ctx, Input{UserID: cb.FromUserName, Text: cb.EventKey, Click: true, Key: key})
+		if len(replies) == 0 {
+			return // a retried delivery: already handled
+		}
+		t.settleClick(ctx, cb, replies)
+	}
+}
+
+// settleClick replaces the pressed card's buttons with what happened
+// ("已同意 by bob 15:04") using the event's response code, and tells the
+// person when the press was refused. If the code cannot be used, the
+// current card is sent anew.
+func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []templates.Message) {
+	first := replies[0]
+	verb := strings.Fields(strings.TrimPrefix(cb.EventKey, "/ops "))
+	text := "未执行"
+	if first.Level != "error" && len(verb) > 0 {
+		text = fmt.Sprintf("%s by %s %s", verbs[verb[0]], cb.FromUserName, t.cfg.Now().Format("15:04"))
+	}
+	if err := t.update(ctx, cb.FromUserName, cb.ResponseCode, text); err != nil {
+		t.log.Warn("could not update the pressed card; sending a new one", "user", cb.FromUserName, "err", err)
+		for _, m := range replies {
+			if m.Kind == "ticket" {
+				if err := t.Send(ctx, cb.FromUserName, m); err != nil {
+					t.log.Error("send card", "err", err)
+				}
+			}
+		}
+	} else if err := t.deps.Store.SpendCardCode(ctx, cardTicket(cb.TaskID), "wecom", cb.TaskID); err != nil {
+		t.log.Error("remember the spent card code", "err", err)
+	}
+	if first.Level == "error" {
+		t.reply(ctx, cb.FromUserName, replies[:1])
+	}
+}
+
+func cardTicket(task string) string {
+	id, _, _ := strings.Cut(task, "-v")
+	return id
+}
+
+// reply answers a person: ticket cards as template cards, the rest as text.
+func (t *Transport) reply(ctx context.Context, user string, msgs []templates.Message) {
+	for _, m := range msgs {
+		if err := t.Send(ctx, user, m); err != nil {
+			t.log.Error("reply", "user", user, "err", err)
+		}
+	}
+}
+
+// Seal encrypts and signs a callback exactly as WeCom does; the fake and
+// the tests use it.
+func Seal(corpID, token, aesKey, timestamp, nonce string, plain []byte) (body []byte, signature string, err error) {
+	enc, err := util.EncryptMsg([]byte(util.RandomStr(16)), plain, corpID, aesKey)
+	if err != nil {
+		return nil, "", err
+	}
+	signature = util.Signature(token, timestamp, nonce, string(enc))
+	var b bytes.Buffer
+	_ = xml.NewEncoder(&b).Encode(envelope{ToUserName: corpID, Encrypt: string(enc)})
+	return b.Bytes(), signature, nil
+}
