@@ -77,12 +77,12 @@ echo restarted
 // and cathy test, dave is ops and DBA, erin is director, root is admin.
 const Users = `
 users:
-  - {name: alice, roles: [developer], email: alice@example.com}
-  - {name: bob, roles: [techlead], ids: {slack: U0BOB}}
+  - {name: alice, roles: [developer], email: alice@example.com, ids: {wecom: wangxiaoli}}
+  - {name: bob, roles: [techlead], ids: {slack: U0BOB, wecom: libo}}
   - {name: bert, roles: [techlead]}
-  - {name: carol, roles: [tester], email: carol@example.com}
+  - {name: carol, roles: [tester], email: carol@example.com, ids: {wecom: chenke}}
   - {name: cathy, roles: [tester]}
-  - {name: dave, roles: [ops, dba], email: Dave@Example.com}
+  - {name: dave, roles: [ops, dba], email: Dave@Example.com, ids: {wecom: zhaodawei}}
   - {name: erin, roles: [director]}
   - {name: root, roles: [admin]}
 `

@@ -97,6 +97,9 @@ type Transport struct {
 	addr   string
 	seq    sync.Mutex
 	n      int64
+	// settling holds the task ids of pressed cards being answered: their
+	// own update (with the press's code) wins over a redraw.
+	settling map[string]bool
 }
 
 // New builds the transport; Start serves the callback endpoint.
@@ -114,7 +117,8 @@ func New(cfg Config, deps Deps) *Transport {
 		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{cfg: cfg, deps: deps, log: deps.Log.With("platform", "wecom"), work: wk,
-		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), ctx: ctx, cancel: cancel}
+		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), ctx: ctx, cancel: cancel,
+		settling: map[string]bool{}}
 }
 
 // Platform implements the bot's Transport.
@@ -324,7 +328,7 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 	var errs []error
 	changed := false
 	for i, r := range refs {
-		if r.Version >= m.Version || r.Stage == m.Stage || r.TS == "" {
+		if r.Version >= m.Version || r.Stage == m.Stage || r.TS == "" || t.isSettling(r.Task) {
 			continue
 		}
 		err := t.update(ctx, r.Channel, r.TS, "已处理 · "+chinese(stageOf(m)))
@@ -474,7 +478,7 @@ func (t *Transport) Handler() http.Handler {
 // open checks the signature and decrypts; DecryptMsg also checks that the
 // message was made for this corp id.
 func (t *Transport) open(signature, timestamp, nonce, encrypted string) ([]byte, error) {
-	if signature == "" || encrypted == "" || util.Signature(t.cfg.Token, timestamp, nonce, encrypted) != signature {
+	if signature == "" || encrypted == "" || SignatureOf(t.cfg.Token, timestamp, nonce, encrypted) != signature {
 		return nil, errors.New("bad msg_signature")
 	}
 	_, plain, err := util.DecryptMsg(t.cfg.CorpID, encrypted, t.cfg.EncodingAESKey)
@@ -502,6 +506,14 @@ func (t *Transport) handle(ctx context.Context, cb Callback) {
 		t.reply(ctx, cb.FromUserName, replies)
 	case cb.MsgType == "event" && cb.Event == "template_card_event":
 		key := fmt.Sprintf("card:%s:%s:%d:%s", cb.FromUserName, cb.TaskID, cb.CreateTime, cb.EventKey)
+		t.seq.Lock()
+		t.settling[cb.TaskID] = true
+		t.seq.Unlock()
+		defer func() {
+			t.seq.Lock()
+			delete(t.settling, cb.TaskID)
+			t.seq.Unlock()
+		}()
 		replies := t.deps.Handle(ctx, Input{UserID: cb.FromUserName, Text: cb.EventKey, Click: true, Key: key})
 		if len(replies) == 0 {
 			return // a retried delivery: already handled
@@ -510,15 +522,26 @@ func (t *Transport) handle(ctx context.Context, cb Callback) {
 	}
 }
 
+func (t *Transport) isSettling(task string) bool {
+	t.seq.Lock()
+	defer t.seq.Unlock()
+	return t.settling[task]
+}
+
 // settleClick replaces the pressed card's buttons with what happened
-// ("已同意 by bob 15:04") using the event's response code, and tells the
-// person when the press was refused. If the code cannot be used, the
-// current card is sent anew.
+// ("已同意 by bob 15:04") using the event's response code; if that code
+// cannot be used, the current card is sent anew. A refused press leaves
+// the card as it is and tells the person why.
 func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []templates.Message) {
 	first := replies[0]
+	if first.Level == "error" {
+		// Refused: the card keeps its buttons; the person reads why.
+		t.reply(ctx, cb.FromUserName, replies[:1])
+		return
+	}
 	verb := strings.Fields(strings.TrimPrefix(cb.EventKey, "/ops "))
-	text := "未执行"
-	if first.Level != "error" && len(verb) > 0 {
+	text := "已处理"
+	if len(verb) > 0 && verbs[verb[0]] != "" {
 		text = fmt.Sprintf("%s by %s %s", verbs[verb[0]], cb.FromUserName, t.cfg.Now().Format("15:04"))
 	}
 	if err := t.update(ctx, cb.FromUserName, cb.ResponseCode, text); err != nil {
@@ -532,9 +555,6 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 		}
 	} else if err := t.deps.Store.SpendCardCode(ctx, cardTicket(cb.TaskID), "wecom", cb.TaskID); err != nil {
 		t.log.Error("remember the spent card code", "err", err)
-	}
-	if first.Level == "error" {
-		t.reply(ctx, cb.FromUserName, replies[:1])
 	}
 }
 
@@ -559,8 +579,14 @@ func Seal(corpID, token, aesKey, timestamp, nonce string, plain []byte) (body []
 	if err != nil {
 		return nil, "", err
 	}
-	signature = util.Signature(token, timestamp, nonce, string(enc))
+	signature = SignatureOf(token, timestamp, nonce, string(enc))
 	var b bytes.Buffer
 	_ = xml.NewEncoder(&b).Encode(envelope{ToUserName: corpID, Encrypt: string(enc)})
 	return b.Bytes(), signature, nil
+}
+
+// SignatureOf is WeCom's msg_signature: SHA-1 of the sorted token,
+// timestamp, nonce and encrypted text.
+func SignatureOf(token, timestamp, nonce, encrypted string) string {
+	return util.Signature(token, timestamp, nonce, encrypted)
 }
