@@ -16,7 +16,9 @@ type Cache struct {
 }
 
 // NewCache returns a cache whose keys start with prefix.
-func NewCache(client *goredis.Client, prefix string) *Cache { return &Cache{client: client, prefix: prefix} }
+func NewCache(client *goredis.Client, prefix string) *Cache {
+	return &Cache{client: client, prefix: prefix}
+}
 
 func (c *Cache) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), time.Second)
