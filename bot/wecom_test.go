@@ -106,6 +106,15 @@ func TestWeComFullScenario(t *testing.T) {
 	dave := waitCard(t, k, fake, "zhaodawei", "T-1")
 	press(t, fake, endpoint, "zhaodawei", dave, "同意")
 	k.WaitStage("T-1", "verify")
+	// 驳回 on a card asks for the reason in a reply, and changes nothing.
+	verify := waitCard(t, k, fake, "chenke", "T-1")
+	press(t, fake, endpoint, "chenke", verify, "驳回")
+	waitFor(t, "the reason prompt", func() bool {
+		return slices.ContainsFunc(fake.Sent("chenke"), func(s wecomfake.Sent) bool { return strings.Contains(s.Text, "请回复「驳回 T-1 原因」") })
+	})
+	if got := k.Ticket("T-1").Stage; got != "verify" {
+		t.Fatalf("a reject without reason moved the ticket to %s", got)
+	}
 	// Commands work without the slash too.
 	text(t, fake, endpoint, "chenke", "approve T-1 verified")
 	k.WaitStage("T-1", "done")

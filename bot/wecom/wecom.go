@@ -293,7 +293,7 @@ type updateRequest struct {
 // (valid 72 hours, once).
 func (t *Transport) update(ctx context.Context, user, code, text string) error {
 	req := updateRequest{UserIDs: []string{user}, AgentID: t.cfg.AgentID, ResponseCode: code}
-	req.Button.ReplaceName = clip(text, 20)
+	req.Button.ReplaceName = clip(text, 30)
 	return t.withToken("message/update_template_card", func() (int64, string, error) {
 		token, err := t.work.GetContext().GetAccessToken()
 		if err != nil {
@@ -504,6 +504,12 @@ func (t *Transport) handle(ctx context.Context, cb Callback) {
 	case cb.MsgType == "text":
 		replies := t.deps.Handle(ctx, Input{UserID: cb.FromUserName, Text: cb.Content, Key: "msg:" + cb.MsgID})
 		t.reply(ctx, cb.FromUserName, replies)
+	case cb.MsgType == "event" && cb.Event == "template_card_event" && rejectWithoutReason(cb.EventKey):
+		// A card cannot ask for text: tell the person what to send.
+		id := strings.Fields(cb.EventKey)[2]
+		id, _, _ = strings.Cut(id, "#")
+		t.reply(ctx, cb.FromUserName, []templates.Message{templates.MustRender("info", templates.InfoView{Level: "info",
+			Title: fmt.Sprintf("请回复「驳回 %s 原因」完成驳回 · reply \"reject %s <reason>\" to reject", id, id)})})
 	case cb.MsgType == "event" && cb.Event == "template_card_event":
 		key := fmt.Sprintf("card:%s:%s:%d:%s", cb.FromUserName, cb.TaskID, cb.CreateTime, cb.EventKey)
 		t.seq.Lock()
@@ -542,7 +548,7 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 	verb := strings.Fields(strings.TrimPrefix(cb.EventKey, "/ops "))
 	text := "已处理"
 	if len(verb) > 0 && verbs[verb[0]] != "" {
-		text = fmt.Sprintf("%s by %s %s", verbs[verb[0]], cb.FromUserName, t.cfg.Now().Format("15:04"))
+		text = fmt.Sprintf("%s by %s at %s", verbs[verb[0]], cb.FromUserName, t.cfg.Now().Format("15:04"))
 	}
 	if err := t.update(ctx, cb.FromUserName, cb.ResponseCode, text); err != nil {
 		t.log.Warn("could not update the pressed card; sending a new one", "user", cb.FromUserName, "err", err)
@@ -556,6 +562,11 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 	} else if err := t.deps.Store.SpendCardCode(ctx, cardTicket(cb.TaskID), "wecom", cb.TaskID); err != nil {
 		t.log.Error("remember the spent card code", "err", err)
 	}
+}
+
+func rejectWithoutReason(key string) bool {
+	f := strings.Fields(key)
+	return len(f) == 3 && f[0] == "/ops" && f[1] == "reject"
 }
 
 func cardTicket(task string) string {
