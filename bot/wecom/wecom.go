@@ -113,6 +113,11 @@ func New(cfg Config, deps Deps) *Transport {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	if util.DefaultHTTPClient == http.DefaultClient {
+		// The library's client has no timeout; a hung WeCom call must not
+		// hold a delivery forever.
+		util.DefaultHTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
 	wk := work.NewWork(&workcfg.Config{CorpID: cfg.CorpID, CorpSecret: cfg.Secret, AgentID: cfg.AgentID, Cache: cfg.Cache,
 		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
 	ctx, cancel := context.WithCancel(context.Background())
