@@ -94,6 +94,16 @@ func Truncate(s string, n int) string {
 	return s[:cut] + fmt.Sprintf("\n… (%d bytes cut 已截断)", len(s)-cut)
 }
 
+// Clip shortens s to at most n characters (not bytes), ending with "…"
+// when it cut: chat platforms count characters in their limits.
+func Clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
 // Names lists the templates.
 func Names() []string {
 	var out []string

@@ -6,7 +6,6 @@ package slack
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -28,15 +27,6 @@ const (
 	maxModalInputLen = 3000
 )
 
-// clip shortens s to n characters (Slack counts characters), marking the cut.
-func clip(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
 // escape makes user text safe in mrkdwn: no mentions, links or
 // formatting can be injected through a field value.
 func escape(s string) string {
@@ -53,13 +43,13 @@ type Mentioner func(name string) string
 // live=false drops the buttons (a card whose actions no longer apply).
 func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 	var blocks []slack.Block
-	blocks = append(blocks, slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, clip(m.Title, maxHeader), true, false)))
+	blocks = append(blocks, slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(m.Title, maxHeader), true, false)))
 	if m.Body != "" {
 		body := escape(m.Body)
 		if strings.Contains(m.Body, "\n") {
-			body = "```" + clip(body, maxSectionText-6) + "```"
+			body = "```" + templates.Clip(body, maxSectionText-6) + "```"
 		}
-		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, clip(body, maxSectionText), false, false), nil, nil))
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, templates.Clip(body, maxSectionText), false, false), nil, nil))
 	}
 	var fields []*slack.TextBlockObject
 	flush := func() {
@@ -75,7 +65,7 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 				v = id
 			}
 		}
-		fields = append(fields, slack.NewTextBlockObject(slack.MarkdownType, clip("*"+escape(f.Label)+"*\n"+v, maxFieldText), false, false))
+		fields = append(fields, slack.NewTextBlockObject(slack.MarkdownType, templates.Clip("*"+escape(f.Label)+"*\n"+v, maxFieldText), false, false))
 		if len(fields) == maxFields {
 			flush()
 		}
@@ -88,7 +78,7 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 				continue
 			}
 			btn := slack.NewButtonBlockElement(fmt.Sprintf("opsbot_%d", i), b.Value,
-				slack.NewTextBlockObject(slack.PlainTextType, clip(b.Label, maxButtonText), true, false))
+				slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(b.Label, maxButtonText), true, false))
 			switch b.Style {
 			case "primary":
 				btn.Style = slack.StylePrimary
@@ -102,7 +92,7 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 		}
 	}
 	if m.Context != "" {
-		blocks = append(blocks, slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, clip(escape(m.Context), maxContextText), false, false)))
+		blocks = append(blocks, slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, templates.Clip(escape(m.Context), maxContextText), false, false)))
 	}
 	if len(blocks) > maxBlocks {
 		// Keep the header, the first blocks and the last two (actions, context).
@@ -114,7 +104,7 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 // Fallback is the plain text shown in notifications and by clients that
 // cannot draw blocks.
 func Fallback(m templates.Message) string {
-	return clip(m.Title, maxFallbackText)
+	return templates.Clip(m.Title, maxFallbackText)
 }
 
 // Stale turns a card into its closed form: the current state's text, no
@@ -130,22 +120,22 @@ func Stale(m templates.Message) templates.Message {
 func FormView(f templates.Form, callbackID, privateMetadata string) slack.ModalViewRequest {
 	var blocks []slack.Block
 	for _, fd := range f.Fields {
-		label := slack.NewTextBlockObject(slack.PlainTextType, clip(fd.Label, 2000), true, false)
+		label := slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(fd.Label, 2000), true, false)
 		var hint *slack.TextBlockObject
 		if fd.Help != "" {
-			hint = slack.NewTextBlockObject(slack.PlainTextType, clip(fd.Help, 2000), false, false)
+			hint = slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(fd.Help, 2000), false, false)
 		}
 		var el slack.BlockElement
 		if len(fd.Options) > 0 {
 			var opts []*slack.OptionBlockObject
 			for _, o := range fd.Options {
-				opts = append(opts, slack.NewOptionBlockObject(o, slack.NewTextBlockObject(slack.PlainTextType, clip(o, 75), false, false), nil))
+				opts = append(opts, slack.NewOptionBlockObject(o, slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(o, 75), false, false), nil))
 			}
 			el = slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, slack.NewTextBlockObject(slack.PlainTextType, "选择 choose", false, false), "value", opts...)
 		} else {
 			in := slack.NewPlainTextInputBlockElement(nil, "value")
 			if fd.Placeholder != "" {
-				in.Placeholder = slack.NewTextBlockObject(slack.PlainTextType, clip(fd.Placeholder, 150), false, false)
+				in.Placeholder = slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(fd.Placeholder, 150), false, false)
 			}
 			in.Multiline = fd.Multiline
 			in.MaxLength = maxModalInputLen
@@ -160,7 +150,7 @@ func FormView(f templates.Form, callbackID, privateMetadata string) slack.ModalV
 	}
 	return slack.ModalViewRequest{
 		Type:            slack.VTModal,
-		Title:           slack.NewTextBlockObject(slack.PlainTextType, clip(f.Title, 24), false, false),
+		Title:           slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(f.Title, 24), false, false),
 		Submit:          slack.NewTextBlockObject(slack.PlainTextType, "提交 Submit", false, false),
 		Close:           slack.NewTextBlockObject(slack.PlainTextType, "取消 Cancel", false, false),
 		Blocks:          slack.Blocks{BlockSet: blocks},

@@ -125,7 +125,7 @@ func (t *Transport) interaction(cb slack.InteractionCallback) reply {
 		switch cb.View.CallbackID {
 		case "new":
 			flow, channel, _ := strings.Cut(cb.View.PrivateMetadata, "\n")
-			ctx, cancel := context.WithTimeout(t.ctx, 2500*time.Millisecond)
+			ctx, cancel := context.WithTimeout(t.ep.Context(), 2500*time.Millisecond)
 			defer cancel()
 			in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID)}
 			replies, fieldErrs := t.deps.Submit(ctx, in, flow, values)
@@ -240,7 +240,7 @@ func (t *Transport) ack(w http.ResponseWriter, r reply) {
 	} else {
 		w.WriteHeader(http.StatusOK)
 	}
-	t.background(r.work)
+	t.ep.Go(r.work)
 }
 
 // verified reads the body once and checks Slack's signature over it.
@@ -324,5 +324,5 @@ func (t *Transport) socketEvent(client *socketmode.Client, evt socketmode.Event)
 			t.log.Warn("socket mode ack", "err", err)
 		}
 	}
-	t.background(r.work)
+	t.ep.Go(r.work)
 }

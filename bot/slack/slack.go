@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
 
+	"opsbot/bot/endpoint"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -31,11 +30,8 @@ type Input struct {
 	Key string
 }
 
-// Pacer spaces messages per channel; Allow says whether key may send now
-// and, if not, how long to wait.
-type Pacer interface {
-	Allow(ctx context.Context, key string) (bool, time.Duration)
-}
+// Pacer spaces messages per channel.
+type Pacer = endpoint.Pacer
 
 // Deps is what the transport needs from the bot.
 type Deps struct {
@@ -76,11 +72,7 @@ type Transport struct {
 	api  *slack.Client
 	log  *slog.Logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	srv    *http.Server
-	addr   string
+	ep *endpoint.Server
 
 	mu     sync.Mutex
 	emails map[string]string
@@ -101,66 +93,31 @@ func New(cfg Config, deps Deps) *Transport {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: deps.Log.With("platform", "slack"),
-		ctx: ctx, cancel: cancel, emails: map[string]string{}}
+	log := deps.Log.With("platform", "slack")
+	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: log,
+		ep: endpoint.New(log), emails: map[string]string{}}
 }
 
 // Platform implements the bot's Transport.
 func (t *Transport) Platform() string { return "slack" }
 
 // Addr is the HTTP mode's listening address, once started.
-func (t *Transport) Addr() string { return t.addr }
+func (t *Transport) Addr() string { return t.ep.Addr() }
 
 // Start listens (HTTP mode) or connects (Socket Mode) and returns.
 func (t *Transport) Start(ctx context.Context) error {
-	switch t.cfg.Mode {
-	case "socket":
-		t.wg.Add(1)
-		go func() { defer t.wg.Done(); t.runSocket(t.ctx) }()
-		return nil
-	default:
-		ln, err := net.Listen("tcp", t.cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("slack: listen on %s: %w", t.cfg.Listen, err)
-		}
-		t.addr = ln.Addr().String()
-		t.srv = &http.Server{Handler: t.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			if err := t.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				t.log.Error("slack endpoint stopped", "err", err)
-			}
-		}()
+	if t.cfg.Mode == "socket" {
+		t.ep.Loop(t.runSocket)
 		return nil
 	}
+	if err := t.ep.Listen(t.cfg.Listen, t.Handler()); err != nil {
+		return fmt.Errorf("slack: %w", err)
+	}
+	return nil
 }
 
 // Stop stops accepting input and waits for work in progress.
-func (t *Transport) Stop() {
-	if t.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = t.srv.Shutdown(ctx)
-		cancel()
-	}
-	t.cancel()
-	t.wg.Wait()
-}
-
-// background runs work after the ack, on the transport's context.
-func (t *Transport) background(work func(ctx context.Context)) {
-	if work == nil {
-		return
-	}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		ctx, cancel := context.WithTimeout(t.ctx, 2*time.Minute)
-		defer cancel()
-		work(ctx)
-	}()
-}
+func (t *Transport) Stop() { t.ep.Stop() }
 
 // call runs a Slack Web API call, waiting for the channel's pace first and
 // honouring 429 Retry-After (a few times) so no message is dropped for
@@ -186,20 +143,10 @@ func (t *Transport) call(ctx context.Context, channel string, fn func() error) e
 }
 
 func (t *Transport) pace(ctx context.Context, channel string) error {
-	if t.deps.Pace == nil || channel == "" {
+	if channel == "" {
 		return nil
 	}
-	for {
-		ok, wait := t.deps.Pace.Allow(ctx, "slack:channel:"+channel)
-		if ok {
-			return nil
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return endpoint.Wait(ctx, t.deps.Pace, "slack:channel:"+channel)
 }
 
 func (t *Transport) post(ctx context.Context, channel, thread string, m templates.Message, live bool) (string, error) {

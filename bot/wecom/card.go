@@ -28,14 +28,6 @@ const (
 	maxMarkdown   = 4096
 )
 
-func clip(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
 // clipBytes shortens s to n bytes on a rune boundary.
 func clipBytes(s string, n int) string {
 	if len(s) <= n {
@@ -104,16 +96,16 @@ type CardButton struct {
 // Render draws a neutral ticket card as a template card. taskID must be
 // unique within the app.
 func Render(m templates.Message, taskID string) Card {
-	c := Card{CardType: "button_interaction", Source: Source{Desc: "opsbot 审批"}, TaskID: clip(taskID, 128),
-		MainTitle: Title{Title: clip(m.Title, maxTitle), Desc: clip(m.Context, maxDesc)}}
+	c := Card{CardType: "button_interaction", Source: Source{Desc: "opsbot 审批"}, TaskID: templates.Clip(taskID, 128),
+		MainTitle: Title{Title: templates.Clip(m.Title, maxTitle), Desc: templates.Clip(m.Context, maxDesc)}}
 	if m.Body != "" {
-		c.SubTitleText = clip(m.Body, maxSubTitle)
+		c.SubTitleText = templates.Clip(m.Body, maxSubTitle)
 	}
 	for _, f := range m.Fields {
 		if len(c.HorizontalContentList) == maxHorizontal {
 			break
 		}
-		c.HorizontalContentList = append(c.HorizontalContentList, KeyValue{KeyName: clip(chinese(f.Label), maxKeyName), Value: clip(f.Value, maxValue)})
+		c.HorizontalContentList = append(c.HorizontalContentList, KeyValue{KeyName: templates.Clip(chinese(f.Label), maxKeyName), Value: templates.Clip(f.Value, maxValue)})
 	}
 	for _, b := range m.Buttons {
 		if b.Disabled || len(b.Value) > maxButtonKey || len(c.ButtonList) == maxButtons {
@@ -128,7 +120,7 @@ func Render(m templates.Message, taskID string) Card {
 		default:
 			style = 4
 		}
-		c.ButtonList = append(c.ButtonList, CardButton{Text: clip(chinese(b.Label), maxButtonText), Style: style, Key: b.Value})
+		c.ButtonList = append(c.ButtonList, CardButton{Text: templates.Clip(chinese(b.Label), maxButtonText), Style: style, Key: b.Value})
 	}
 	return c
 }

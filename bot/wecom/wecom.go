@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/silenceper/wechat/v2/work/message"
 	"github.com/silenceper/wechat/v2/work/robot"
 
+	"opsbot/bot/endpoint"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -44,11 +44,9 @@ type Input struct {
 	Key    string
 }
 
-// Pacer spaces messages per user (WeCom drops messages beyond its
+// Pacer spaces messages per member (WeCom drops messages beyond its
 // per-member frequency limit instead of refusing them).
-type Pacer interface {
-	Allow(ctx context.Context, key string) (bool, time.Duration)
-}
+type Pacer = endpoint.Pacer
 
 // Robot is a group robot webhook that gets a flow's (or an
 // environment's) results; empty Flow and Env match every ticket.
@@ -90,13 +88,9 @@ type Transport struct {
 	msg   *message.Client
 	robot *robot.Client
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	srv    *http.Server
-	addr   string
-	seq    sync.Mutex
-	n      int64
+	ep  *endpoint.Server
+	seq sync.Mutex
+	n   int64
 	// settling holds the task ids of pressed cards being answered: their
 	// own update (with the press's code) wins over a redraw.
 	settling map[string]bool
@@ -120,56 +114,27 @@ func New(cfg Config, deps Deps) *Transport {
 	}
 	wk := work.NewWork(&workcfg.Config{CorpID: cfg.CorpID, CorpSecret: cfg.Secret, AgentID: cfg.AgentID, Cache: cfg.Cache,
 		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Transport{cfg: cfg, deps: deps, log: deps.Log.With("platform", "wecom"), work: wk,
-		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), ctx: ctx, cancel: cancel,
-		settling: map[string]bool{}}
+	log := deps.Log.With("platform", "wecom")
+	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log),
+		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), settling: map[string]bool{}}
 }
 
 // Platform implements the bot's Transport.
 func (t *Transport) Platform() string { return "wecom" }
 
 // Addr is the callback endpoint's address, once started.
-func (t *Transport) Addr() string { return t.addr }
+func (t *Transport) Addr() string { return t.ep.Addr() }
 
 // Start serves the callback endpoint.
 func (t *Transport) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", t.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("wecom: listen on %s: %w", t.cfg.Listen, err)
+	if err := t.ep.Listen(t.cfg.Listen, t.Handler()); err != nil {
+		return fmt.Errorf("wecom: %w", err)
 	}
-	t.addr = ln.Addr().String()
-	t.srv = &http.Server{Handler: t.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		if err := t.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.log.Error("wecom callback endpoint stopped", "err", err)
-		}
-	}()
 	return nil
 }
 
 // Stop stops the endpoint and waits for work in progress.
-func (t *Transport) Stop() {
-	if t.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = t.srv.Shutdown(ctx)
-		cancel()
-	}
-	t.cancel()
-	t.wg.Wait()
-}
-
-func (t *Transport) background(work func(ctx context.Context)) {
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		ctx, cancel := context.WithTimeout(t.ctx, 2*time.Minute)
-		defer cancel()
-		work(ctx)
-	}()
-}
+func (t *Transport) Stop() { t.ep.Stop() }
 
 // tokenCacheKey is the library's cache key for this app's access token.
 func (t *Transport) tokenCacheKey() string {
@@ -209,23 +174,6 @@ func (t *Transport) withToken(api string, call func() (int64, string, error)) er
 	}
 }
 
-func (t *Transport) pace(ctx context.Context, user string) error {
-	if t.deps.Pace == nil {
-		return nil
-	}
-	for {
-		ok, wait := t.deps.Pace.Allow(ctx, "wecom:user:"+user)
-		if ok {
-			return nil
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 type cardRequest struct {
 	message.SendRequestCommon
 	TemplateCard Card `json:"template_card"`
@@ -239,7 +187,7 @@ type textRequest struct {
 // send sends an app message; for a ticket card with buttons it sends a
 // template card and returns its task id and response code.
 func (t *Transport) send(ctx context.Context, user string, m templates.Message) (task, code string, err error) {
-	if err := t.pace(ctx, user); err != nil {
+	if err := endpoint.Wait(ctx, t.deps.Pace, "wecom:user:"+user); err != nil {
 		return "", "", err
 	}
 	common := message.SendRequestCommon{ToUser: user, AgentID: t.cfg.AgentID}
@@ -298,7 +246,7 @@ type updateRequest struct {
 // (valid 72 hours, once).
 func (t *Transport) update(ctx context.Context, user, code, text string) error {
 	req := updateRequest{UserIDs: []string{user}, AgentID: t.cfg.AgentID, ResponseCode: code}
-	req.Button.ReplaceName = clip(text, 30)
+	req.Button.ReplaceName = templates.Clip(text, 30)
 	return t.withToken("message/update_template_card", func() (int64, string, error) {
 		token, err := t.work.GetContext().GetAccessToken()
 		if err != nil {
@@ -475,7 +423,7 @@ func (t *Transport) Handler() http.Handler {
 			return
 		}
 		w.WriteHeader(http.StatusOK) // an empty 200 tells WeCom it arrived
-		t.background(func(ctx context.Context) { t.handle(ctx, cb) })
+		t.ep.Go(func(ctx context.Context) { t.handle(ctx, cb) })
 	})
 	return mux
 }
