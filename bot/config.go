@@ -161,69 +161,42 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 func (c *Config) defaults() {
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
-	}
-	if c.State.Path == "" {
-		c.State.Path = "data/opsbot.db"
-	}
-	if c.State.OpenTimeout <= 0 {
-		c.State.OpenTimeout = flows.Duration(time.Second)
-	}
-	if c.RateLimit.PerMinute <= 0 {
-		c.RateLimit.PerMinute = 60
-	}
-	if c.RateLimit.Burst <= 0 {
-		c.RateLimit.Burst = 20
-	}
-	if c.Audit.MaxArgs <= 0 {
-		c.Audit.MaxArgs = 500
-	}
-	if c.Outbox.RetryMin <= 0 {
-		c.Outbox.RetryMin = flows.Duration(2 * time.Second)
-	}
-	if c.Outbox.RetryMax <= 0 {
-		c.Outbox.RetryMax = flows.Duration(10 * time.Minute)
-	}
-	if c.Slack.Listen == "" {
-		c.Slack.Listen = "127.0.0.1:3000"
-	}
-	if c.Slack.BotTokenEnv == "" {
-		c.Slack.BotTokenEnv = "OPSBOT_SLACK_BOT_TOKEN"
-	}
-	if c.Slack.SigningSecretEnv == "" {
-		c.Slack.SigningSecretEnv = "OPSBOT_SLACK_SIGNING_SECRET"
-	}
-	if c.Slack.AppTokenEnv == "" {
-		c.Slack.AppTokenEnv = "OPSBOT_SLACK_APP_TOKEN"
-	}
-	if c.Slack.PerChannelPerMinute <= 0 {
-		// Slack allows about one message a second per channel; stay under it.
-		c.Slack.PerChannelPerMinute = 50
-	}
-	if c.WeCom.Listen == "" {
-		c.WeCom.Listen = "127.0.0.1:3001"
-	}
-	if c.WeCom.SecretEnv == "" {
-		c.WeCom.SecretEnv = "OPSBOT_WECOM_SECRET"
-	}
-	if c.WeCom.TokenEnv == "" {
-		c.WeCom.TokenEnv = "OPSBOT_WECOM_TOKEN"
-	}
-	if c.WeCom.AESKeyEnv == "" {
-		c.WeCom.AESKeyEnv = "OPSBOT_WECOM_AES_KEY"
-	}
-	if c.WeCom.PerUserPerMinute <= 0 {
-		c.WeCom.PerUserPerMinute = 20
-	}
-	if c.Scripts.Dir == "" {
-		c.Scripts.Dir = "examples/scripts"
-	}
-	if c.Scripts.OutputLimit <= 0 {
-		c.Scripts.OutputLimit = 4000
-	}
+	orDefault(&c.Listen, "127.0.0.1:8080")
+	orDefault(&c.State.Path, "data/opsbot.db")
+	orPositive(&c.State.OpenTimeout, flows.Duration(time.Second))
+	orPositive(&c.RateLimit.PerMinute, 60)
+	orPositive(&c.RateLimit.Burst, 20)
+	orPositive(&c.Audit.MaxArgs, 500)
+	orPositive(&c.Outbox.RetryMin, flows.Duration(2*time.Second))
+	orPositive(&c.Outbox.RetryMax, flows.Duration(10*time.Minute))
+	orDefault(&c.Slack.Listen, "127.0.0.1:3000")
+	orDefault(&c.Slack.BotTokenEnv, "OPSBOT_SLACK_BOT_TOKEN")
+	orDefault(&c.Slack.SigningSecretEnv, "OPSBOT_SLACK_SIGNING_SECRET")
+	orDefault(&c.Slack.AppTokenEnv, "OPSBOT_SLACK_APP_TOKEN")
+	orPositive(&c.Slack.PerChannelPerMinute, 50) // Slack allows about 1/s per channel; stay under it
+	orDefault(&c.WeCom.Listen, "127.0.0.1:3001")
+	orDefault(&c.WeCom.SecretEnv, "OPSBOT_WECOM_SECRET")
+	orDefault(&c.WeCom.TokenEnv, "OPSBOT_WECOM_TOKEN")
+	orDefault(&c.WeCom.AESKeyEnv, "OPSBOT_WECOM_AES_KEY")
+	orPositive(&c.WeCom.PerUserPerMinute, 20) // WeCom drops messages over 30/min per member
+	orDefault(&c.Scripts.Dir, "examples/scripts")
+	orPositive(&c.Scripts.OutputLimit, 4000)
 	if len(c.Scripts.TransientExitCodes) == 0 {
 		c.Scripts.TransientExitCodes = []int{75} // EX_TEMPFAIL
+	}
+}
+
+// orDefault sets an empty option to its default.
+func orDefault(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+// orPositive sets a zero or negative option to its default.
+func orPositive[T ~int | ~int64](p *T, v T) {
+	if *p <= 0 {
+		*p = v
 	}
 }
 
