@@ -14,11 +14,15 @@ run: ## start the bot on the embedded example config: local chat on http://127.0
 build: ## build ./opsbot
 	$(GO) build -o opsbot .
 
-deps: ## install what the tests need: redis-server from Debian's packages
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
+deps: ## install what the tests need: redis-server and git from Debian's packages
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: deps ## install test dependencies, then run every test with the race detector
 	$(GO) vet ./...
