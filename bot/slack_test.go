@@ -39,15 +39,6 @@ func slackKit(t *testing.T, mode string, extra string) (*bottest.Kit, *slackfake
 	return k, fake
 }
 
-func slackKitNoWait(t *testing.T) (*bottest.Kit, *slackfake.Server) {
-	fake := slackfake.New(t)
-	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", fake.BotToken)
-	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
-	t.Setenv("OPSBOT_SLACK_APP_TOKEN", fake.AppToken)
-	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("slack: {mode: socket, api_url: %q}", fake.APIURL())))
-	return k, fake
-}
-
 // inbound delivers one piece of Slack input over HTTP (signed) or Socket
 // Mode, and returns what the bot acked with.
 type inbound struct {

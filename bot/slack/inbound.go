@@ -283,13 +283,17 @@ func (t *Transport) runSocket(ctx context.Context) {
 			}
 		}
 	}()
+	// RunContext reconnects by itself and returns only when it gives up
+	// (or ctx ends); then start it again after a pause.
 	for ctx.Err() == nil {
-		if err := client.RunContext(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("socket mode connection ended; reconnecting", "err", err)
-			select {
-			case <-time.After(2 * time.Second):
-			case <-ctx.Done():
-			}
+		err := client.RunContext(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		t.log.Warn("socket mode connection ended; reconnecting", "err", err)
+		select {
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
 		}
 	}
 }

@@ -75,7 +75,6 @@ type Fake struct {
 	sent      []Sent
 	updates   []Update
 	robotPost map[string][]string
-	errors    []string
 	seq       int
 	tasks     map[string]bool
 }
