@@ -464,3 +464,32 @@ func TestSlackPacingIsSharedThroughRedis(t *testing.T) {
 		t.Fatalf("the channel pace is not kept in redis: %d %v", n, err)
 	}
 }
+
+// TestSlackInputRecordedBeforeTheAckSurvivesARestart: a slash command
+// acknowledged to Slack is in the store before the ack, so a bot that
+// died before handling it handles it when it starts again.
+func TestSlackInputRecordedBeforeTheAckSurvivesARestart(t *testing.T) {
+	fake := slackfake.New(t)
+	fake.AddUser(slackfake.User{ID: "U0ALICE", Name: "alice", Email: "alice@example.com"})
+	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", fake.BotToken)
+	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
+	dir, clock := t.TempDir(), bottest.NewClock()
+	extra := bottest.WithYAML(fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q}", fake.APIURL()))
+	k := bottest.Start(t, dir, clock, extra)
+	form := fake.SlashForm("U0ALICE", "C0OPS", `new golive service=payments version=v1 rollback_app=x`).Encode()
+	// What the endpoint writes before acknowledging; the bot dies before handling it.
+	if _, err := k.Bot.Store().AddInbound(context.Background(), state.Inbound{Platform: "slack", Kind: "slash_form", Payload: []byte(form)}); err != nil {
+		t.Fatal(err)
+	}
+	k.Bot.Stop()
+	k = bottest.Start(t, dir, clock, extra)
+	tk := k.WaitStage("T-1", "plan_review")
+	if tk.Requester != "alice" {
+		t.Fatalf("requester %q", tk.Requester)
+	}
+	waitMessages(t, k, fake, "C0OPS", 1)
+	waitFor(t, "the recorded input to be forgotten once handled", func() bool {
+		p, _ := k.Bot.Store().PendingInbound(context.Background(), "slack")
+		return len(p) == 0
+	})
+}

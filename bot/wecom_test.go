@@ -29,14 +29,18 @@ func wecomKit(t *testing.T) (*bottest.Kit, *wecomfake.Fake, string) {
 	t.Setenv("OPSBOT_WECOM_AES_KEY", fake.AESKey)
 	t.Setenv("OPSBOT_WECOM_ROBOT", "robot-golive-key")
 	fake.AddRobot("robot-golive-key")
-	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf(`wecom:
+	k := bottest.New(t, bottest.WithYAML(wecomYAML(fake)))
+	return k, fake, "http://" + k.Bot.WeCom().Addr() + "/wecom/callback"
+}
+
+func wecomYAML(fake *wecomfake.Fake) string {
+	return fmt.Sprintf(`wecom:
   enabled: true
   listen: "127.0.0.1:0"
   corp_id: %s
   agent_id: "%s"
   per_user_per_minute: 100000
-  robots: [{flow: golive, key_env: OPSBOT_WECOM_ROBOT}]`, fake.CorpID, fake.AgentID)))
-	return k, fake, "http://" + k.Bot.WeCom().Addr() + "/wecom/callback"
+  robots: [{flow: golive, key_env: OPSBOT_WECOM_ROBOT}]`, fake.CorpID, fake.AgentID)
 }
 
 func text(t *testing.T, fake *wecomfake.Fake, endpoint, user, content string) {
@@ -231,3 +235,17 @@ func TestWeComCardsAreGolden(t *testing.T) {
 }
 
 func stateQuery(user string) state.AuditQuery { return state.AuditQuery{User: user} }
+
+func TestWeComCallbackRecordedBeforeTheAckSurvivesARestart(t *testing.T) {
+	k, fake, _ := wecomKit(t)
+	plain := `<xml><ToUserName>corp</ToUserName><FromUserName>wangxiaoli</FromUserName><CreateTime>1700000000</CreateTime>` +
+		`<MsgType>text</MsgType><Content>/ops new golive service=payments version=v1 rollback_app=x</Content><MsgId>42</MsgId></xml>`
+	if _, err := k.Bot.Store().AddInbound(context.Background(), state.Inbound{Platform: "wecom", Kind: "callback", Payload: []byte(plain)}); err != nil {
+		t.Fatal(err)
+	}
+	k.Bot.Stop()
+	k2 := bottest.Start(t, k.Dir, k.Clock, bottest.WithYAML(wecomYAML(fake)))
+	if tk := k2.WaitStage("T-1", "plan_review"); tk.Requester != "alice" {
+		t.Fatalf("requester %q", tk.Requester)
+	}
+}

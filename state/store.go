@@ -43,6 +43,7 @@ var (
 	bUserIDs     = []byte("user_ids")
 	bRoleMembers = []byte("role_members")
 	bCardRefs    = []byte("card_refs")
+	bInbound     = []byte("inbound")
 )
 
 // Options configures Open.
@@ -135,6 +136,10 @@ var migrations = []func(tx *bolt.Tx) error{
 	},
 	func(tx *bolt.Tx) error { // 2: where each ticket's cards were posted, for updates in place
 		_, err := tx.CreateBucketIfNotExists(bCardRefs)
+		return err
+	},
+	func(tx *bolt.Tx) error { // 3: chat input acknowledged but not yet handled
+		_, err := tx.CreateBucketIfNotExists(bInbound)
 		return err
 	},
 }

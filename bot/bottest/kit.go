@@ -219,17 +219,17 @@ func (k *Kit) Ticket(id string) state.Ticket {
 	return t
 }
 
-// WaitStage waits (real time, up to 15s) for a ticket to reach stage.
+// WaitStage waits (real time, up to 15s) for a ticket to exist and reach stage.
 func (k *Kit) WaitStage(id, stage string) state.Ticket {
 	k.T.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		t := k.Ticket(id)
-		if t.Stage == stage {
+		t, err := k.Bot.Store().Get(context.Background(), id)
+		if err == nil && t.Stage == stage {
 			return t
 		}
 		if time.Now().After(deadline) {
-			k.T.Fatalf("%s is %s, want %s; note %q results %+v", id, t.Stage, stage, t.Note, t.Results)
+			k.T.Fatalf("%s is %q (%v), want %s; note %q results %+v", id, t.Stage, err, stage, t.Note, t.Results)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

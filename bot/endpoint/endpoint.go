@@ -1,7 +1,8 @@
 // Package endpoint is the plumbing every chat platform's inbound side
 // shares: an HTTP listener, work that continues after the fast ack (on a
-// context that Stop cancels and waits for), and pacing of outbound
-// messages per channel or member.
+// context that Stop cancels and waits for), input made durable before the
+// ack and replayed after a restart, and pacing of outbound messages per
+// channel or member.
 package endpoint
 
 import (
@@ -13,6 +14,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"opsbot/state"
 )
 
 // WorkTimeout bounds the work after one ack.
@@ -20,18 +23,84 @@ const WorkTimeout = 2 * time.Minute
 
 // Server runs one platform's endpoint and its background work.
 type Server struct {
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	srv    *http.Server
-	addr   string
+	log      *slog.Logger
+	store    *state.Store
+	platform string
+	handlers map[string]func(ctx context.Context, payload []byte)
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	srv      *http.Server
+	addr     string
 }
 
-// New returns a stopped server.
-func New(log *slog.Logger) *Server {
+// New returns a stopped server for platform; store keeps durable input.
+func New(log *slog.Logger, store *state.Store, platform string) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{log: log, ctx: ctx, cancel: cancel}
+	return &Server{log: log, store: store, platform: platform, ctx: ctx, cancel: cancel,
+		handlers: map[string]func(context.Context, []byte){}}
+}
+
+// Register names the handler that durable input of kind goes to. Register
+// every kind before Replay.
+func (s *Server) Register(kind string, handle func(ctx context.Context, payload []byte)) {
+	s.handlers[kind] = handle
+}
+
+// Durable records input of kind before the caller acknowledges it, then
+// handles it in the background and forgets it once handled. A bot that
+// stops in between handles it at Replay. If it cannot be recorded, it is
+// handled anyway (and logged): refusing would make the platform retry.
+func (s *Server) Durable(kind string, payload []byte) {
+	handle := s.handlers[kind]
+	if handle == nil {
+		s.log.Error("no handler for durable input", "kind", kind)
+		return
+	}
+	id, err := s.store.AddInbound(s.ctx, state.Inbound{Platform: s.platform, Kind: kind, Payload: payload, At: time.Now()})
+	if err != nil {
+		s.log.Error("could not record input before acknowledging it", "kind", kind, "err", err)
+	}
+	s.Go(func(ctx context.Context) {
+		handle(ctx, payload)
+		if id != 0 {
+			s.done(ctx, id)
+		}
+	})
+}
+
+// done forgets handled input, unless a shutdown cut the handling short:
+// then it is replayed at the next start.
+func (s *Server) done(ctx context.Context, id uint64) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	if err := s.store.DoneInbound(context.WithoutCancel(ctx), id); err != nil {
+		s.log.Error("forget handled input", "err", err)
+	}
+}
+
+// Replay handles input recorded by a previous process that stopped before
+// handling it.
+func (s *Server) Replay(ctx context.Context) error {
+	pending, err := s.store.PendingInbound(ctx, s.platform)
+	if err != nil {
+		return err
+	}
+	for _, in := range pending {
+		handle := s.handlers[in.Kind]
+		if handle == nil {
+			s.log.Error("dropping recorded input of an unknown kind", "kind", in.Kind)
+			_ = s.store.DoneInbound(ctx, in.ID)
+			continue
+		}
+		s.log.Info("handling input received before a restart", "kind", in.Kind, "at", in.At)
+		s.Go(func(ctx context.Context) {
+			handle(ctx, in.Payload)
+			s.done(ctx, in.ID)
+		})
+	}
+	return nil
 }
 
 // Context is cancelled by Stop; long-running loops (Socket Mode) use it.

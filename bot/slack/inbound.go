@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -186,26 +187,25 @@ func (t *Transport) Handler() http.Handler {
 		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		cmd, err := slack.SlashCommandParse(r)
-		if err != nil {
+		if _, err := parseSlashForm(body); err != nil {
 			http.Error(w, "bad slash command", http.StatusBadRequest)
 			return
 		}
-		t.ack(w, t.slash(cmd))
+		t.ep.Durable("slash_form", body)
+		w.WriteHeader(http.StatusOK)
 	})
 	mux.HandleFunc("POST /slack/interactions", func(w http.ResponseWriter, r *http.Request) {
 		body, ok := t.verified(w, r)
 		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, err := url.ParseQuery(string(body))
 		var cb slack.InteractionCallback
-		if err := r.ParseForm(); err != nil || json.Unmarshal([]byte(r.PostFormValue("payload")), &cb) != nil {
+		if err != nil || json.Unmarshal([]byte(form.Get("payload")), &cb) != nil {
 			http.Error(w, "bad interaction payload", http.StatusBadRequest)
 			return
 		}
-		t.ack(w, t.interaction(cb))
+		t.ack(w, cb, []byte(form.Get("payload")))
 	})
 	mux.HandleFunc("POST /slack/events", func(w http.ResponseWriter, r *http.Request) {
 		body, ok := t.verified(w, r)
@@ -224,23 +224,85 @@ func (t *Transport) Handler() http.Handler {
 			_, _ = w.Write([]byte(c.Challenge))
 			return
 		}
-		var outer struct {
-			EventID string `json:"event_id"`
+		if _, ok := ev.InnerEvent.Data.(*slackevents.AppMentionEvent); ok {
+			t.ep.Durable("event", body)
 		}
-		_ = json.Unmarshal(body, &outer)
-		t.ack(w, t.event(ev, outer.EventID))
+		w.WriteHeader(http.StatusOK)
 	})
 	return mux
 }
 
-func (t *Transport) ack(w http.ResponseWriter, r reply) {
+// registerDurable names how recorded input is handled, now or after a
+// restart: each kind re-derives its work from the payload.
+func (t *Transport) registerDurable() {
+	t.ep.Register("slash_form", func(ctx context.Context, p []byte) {
+		if cmd, err := parseSlashForm(p); err == nil {
+			t.run(ctx, t.slash(cmd))
+		}
+	})
+	t.ep.Register("slash_json", func(ctx context.Context, p []byte) {
+		var cmd slack.SlashCommand
+		if err := json.Unmarshal(p, &cmd); err == nil {
+			t.run(ctx, t.slash(cmd))
+		}
+	})
+	t.ep.Register("interaction", func(ctx context.Context, p []byte) {
+		var cb slack.InteractionCallback
+		if err := json.Unmarshal(p, &cb); err == nil {
+			t.run(ctx, t.interaction(cb))
+		}
+	})
+	t.ep.Register("event", func(ctx context.Context, p []byte) {
+		ev, err := slackevents.ParseEvent(p, slackevents.OptionNoVerifyToken())
+		if err != nil {
+			return
+		}
+		var outer struct {
+			EventID string `json:"event_id"`
+		}
+		_ = json.Unmarshal(p, &outer)
+		t.run(ctx, t.event(ev, outer.EventID))
+	})
+}
+
+func (t *Transport) run(ctx context.Context, r reply) {
+	if r.work != nil {
+		r.work(ctx)
+	}
+}
+
+func parseSlashForm(body []byte) (slack.SlashCommand, error) {
+	r, err := http.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+	if err != nil {
+		return slack.SlashCommand{}, err
+	}
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return slack.SlashCommandParse(r)
+}
+
+// replaySafe says whether an interaction's work may be recorded and run
+// again after a restart: clicks and reject reasons may; the new-ticket
+// form is applied before its ack (its errors go in the ack).
+func replaySafe(cb slack.InteractionCallback) bool {
+	return cb.Type == slack.InteractionTypeBlockActions ||
+		(cb.Type == slack.InteractionTypeViewSubmission && cb.View.CallbackID == "reject")
+}
+
+// ack answers an interaction: errors for a form go in the answer; other
+// work is recorded (when safe to run again) and done after the answer.
+func (t *Transport) ack(w http.ResponseWriter, cb slack.InteractionCallback, payload []byte) {
+	r := t.interaction(cb)
 	if r.body != nil {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(r.body)
-	} else {
-		w.WriteHeader(http.StatusOK)
+		return
 	}
-	t.ep.Go(r.work)
+	if r.work != nil && replaySafe(cb) {
+		t.ep.Durable("interaction", payload)
+	} else {
+		t.ep.Go(r.work)
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // verified reads the body once and checks Slack's signature over it.
@@ -299,34 +361,34 @@ func (t *Transport) runSocket(ctx context.Context) {
 }
 
 func (t *Transport) socketEvent(client *socketmode.Client, evt socketmode.Event) {
-	var r reply
+	if evt.Request == nil {
+		return
+	}
+	var body any
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
-		cmd, _ := evt.Data.(slack.SlashCommand)
-		r = t.slash(cmd)
+		t.ep.Durable("slash_json", evt.Request.Payload)
 	case socketmode.EventTypeInteractive:
 		cb, _ := evt.Data.(slack.InteractionCallback)
-		r = t.interaction(cb)
-	case socketmode.EventTypeEventsAPI:
-		ev, _ := evt.Data.(slackevents.EventsAPIEvent)
-		var outer struct {
-			EventID string `json:"event_id"`
+		if replaySafe(cb) {
+			t.ep.Durable("interaction", evt.Request.Payload)
+			break
 		}
-		_ = json.Unmarshal(evt.Request.Payload, &outer)
-		r = t.event(ev, outer.EventID)
+		r := t.interaction(cb)
+		body = r.body
+		t.ep.Go(r.work)
+	case socketmode.EventTypeEventsAPI:
+		t.ep.Durable("event", evt.Request.Payload)
 	default:
 		return
 	}
-	if evt.Request != nil {
-		var err error
-		if r.body != nil {
-			err = client.Ack(*evt.Request, r.body)
-		} else {
-			err = client.Ack(*evt.Request)
-		}
-		if err != nil {
-			t.log.Warn("socket mode ack", "err", err)
-		}
+	var err error
+	if body != nil {
+		err = client.Ack(*evt.Request, body)
+	} else {
+		err = client.Ack(*evt.Request)
 	}
-	t.ep.Go(r.work)
+	if err != nil {
+		t.log.Warn("socket mode ack", "err", err)
+	}
 }

@@ -95,7 +95,7 @@ func New(cfg Config, deps Deps) *Transport {
 	}
 	log := deps.Log.With("platform", "slack")
 	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: log,
-		ep: endpoint.New(log), emails: map[string]string{}}
+		ep: endpoint.New(log, deps.Store, "slack"), emails: map[string]string{}}
 }
 
 // Platform implements the bot's Transport.
@@ -106,6 +106,10 @@ func (t *Transport) Addr() string { return t.ep.Addr() }
 
 // Start listens (HTTP mode) or connects (Socket Mode) and returns.
 func (t *Transport) Start(ctx context.Context) error {
+	t.registerDurable()
+	if err := t.ep.Replay(ctx); err != nil {
+		return fmt.Errorf("slack: replay input received before a restart: %w", err)
+	}
 	if t.cfg.Mode == "socket" {
 		t.ep.Loop(t.runSocket)
 		return nil

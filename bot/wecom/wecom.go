@@ -115,7 +115,7 @@ func New(cfg Config, deps Deps) *Transport {
 	wk := work.NewWork(&workcfg.Config{CorpID: cfg.CorpID, CorpSecret: cfg.Secret, AgentID: cfg.AgentID, Cache: cfg.Cache,
 		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
 	log := deps.Log.With("platform", "wecom")
-	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log),
+	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log, deps.Store, "wecom"),
 		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), settling: map[string]bool{}}
 }
 
@@ -127,6 +127,15 @@ func (t *Transport) Addr() string { return t.ep.Addr() }
 
 // Start serves the callback endpoint.
 func (t *Transport) Start(ctx context.Context) error {
+	t.ep.Register("callback", func(ctx context.Context, plain []byte) {
+		var cb Callback
+		if err := xml.Unmarshal(plain, &cb); err == nil {
+			t.handle(ctx, cb)
+		}
+	})
+	if err := t.ep.Replay(ctx); err != nil {
+		return fmt.Errorf("wecom: replay input received before a restart: %w", err)
+	}
 	if err := t.ep.Listen(t.cfg.Listen, t.Handler()); err != nil {
 		return fmt.Errorf("wecom: %w", err)
 	}
@@ -422,8 +431,8 @@ func (t *Transport) Handler() http.Handler {
 			t.refuse(w, r, fmt.Errorf("bad callback: %w", err))
 			return
 		}
-		w.WriteHeader(http.StatusOK) // an empty 200 tells WeCom it arrived
-		t.ep.Go(func(ctx context.Context) { t.handle(ctx, cb) })
+		t.ep.Durable("callback", plain) // recorded before the ack
+		w.WriteHeader(http.StatusOK)    // an empty 200 tells WeCom it arrived
 	})
 	return mux
 }
