@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"opsbot/bot/wecom"
 	"opsbot/commands"
 	"opsbot/flows"
+	"opsbot/integrations/gitlab"
+	"opsbot/integrations/puppet"
 	"opsbot/integrations/redis"
 	"opsbot/integrations/script"
 	"opsbot/state"
@@ -124,6 +127,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if cfg.Slack.Mode != "" {
 		secrets = append(secrets, os.Getenv(cfg.Slack.BotTokenEnv), os.Getenv(cfg.Slack.SigningSecretEnv), os.Getenv(cfg.Slack.AppTokenEnv))
 	}
+	if cfg.GitLab.BaseURL != "" {
+		secrets = append(secrets, os.Getenv(cfg.GitLab.TokenEnv))
+	}
 	if cfg.WeCom.Enabled {
 		secrets = append(secrets, os.Getenv(cfg.WeCom.SecretEnv), os.Getenv(cfg.WeCom.TokenEnv), os.Getenv(cfg.WeCom.AESKeyEnv))
 		for _, r := range cfg.WeCom.Robots {
@@ -137,6 +143,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		"script": script.New(script.Config{Dir: cfg.Resolve(cfg.Scripts.Dir), OutputLimit: cfg.Scripts.OutputLimit,
 			TransientExitCodes: cfg.Scripts.TransientExitCodes}),
 	}
+	if cfg.GitLab.BaseURL != "" {
+		gl, err := gitlab.New(gitlab.Config{BaseURL: cfg.GitLab.BaseURL, Token: os.Getenv(cfg.GitLab.TokenEnv), Project: cfg.GitLab.Project,
+			HTTPClient: &http.Client{Timeout: 30 * time.Second}})
+		if err != nil {
+			return nil, err
+		}
+		execs["puppet"] = puppet.New(puppet.Config{Client: gl, MaxConcurrent: cfg.GitLab.MaxConcurrent})
+	}
 	for k, v := range o.Executors {
 		execs[k] = v
 	}
@@ -147,6 +161,18 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	fl, err := cfg.AllFlows(names)
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range fl {
+		for i := range f.Stages {
+			if f.Stages[i].Kind == flows.KindRelease {
+				if f.Stages[i].Params == nil {
+					f.Stages[i].Params = map[string]string{}
+				}
+				for zone, stores := range cfg.GitLab.ZoneStores {
+					f.Stages[i].Params["stores."+zone] = strings.Join(stores, ",")
+				}
+			}
+		}
 	}
 	store, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
 	if err != nil {

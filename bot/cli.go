@@ -57,7 +57,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		if errs := cfg.Check(executorNames); len(errs) > 0 {
+		if errs := cfg.Check(cfg.Executors()); len(errs) > 0 {
 			return fail(errors.Join(errs...))
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -83,7 +83,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		errs := cfg.Check(executorNames)
+		errs := cfg.Check(cfg.Executors())
 		for _, e := range errs {
 			fmt.Fprintln(stderr, "✗", e)
 		}
@@ -91,7 +91,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%d problem(s) found\n", len(errs))
 			return 1
 		}
-		fl, _ := cfg.AllFlows(executorNames)
+		fl, _ := cfg.AllFlows(cfg.Executors())
 		names := make([]string, len(fl))
 		for i, f := range fl {
 			names[i] = f.Name
@@ -123,7 +123,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		fl, err := cfg.AllFlows(executorNames)
+		fl, err := cfg.AllFlows(cfg.Executors())
 		if err != nil {
 			return fail(err)
 		}
@@ -141,9 +141,6 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "unknown command %q\n%s", cmd, usage)
 	return 2
 }
-
-// executorNames are the executors a config may name.
-var executorNames = []string{"script"}
 
 // BackupTo writes a hot copy of the state to dest and reports it on out.
 func BackupTo(cfg *Config, dest string, out io.Writer) error {

@@ -36,6 +36,7 @@ type Config struct {
 	Users      []UserConfig `yaml:"users"`
 	Slack      SlackConfig  `yaml:"slack"`
 	WeCom      WeComConfig  `yaml:"wecom"`
+	GitLab     GitLabConfig `yaml:"gitlab"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -127,6 +128,29 @@ type WeComRobotConfig struct {
 	KeyEnv string `yaml:"key_env"`
 }
 
+// GitLabConfig connects the Puppet batch release to a GitLab project; the
+// puppet-release flow exists only when BaseURL is set.
+type GitLabConfig struct {
+	// BaseURL is the API root, e.g. https://gitlab.example.com/api/v4.
+	BaseURL  string `yaml:"base_url"`
+	TokenEnv string `yaml:"token_env"`
+	// Project is the Puppet control repository, e.g. infra/puppet.
+	Project string `yaml:"project"`
+	// MaxConcurrent bounds the GitLab calls a batch makes at once.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// ZoneStores lists the stores behind each zone branch, for the card.
+	ZoneStores map[string][]string `yaml:"zone_stores"`
+}
+
+// Executors lists the executors this configuration provides.
+func (c *Config) Executors() []string {
+	out := []string{"script"}
+	if c.GitLab.BaseURL != "" {
+		out = append(out, "puppet")
+	}
+	return out
+}
+
 // UserConfig declares a person, their chat ids and their initial roles.
 type UserConfig struct {
 	Name    string            `yaml:"name"`
@@ -179,6 +203,8 @@ func (c *Config) defaults() {
 	orDefault(&c.WeCom.TokenEnv, "OPSBOT_WECOM_TOKEN")
 	orDefault(&c.WeCom.AESKeyEnv, "OPSBOT_WECOM_AES_KEY")
 	orPositive(&c.WeCom.PerUserPerMinute, 20) // WeCom drops messages over 30/min per member
+	orDefault(&c.GitLab.TokenEnv, "OPSBOT_GITLAB_TOKEN")
+	orPositive(&c.GitLab.MaxConcurrent, 4)
 	orDefault(&c.Scripts.Dir, "examples/scripts")
 	orPositive(&c.Scripts.OutputLimit, 4000)
 	if len(c.Scripts.TransientExitCodes) == 0 {
@@ -265,6 +291,14 @@ func (c *Config) Check(executors []string) []error {
 			}
 		}
 	}
+	if c.GitLab.BaseURL != "" {
+		if c.GitLab.Project == "" {
+			bad("gitlab.project: the Puppet control repository, e.g. infra/puppet")
+		}
+		if os.Getenv(c.GitLab.TokenEnv) == "" {
+			bad("gitlab: environment variable %s is not set (a token with the api scope)", c.GitLab.TokenEnv)
+		}
+	}
 	for _, e := range c.SecretsEnv {
 		if os.Getenv(e) == "" {
 			bad("secrets_env: environment variable %s is not set", e)
@@ -308,11 +342,18 @@ func (c *Config) AllFlows(executors []string) ([]*flows.Flow, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A built-in flow whose executors this configuration lacks (the
+	// Puppet release without gitlab:) is left out.
+	var out []*flows.Flow
+	for _, f := range builtin {
+		if f.UsesOnly(executors) {
+			out = append(out, f)
+		}
+	}
 	byName := map[string]int{}
-	for i, f := range builtin {
+	for i, f := range out {
 		byName[f.Name] = i
 	}
-	out := builtin
 	for _, f := range c.Flows {
 		if i, ok := byName[f.Name]; ok {
 			out[i] = f

@@ -142,7 +142,8 @@ func specs() []Spec {
 		{flows.EvReject, "驳回", "驳回 reject a ticket (reason required)", "/ops reject T-42 <reason>", "/ops reject T-42 window collides with the sale"},
 		{flows.EvCancel, "取消", "取消 cancel your ticket and release its locks", "/ops cancel T-42", "/ops cancel T-42"},
 		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
-		{flows.EvRollback, "回滚", "回滚 run the flow's rollback", "/ops rollback T-42", "/ops rollback T-42"},
+		{flows.EvRollback, "回滚", "回滚 run the flow's rollback (a batch release: the newest released batch)", "/ops rollback T-42", "/ops rollback T-42"},
+		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42", "/ops release T-42"},
 	} {
 		out = append(out, Spec{Name: a.name, Aliases: []string{a.zh}, Usage: a.usage, Summary: a.summary, Example: a.example})
 	}
@@ -167,7 +168,7 @@ func specs() []Spec {
 			}
 		case "list":
 			s.Parse = func(a []string) (Request, error) { return parseList(s, a) }
-		case flows.EvApprove, flows.EvReject, flows.EvCancel, flows.EvRetry, flows.EvRollback:
+		case flows.EvApprove, flows.EvReject, flows.EvCancel, flows.EvRetry, flows.EvRollback, flows.EvRelease:
 			s.Parse = func(a []string) (Request, error) { return parseAct(s, a) }
 		case "role":
 			s.Parse = func(a []string) (Request, error) { return parseRole(s, a) }

@@ -22,7 +22,9 @@ type Executor interface {
 }
 
 // ExecInput is what an executor gets: the ticket, the stage's parameters
-// and the attempt number (from 1).
+// and the attempt number (from 1). Kind is "action", "wait", "undo",
+// "cleanup", or for a release stage "release" / "revert" of the batch
+// whose index is Params["batch"].
 type ExecInput struct {
 	Ticket  state.Ticket
 	Stage   string
@@ -42,6 +44,8 @@ type ExecResult struct {
 	Err       string
 	Transient bool
 	Set       map[string]string
+	// Batch is a release or revert job's batch with its steps recorded.
+	Batch *state.Batch
 }
 
 // Config wires an Engine.
@@ -269,6 +273,15 @@ func (s *step) enter(i int) error {
 		s.ch.Jobs = append(s.ch.Jobs, job)
 		s.t.Note = ""
 		s.progress = append(s.progress, "step_started")
+	case KindRelease:
+		if len(s.t.Batches) == 0 {
+			b, err := ParseBatches(st, s.t.Fields[param(st, "batches_field", "batches")])
+			if err != nil {
+				return Userf("bad_fields", "", "%v", err)
+			}
+			s.t.Batches = b
+		}
+		s.notify(s.operators(st), "release_ready", nil)
 	}
 	return nil
 }
@@ -387,6 +400,9 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	if err != nil {
 		return state.Ticket{}, err
 	}
+	if err := f.checkRelease(clean); err != nil {
+		return state.Ticket{}, err
+	}
 	for k, v := range clean {
 		clean[k] = e.clean(v)
 	}
@@ -489,8 +505,14 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 			err = e.cancel(s)
 		case EvRetry:
 			err = e.retry(s)
+		case EvRelease:
+			err = e.release(s, a)
 		case EvRollback:
-			err = e.rollback(s)
+			if st, _ := f.Stage(cur.Stage); st != nil && st.Kind == KindRelease {
+				err = e.rollbackBatch(s, a)
+			} else {
+				err = e.rollback(s)
+			}
 		default:
 			err = Userf("not_allowed", "/ops help", "不支持的操作 %s · %s is not an action people take", a.Event, a.Event)
 		}
@@ -561,12 +583,24 @@ func (e *Engine) mayOperate(f *Flow, t state.Ticket, actor string) bool {
 }
 
 func (e *Engine) cancel(s *step) error {
-	if s.actor != s.t.Requester && !e.dir.HasRole(s.actor, AdminRole) {
+	st, _ := s.f.Stage(s.t.Stage)
+	isOperator := st != nil && st.Kind == KindRelease && slices.Contains(s.operators(st), s.actor)
+	if s.actor != s.t.Requester && !isOperator && !e.dir.HasRole(s.actor, AdminRole) {
 		return Userf("not_requester", fmt.Sprintf("ask %s", s.t.Requester),
 			"只有申请人 %s 或管理员可以取消 %s · only the requester %s or an admin can cancel %s", s.t.Requester, s.t.ID, s.t.Requester, s.t.ID)
 	}
+	if st != nil && st.Kind == KindRelease {
+		if err := cancellable(s.t); err != nil {
+			return err
+		}
+	}
 	s.t.Operator = s.actor
 	s.terminal(StageCancelled)
+	if oc := s.f.OnCancel; oc != nil {
+		s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: StageCancelled,
+			StageVersion: s.t.StageVersion, Kind: "cleanup", Executor: oc.Executor, Params: oc.Params, Status: state.JobQueued,
+			MaxAttempts: 3, SafeToRepeat: true, NextAt: s.now})
+	}
 	return nil
 }
 
@@ -683,6 +717,13 @@ func (e *Engine) view(f *Flow, t state.Ticket, version int64) templates.TicketVi
 	}
 	btn := func(label, event, style string) templates.Button {
 		return templates.Button{Label: label, Value: fmt.Sprintf("/ops %s %s#%d", event, t.ID, version), Style: style}
+	}
+	if st != nil && st.Kind == KindRelease {
+		v.Fields = append(v.Fields, batchFields(st, t)...)
+		v.Buttons = releaseButtons(t, version)
+		v.Note = strings.TrimPrefix(v.Note, "⏳ 执行中 running "+st.Executor)
+		v.Note = strings.TrimSpace(v.Note)
+		return v
 	}
 	switch {
 	case st != nil && st.Kind == KindApproval:

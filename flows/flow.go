@@ -80,6 +80,9 @@ type Flow struct {
 	// Operators are roles that may retry failed actions besides the requester.
 	Operators []string  `yaml:"operators"`
 	Rollback  *Rollback `yaml:"rollback"`
+	// OnCancel runs after a cancel (e.g. delete a temporary branch, open
+	// sync merge requests); it is safe to repeat.
+	OnCancel *Rollback `yaml:"on_cancel"`
 	// RequesterRoles limit who may open tickets; empty means anyone.
 	RequesterRoles []string `yaml:"requester_roles"`
 
@@ -259,8 +262,15 @@ func (f *Flow) Validate(executors []string) error {
 			if st.Kind == KindWait && st.Poll <= 0 {
 				st.Poll = Duration(30 * time.Second)
 			}
+		case KindRelease:
+			if !slices.Contains(executors, st.Executor) {
+				return fmt.Errorf("%s: unknown executor %q (have %s)", where, st.Executor, strings.Join(executors, ", "))
+			}
+			if st.Timeout <= 0 {
+				st.Timeout = Duration(30 * time.Minute)
+			}
 		default:
-			return fmt.Errorf("%s: kind %q: want approval, action or wait", where, st.Kind)
+			return fmt.Errorf("%s: kind %q: want approval, action, wait or release", where, st.Kind)
 		}
 		if st.Window != nil {
 			w := st.Window
@@ -284,6 +294,9 @@ func (f *Flow) Validate(executors []string) error {
 		if st.SkipIf != nil && !seen[st.SkipIf.Field] {
 			return fmt.Errorf("%s: skip_if field %s is not a field of the flow", where, st.SkipIf.Field)
 		}
+	}
+	if f.OnCancel != nil && !slices.Contains(executors, f.OnCancel.Executor) {
+		return fmt.Errorf("flow %s: on_cancel: unknown executor %q", f.Name, f.OnCancel.Executor)
 	}
 	if f.Rollback != nil {
 		if !slices.Contains(executors, f.Rollback.Executor) {
@@ -317,6 +330,21 @@ func placeholders(s string) []string {
 // Expand replaces {field} placeholders with the ticket's field values.
 func Expand(s string, fields map[string]string) string {
 	return placeholderRe.ReplaceAllStringFunc(s, func(m string) string { return fields[m[1:len(m)-1]] })
+}
+
+// UsesOnly reports whether every executor the flow names is in executors.
+func (f *Flow) UsesOnly(executors []string) bool {
+	for _, st := range f.Stages {
+		if st.Executor != "" && !slices.Contains(executors, st.Executor) {
+			return false
+		}
+	}
+	for _, r := range []*Rollback{f.Rollback, f.OnCancel} {
+		if r != nil && !slices.Contains(executors, r.Executor) {
+			return false
+		}
+	}
+	return true
 }
 
 // Stage returns the stage called name.

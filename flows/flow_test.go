@@ -97,7 +97,7 @@ func TestValidateRefusesBadFlows(t *testing.T) {
 		{func(f *flows.Flow) { f.Stages = nil }, "needs at least one stage"},
 		{func(f *flows.Flow) { f.Stages[0].Name = "done" }, "and none of submitted, done"},
 		{func(f *flows.Flow) { f.Stages[0].Roles = nil }, "an approval stage needs roles"},
-		{func(f *flows.Flow) { f.Stages[0].Kind = "vote" }, `kind "vote": want approval, action or wait`},
+		{func(f *flows.Flow) { f.Stages[0].Kind = "vote" }, `kind "vote": want approval, action, wait or release`},
 		{func(f *flows.Flow) { f.Stages[0] = flows.Stage{Name: "s", Kind: "action", Executor: "nope"} }, `unknown executor "nope"`},
 		{func(f *flows.Flow) { f.Locks = []string{"svc:{b}"} }, "refers to {b}, which is not a field"},
 		{func(f *flows.Flow) { f.Fields = append(f.Fields, flows.Field{Name: "a"}) }, "field a declared twice"},

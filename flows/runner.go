@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +44,7 @@ func (e *Engine) Recover(ctx context.Context) error {
 		res := state.Result{OK: false, ExitCode: -1, Attempt: j.Attempt, Started: j.StartedAt, Ended: now,
 			Error: "opsbot stopped while this step was running; it was not repeated automatically · 执行期间机器人重启，未自动重跑"}
 		j.Status, j.Result = state.JobInterrupted, &res
-		if _, err := e.finishJob(ctx, j, EvInterrupt, res, nil); err != nil {
+		if _, err := e.finishJob(ctx, j, EvInterrupt, res, nil, nil); err != nil {
 			return err
 		}
 		e.log.Warn("job interrupted by restart", "job", j.ID, "ticket", j.Ticket)
@@ -238,12 +239,12 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 		res.Error = fmt.Sprintf("等待超时 timed out after %s waiting for %s. %s", st.Timeout.D(), j.Executor, res.Error)
 		j.Result = &res
 	}
-	_, err = e.finishJob(ctx, j, ev, res, out.Set)
+	_, err = e.finishJob(ctx, j, ev, res, out.Set, out.Batch)
 	return err
 }
 
 // finishJob records a job's end and moves its ticket on, in one transaction.
-func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, set map[string]string) (state.Ticket, error) {
+func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, set map[string]string, batch *state.Batch) (state.Ticket, error) {
 	if len(set) > 0 {
 		j.Undo = set
 	}
@@ -284,6 +285,19 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 			s.t.Outputs[k] = e.clean(v)
 		}
 		s.ch.Event.Data = map[string]string{"job": j.ID, "attempt": fmt.Sprint(res.Attempt), "exit_code": fmt.Sprint(res.ExitCode)}
+		switch j.Kind {
+		case "release", "revert":
+			s.finishBatch(j, ev == EvSucceed, batch, res.Error)
+			return s.finish()
+		case "cleanup":
+			s.t.Note = strings.TrimSpace(res.Output + "\n" + res.Error)
+			event := "cleanup_done"
+			if ev != EvSucceed {
+				event = "cleanup_failed"
+			}
+			s.notify(s.resultAudience(), event, nil)
+			return s.finish()
+		}
 		switch {
 		case ev == EvSucceed && j.Kind == "undo":
 			s.terminal(StageRolledBack)

@@ -76,6 +76,12 @@ func (f *Flow) Table() []Transition {
 				Transition{EvFail, []string{st.Name}, StageFailed, "timeout " + st.Timeout.D().String()})
 			cancellable = append(cancellable, st.Name)
 			retryable = append(retryable, st.Name)
+		case KindRelease:
+			rows = append(rows,
+				Transition{EvRelease, []string{st.Name}, st.Name, "operator; in the window; next batch in order; never after a rollback"},
+				Transition{EvRollback, []string{st.Name}, st.Name, "operator; newest released batch first"},
+				Transition{EvSucceed, []string{st.Name}, next(i), "every batch succeeded"})
+			cancellable = append(cancellable, st.Name)
 		}
 	}
 	rows = append(rows, Transition{EvRetry, []string{StageFailed}, strings.Join(retryable, "|"), "requester, operators or admin; back to the failed stage"})

@@ -46,9 +46,44 @@ type Ticket struct {
 	// Outputs are values actions recorded, e.g. the deployed commit a
 	// rollback returns from.
 	Outputs map[string]string `json:"outputs,omitempty"`
-	Note    string            `json:"note,omitempty"`
-	Created time.Time         `json:"created"`
+	// Batches are the release batches of a batch-release stage.
+	Batches []Batch   `json:"batches,omitempty"`
+	Note    string    `json:"note,omitempty"`
+	Created time.Time `json:"created"`
 	Updated time.Time         `json:"updated"`
+}
+
+// Batch states.
+const (
+	BatchPending        = "pending"
+	BatchReleasing      = "releasing"
+	BatchFailed         = "failed"
+	BatchSucceeded      = "succeeded"
+	BatchRollingBack    = "rolling_back"
+	BatchRolledBack     = "rolled_back"
+	BatchRollbackFailed = "rollback_failed"
+)
+
+// Batch is one release batch: its targets, state and the merges (and
+// reverts) made for it, in order.
+type Batch struct {
+	Name    string   `json:"name"`
+	Targets []string `json:"targets"`
+	State   string   `json:"state"`
+	Steps   []Step   `json:"steps,omitempty"`
+	Note    string   `json:"note,omitempty"`
+}
+
+// Step is one merge of a batch and, after a rollback, its revert.
+type Step struct {
+	Source   string   `json:"source"`
+	Target   string   `json:"target"`
+	MR       int64    `json:"mr,omitempty"`
+	MergeSHA string   `json:"merge_sha,omitempty"`
+	Result   string   `json:"result"` // merged, conflict, failed, reverted, revert_failed
+	Revert   string   `json:"revert,omitempty"`
+	Files    []string `json:"files,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // Approval is one person's approval of a stage.

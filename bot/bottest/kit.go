@@ -84,6 +84,7 @@ users:
   - {name: cathy, roles: [tester]}
   - {name: dave, roles: [ops, dba], email: Dave@Example.com, ids: {wecom: zhaodawei}}
   - {name: erin, roles: [director]}
+  - {name: ivan, roles: [infra]}
   - {name: root, roles: [admin]}
 `
 

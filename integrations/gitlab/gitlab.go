@@ -261,3 +261,13 @@ func (c *Client) File(ctx context.Context, path, ref string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Ahead counts the commits to has that from does not: 0 means from
+// already contains to, so merging to into from has nothing to do.
+func (c *Client) Ahead(ctx context.Context, from, to string) (int, error) {
+	cmp, _, err := c.api.Repositories.Compare(c.project, &gl.CompareOptions{From: &from, To: &to}, gl.WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("compare %s...%s: %w", from, to, err)
+	}
+	return len(cmp.Commits), nil
+}

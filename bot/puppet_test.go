@@ -1,0 +1,222 @@
+package bot_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"opsbot/bot/bottest"
+	"opsbot/integrations/gitlab"
+	"opsbot/integrations/gitlab/gitlabfake"
+	"opsbot/state"
+)
+
+var zones = []string{"zone01", "zone02", "zone03", "zone04", "zone05", "zone06"}
+
+// puppetRepo makes the control repository: main, uat, production and six
+// zones at the same commit, and a temporary branch with the change.
+func puppetRepo(t *testing.T) *gitlabfake.Fake {
+	fake := gitlabfake.New(t)
+	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n", "Puppetfile": "mod 'puppetlabs/stdlib', '9.0.0'\n"})
+	for _, b := range append([]string{"uat", "production"}, zones...) {
+		fake.Branch(b, "main")
+	}
+	fake.Branch("release/ntp", "uat")
+	fake.Commit("release/ntp", "ntp", map[string]string{"manifests/ntp.pp": "class ntp { package { 'chrony': } }\n"})
+	t.Setenv("OPSBOT_GITLAB_TOKEN", fake.Token)
+	return fake
+}
+
+func gitlabYAML(fake *gitlabfake.Fake) string {
+	return fmt.Sprintf("gitlab: {base_url: %q, project: %q, max_concurrent: 3, zone_stores: {zone01: [S001, S002], zone02: [S003]}}",
+		fake.URL(), gitlabfake.Project)
+}
+
+func puppetKit(t *testing.T) (*bottest.Kit, *gitlabfake.Fake) {
+	fake := puppetRepo(t)
+	return bottest.New(t, bottest.WithYAML(gitlabYAML(fake))), fake
+}
+
+// The kit's clock is 2026-05-09 18:00 China time: inside this window.
+const releaseNew = `/ops new puppet-release title="NTP rollout" description="switch to chrony" branch=release/ntp ` +
+	`window_start="2026-05-09 17:00" window_end="2026-05-09 23:00" batches="zone01,zone02;zone03,zone04;zone05,zone06" operators=dave`
+
+// toReleasing opens the release and gets it approved.
+func toReleasing(t *testing.T, k *bottest.Kit, id string) state.Ticket {
+	t.Helper()
+	tk := k.WaitStage(id, "infra_approval")
+	mustContain(t, tk.Results["config_edit"].Output, "manifests/ntp.pp +1 -0")
+	mustContain(t, tk.Results["config_edit"].Output, "Puppetfile OK")
+	mustContain(t, bottest.Title(k.Say("ivan", "/ops approve "+id)), id+" approve")
+	return k.WaitStage(id, "releasing")
+}
+
+func releaseBatch(t *testing.T, k *bottest.Kit, id string, n int, want string) state.Ticket {
+	t.Helper()
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release "+id)), id+" release")
+	var tk state.Ticket
+	waitFor(t, fmt.Sprintf("batch %d to be %s", n, want), func() bool {
+		tk = k.Ticket(id)
+		return tk.Batches[n-1].State == want
+	})
+	return tk
+}
+
+func TestPuppetReleaseHappyPath(t *testing.T) {
+	k, fake := puppetKit(t)
+	mustContain(t, bottest.Title(k.Say("alice", releaseNew)), "T-1 submitted")
+	tk := toReleasing(t, k, "T-1")
+	card := k.Bot.Engine().CardFor(tk)
+	mustContain(t, fmt.Sprint(card.Fields), "zone01 (S001,S002)")
+	mustContain(t, fmt.Sprint(card.Fields), "zone03 (无门店 no stores)")
+	if b, ok := bottest.Button(card, "Release batch 1"); !ok || !strings.HasSuffix(b.Value, "batch=1") {
+		t.Fatalf("card buttons %+v", card.Buttons)
+	}
+	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
+	releaseBatch(t, k, "T-1", 2, state.BatchSucceeded)
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "T-1 release")
+	tk = k.WaitStage("T-1", "done")
+	for _, b := range append([]string{"uat", "production"}, zones...) {
+		if got := fake.Read(b, "manifests/ntp.pp"); !strings.Contains(got, "chrony") {
+			t.Errorf("%s lacks the change", b)
+		}
+	}
+	if n := len(tk.Batches[0].Steps); n != 4 {
+		t.Fatalf("batch 1 steps %+v", tk.Batches[0].Steps)
+	}
+	for _, b := range tk.Batches {
+		for _, s := range b.Steps {
+			if s.MR == 0 || s.Result != "merged" || s.MergeSHA == "" {
+				t.Errorf("batch %s step %+v not recorded", b.Name, s)
+			}
+		}
+	}
+	if n := len(fake.MRs()); n != 8 {
+		t.Fatalf("%d merge requests, want 8 (uat, production, six zones)", n)
+	}
+	// Every notification names the release plan.
+	for _, n := range k.Notices("alice") {
+		mustContain(t, n, "NTP rollout")
+	}
+	if !slices.ContainsFunc(k.Notices("alice"), func(s string) bool { return strings.Contains(s, "已完成 done") }) {
+		t.Fatal("alice not told the release is done")
+	}
+}
+
+func TestPuppetConflictStopsTheRelease(t *testing.T) {
+	k, fake := puppetKit(t)
+	fake.Commit("release/ntp", "site change", map[string]string{"manifests/site.pp": "node default { include ntp }\n"})
+	fake.Commit("production", "hotfix", map[string]string{"manifests/site.pp": "node default { include hotfix }\n"})
+	zoneBefore := fake.Head("zone01")
+	k.Say("alice", releaseNew)
+	toReleasing(t, k, "T-1")
+	tk := releaseBatch(t, k, "T-1", 1, state.BatchFailed)
+	steps := tk.Batches[0].Steps
+	if len(steps) != 2 || steps[0].Result != "merged" || steps[1].Result != "conflict" || !slices.Contains(steps[1].Files, "manifests/site.pp") {
+		t.Fatalf("steps %+v", steps)
+	}
+	if fake.Head("zone01") != zoneBefore {
+		t.Fatal("a zone was merged past the conflict")
+	}
+	card := k.Bot.Engine().CardFor(tk)
+	mustContain(t, fmt.Sprint(card.Fields), "production !2 conflict [manifests/site.pp]")
+	mustContain(t, fmt.Sprint(card.Fields), "Next safe step")
+	if _, ok := bottest.Button(card, "Release batch"); ok {
+		t.Fatal("a failed release still offers the next batch")
+	}
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "roll it back")
+}
+
+func TestPuppetRollbackSyncAndTheIncident(t *testing.T) {
+	k, fake := puppetKit(t)
+	ctx := context.Background()
+	k.Say("alice", releaseNew)
+	toReleasing(t, k, "T-1")
+	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
+	releaseBatch(t, k, "T-1", 2, state.BatchSucceeded)
+	mustContain(t, bottest.Title(k.Say("alice", "/ops cancel T-1")), "roll back every released batch")
+	// Batch 2 first: newest first.
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 batch=1")), "the next is 2")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1")), "T-1 rollback")
+	waitFor(t, "batch 2 rolled back", func() bool { return k.Ticket("T-1").Batches[1].State == state.BatchRolledBack })
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "cannot release again")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1")), "T-1 rollback")
+	waitFor(t, "batch 1 rolled back", func() bool { return k.Ticket("T-1").Batches[0].State == state.BatchRolledBack })
+	for _, b := range append([]string{"uat", "production"}, zones[:4]...) {
+		if got := fake.Read(b, "manifests/ntp.pp"); got != "" {
+			t.Errorf("%s still has the change after the rollback", b)
+		}
+	}
+	steps := k.Ticket("T-1").Batches[0].Steps
+	for _, s := range steps {
+		if s.Result != "reverted" || s.Revert == "" {
+			t.Fatalf("step %+v not reverted", s)
+		}
+	}
+	// Cancel: the sync merge requests are opened and the branch deleted.
+	mustContain(t, bottest.Title(k.Say("dave", "/ops cancel T-1")), "T-1 cancel")
+	var sync []gitlabfake.MR
+	waitFor(t, "the sync merge requests", func() bool {
+		sync = nil
+		for _, m := range fake.MRs() {
+			if strings.Contains(m.Title, "sync") {
+				sync = append(sync, m)
+			}
+		}
+		return len(sync) == 5 && fake.Head("release/ntp") == "" // uat->production, production->4 zones
+	})
+	mustContain(t, k.Ticket("T-1").Note, "sync MR !")
+
+	// The real incident: a new release before the sync is merged would
+	// revert on production what uat never got. The bot refuses it.
+	fake.Branch("release/ntp2", "uat")
+	fake.Commit("release/ntp2", "ntp again", map[string]string{"manifests/ntp.pp": "class ntp { package { 'ntp': } }\n"})
+	k.Say("alice", strings.Replace(releaseNew, "release/ntp ", "release/ntp2 ", 1))
+	toReleasing(t, k, "T-2")
+	uatBefore := fake.Head("uat")
+	tk := releaseBatch(t, k, "T-2", 1, state.BatchFailed)
+	mustContain(t, tk.Batches[0].Note, "merge uat into production first")
+	if fake.Head("uat") != uatBefore {
+		t.Fatal("the refused release merged into uat")
+	}
+	// Merging the sync requests (cleanly) makes the next release possible.
+	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+	for _, m := range sync {
+		if _, err := c.Merge(ctx, m.IID); err != nil {
+			t.Fatalf("sync !%d does not merge cleanly: %v", m.IID, err)
+		}
+	}
+}
+
+func TestPuppetOperatorAndWindowChecks(t *testing.T) {
+	k, _ := puppetKit(t)
+	mustContain(t, bottest.Title(k.Say("alice", strings.Replace(releaseNew, "zone01,zone02;", "uat,zone02;", 1))), "batches hold zone branches only")
+	k.Say("alice", releaseNew)
+	toReleasing(t, k, "T-1")
+	mustContain(t, bottest.Title(k.Say("bob", "/ops release T-1")), "only this release's operators (dave)")
+	k.Clock.Advance(5*time.Hour + 30*time.Minute) // 23:30 China time: within the hour after the window
+	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
+	k.Clock.Advance(time.Hour) // 00:30: over an hour after it ended
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "the planned window ended at")
+}
+
+func TestPuppetConfigCheckRunsOncePerHead(t *testing.T) {
+	k, fake := puppetKit(t)
+	fake.Commit("release/ntp", "bad pin", map[string]string{"Puppetfile": "mod 'ntp', :git => 'https://git/ntp.git', :commit => 'abc'\n"})
+	k.Say("alice", releaseNew)
+	tk := k.WaitStage("T-1", "failed")
+	mustContain(t, tk.Results["config_edit"].Output, ":commit \"abc\" is not a 40-hex sha")
+	calls := len(fake.Calls())
+	k.Say("alice", "/ops retry T-1")
+	tk = k.WaitStage("T-1", "failed")
+	mustContain(t, tk.Results["config_edit"].Error, "has not moved since the failed check")
+	if n := len(fake.Calls()) - calls; n != 1 {
+		t.Fatalf("the unchanged branch was checked again: %d calls", n)
+	}
+	fake.Commit("release/ntp", "fix pin", map[string]string{"Puppetfile": "mod 'ntp', :git => 'https://git/ntp.git', :tag => 'v1.2.0'\n"})
+	k.Say("alice", "/ops retry T-1")
+	k.WaitStage("T-1", "infra_approval")
+}

@@ -1,0 +1,376 @@
+// Package puppet is the executor of the Puppet batch release: it checks
+// the temporary branch (diff against uat, Puppetfile), releases a batch
+// through merge requests it creates and merges (temporary branch -> uat ->
+// production -> the batch's zones), reverts a batch's merges in reverse
+// order, and after a cancel opens the sync merge requests and deletes the
+// temporary branch. Every step is idempotent: a target that already
+// contains its source is not merged again.
+package puppet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"opsbot/flows"
+	"opsbot/integrations/gitlab"
+	"opsbot/state"
+)
+
+// Config configures the executor.
+type Config struct {
+	Client *gitlab.Client
+	// BranchField names the ticket field holding the temporary branch.
+	BranchField string
+	// Path is the branch chain before the zones: uat, production.
+	Path []string
+	// MaxConcurrent bounds the GitLab calls made at once for a batch's zones.
+	MaxConcurrent int
+}
+
+// Executor runs release steps against GitLab.
+type Executor struct{ cfg Config }
+
+// New returns the executor.
+func New(cfg Config) *Executor {
+	if cfg.BranchField == "" {
+		cfg.BranchField = "branch"
+	}
+	if len(cfg.Path) == 0 {
+		cfg.Path = []string{"uat", "production"}
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 4
+	}
+	return &Executor{cfg: cfg}
+}
+
+// Run implements flows.Executor.
+func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
+	switch in.Kind {
+	case "release", "revert":
+		i, err := strconv.Atoi(in.Params["batch"])
+		if err != nil || i < 0 || i >= len(in.Ticket.Batches) {
+			return flows.ExecResult{ExitCode: -1, Err: "no such batch"}
+		}
+		b := in.Ticket.Batches[i]
+		if in.Kind == "release" {
+			return x.release(ctx, in.Ticket, i, b)
+		}
+		return x.revert(ctx, b)
+	case "cleanup":
+		return x.cleanup(ctx, in.Ticket)
+	default:
+		return x.check(ctx, in.Ticket)
+	}
+}
+
+func (x *Executor) branch(t state.Ticket) string { return t.Fields[x.cfg.BranchField] }
+
+func fail(b state.Batch, format string, a ...any) flows.ExecResult {
+	b.Note = fmt.Sprintf(format, a...)
+	return flows.ExecResult{ExitCode: 1, Err: b.Note, Batch: &b}
+}
+
+// release merges the batch's steps: the path (sequentially) for the first
+// batch, then the zones (at most MaxConcurrent at once). A conflict stops
+// the path; nothing past it is merged.
+func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.Batch) flows.ExecResult {
+	title := t.Title
+	source := x.branch(t)
+	last := x.cfg.Path[len(x.cfg.Path)-1]
+	done := map[string]state.Step{}
+	for _, s := range b.Steps {
+		done[s.Target] = s
+	}
+	var steps []state.Step
+	if i == 0 {
+		// The real incident: uat carrying a revert production lacks
+		// (uat was not synced after an earlier rollback). Refuse before
+		// anything is merged, with the safe next step.
+		for k := 0; k+1 < len(x.cfg.Path); k++ {
+			if _, ok := done[x.cfg.Path[k]]; ok {
+				break
+			}
+			n, err := x.cfg.Client.Ahead(ctx, x.cfg.Path[k+1], x.cfg.Path[k])
+			if err != nil {
+				return fail(b, "检查分支同步失败 could not compare %s and %s: %v", x.cfg.Path[k+1], x.cfg.Path[k], err)
+			}
+			if n > 0 {
+				return fail(b, "%s 有 %d 个提交未同步到 %s（可能是上次回滚后未同步）；请先合并同步 MR %s -> %s 再发布 · %s has %d commits %s lacks (not synced after an earlier rollback?): merge %s into %s first, then release",
+					x.cfg.Path[k], n, x.cfg.Path[k+1], x.cfg.Path[k], x.cfg.Path[k+1], x.cfg.Path[k], n, x.cfg.Path[k+1], x.cfg.Path[k], x.cfg.Path[k+1])
+			}
+		}
+	}
+	var zones []string
+	for _, target := range b.Targets {
+		if slices.Contains(x.cfg.Path, target) {
+			st := x.merge(ctx, done, source, target, title)
+			steps = append(steps, st)
+			source = target
+			if !succeeded(st) {
+				b.Steps = steps
+				return fail(b, "%s 合并到 %s 失败，后续未合并；下一步：解决冲突后回滚本批次再取消 · merging %s into %s failed; nothing after it was merged. Next safe step: roll this batch back (or fix the branch), then cancel",
+					st.Source, st.Target, st.Source, st.Target)
+			}
+			continue
+		}
+		zones = append(zones, target)
+	}
+	results := make([]state.Step, len(zones))
+	sem := make(chan struct{}, x.cfg.MaxConcurrent)
+	var wg sync.WaitGroup
+	for k, z := range zones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[k] = x.merge(ctx, done, last, z, title)
+		}()
+	}
+	wg.Wait()
+	steps = append(steps, results...)
+	b.Steps = steps
+	var bad []string
+	for _, s := range results {
+		if !succeeded(s) {
+			bad = append(bad, s.Target)
+		}
+	}
+	if len(bad) > 0 {
+		return fail(b, "%s 合并失败；下一步：回滚本批次 · merging into %s failed. Next safe step: roll this batch back", strings.Join(bad, ", "), strings.Join(bad, ", "))
+	}
+	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges", b.Name, len(steps)), Batch: &b}
+}
+
+// merge merges source into target unless target already contains it
+// (after a restart, the merge made before it); an open merge request is
+// reused. Result is "merged", "already" (nothing to merge, nothing to
+// revert), "conflict" or "failed".
+func (x *Executor) merge(ctx context.Context, done map[string]state.Step, source, target, title string) state.Step {
+	st := state.Step{Source: source, Target: target}
+	if prev, ok := done[target]; ok && (prev.Result == "merged" || prev.Result == "already") {
+		return prev
+	}
+	n, err := x.cfg.Client.Ahead(ctx, target, source)
+	if err != nil {
+		st.Result, st.Error = "failed", err.Error()
+		return st
+	}
+	if n == 0 {
+		mr, err := x.cfg.Client.FindMR(ctx, source, target)
+		if err == nil && mr != nil && mr.State == "merged" {
+			st.Result, st.MR, st.MergeSHA = "merged", mr.IID, mr.MergeCommitSHA
+		} else {
+			st.Result = "already"
+		}
+		return st
+	}
+	mr, err := x.cfg.Client.EnsureMR(ctx, source, target, fmt.Sprintf("%s: %s -> %s", title, source, target))
+	if err != nil {
+		st.Result, st.Error = "failed", err.Error()
+		return st
+	}
+	st.MR = mr.IID
+	merged, err := x.cfg.Client.Merge(ctx, mr.IID)
+	var ce *gitlab.ConflictError
+	switch {
+	case errors.As(err, &ce):
+		st.Result, st.Files, st.Error = "conflict", ce.Files, "冲突 conflict"
+	case err != nil:
+		st.Result, st.Error = "failed", err.Error()
+	default:
+		st.Result, st.MergeSHA = "merged", merged.MergeCommitSHA
+	}
+	return st
+}
+
+func succeeded(s state.Step) bool { return s.Result == "merged" || s.Result == "already" }
+
+// revert reverts the batch's merges in reverse order (zones, then
+// production, then uat), one recorded result per merge, stopping at the
+// first that fails so nothing below it is touched.
+func (x *Executor) revert(ctx context.Context, b state.Batch) flows.ExecResult {
+	reverted, total := 0, 0
+	for k := len(b.Steps) - 1; k >= 0; k-- {
+		s := &b.Steps[k]
+		if s.Result == "reverted" {
+			reverted++
+			total++
+			continue
+		}
+		if s.Result != "merged" && s.Result != "revert_failed" {
+			continue
+		}
+		total++
+		sha, err := x.cfg.Client.Revert(ctx, s.MergeSHA, s.Target)
+		var ce *gitlab.ConflictError
+		if err != nil {
+			s.Result, s.Error = "revert_failed", err.Error()
+			if errors.As(err, &ce) {
+				s.Files = ce.Files
+			}
+			what := "全部失败 nothing was reverted"
+			if reverted > 0 {
+				what = fmt.Sprintf("部分回滚 partial: %d of %d reverted", reverted, total)
+			}
+			return fail(b, "%s 上的回滚失败（%s）；下一步：手工检查 %s 的这些文件后重试回滚 · reverting on %s failed (%s). Next safe step: check %v on %s by hand, then roll back again",
+				s.Target, what, s.Target, s.Target, what, s.Files, s.Target)
+		}
+		s.Result, s.Revert, s.Error = "reverted", sha, ""
+		reverted++
+	}
+	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges reverted", b.Name, reverted), Batch: &b}
+}
+
+// cleanup runs after a cancel: after any rollback it opens the sync merge
+// requests (uat -> production, production -> each released zone) so the
+// reverts reach every branch; it deletes the temporary branch.
+func (x *Executor) cleanup(ctx context.Context, t state.Ticket) flows.ExecResult {
+	var lines []string
+	rolled := slices.ContainsFunc(t.Batches, func(b state.Batch) bool { return b.State == state.BatchRolledBack })
+	if rolled {
+		var zones []string
+		for _, b := range t.Batches {
+			for _, s := range b.Steps {
+				if !slices.Contains(x.cfg.Path, s.Target) && s.Result == "reverted" {
+					zones = append(zones, s.Target)
+				}
+			}
+		}
+		pairs := [][2]string{}
+		for k := 0; k+1 < len(x.cfg.Path); k++ {
+			pairs = append(pairs, [2]string{x.cfg.Path[k], x.cfg.Path[k+1]})
+		}
+		for _, z := range zones {
+			pairs = append(pairs, [2]string{x.cfg.Path[len(x.cfg.Path)-1], z})
+		}
+		for _, p := range pairs {
+			n, err := x.cfg.Client.Ahead(ctx, p[1], p[0])
+			if err != nil {
+				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+			}
+			if n == 0 {
+				lines = append(lines, fmt.Sprintf("%s 已包含 %s · %s already has %s", p[1], p[0], p[1], p[0]))
+				continue
+			}
+			mr, err := x.cfg.Client.EnsureMR(ctx, p[0], p[1], fmt.Sprintf("%s: sync %s -> %s after rollback", t.Title, p[0], p[1]))
+			if err != nil {
+				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+			}
+			lines = append(lines, fmt.Sprintf("同步 sync MR !%d %s -> %s (%s)", mr.IID, p[0], p[1], mr.WebURL))
+		}
+	}
+	if br := x.branch(t); br != "" {
+		if err := x.cfg.Client.DeleteBranch(ctx, br); err != nil {
+			return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+		}
+		lines = append(lines, "已删除临时分支 deleted the temporary branch "+br)
+	}
+	return flows.ExecResult{OK: true, Output: strings.Join(lines, "\n")}
+}
+
+// check shows the diff between the temporary branch and uat and checks
+// its Puppetfile, once per head of the branch: a head already checked
+// gives the same answer without asking GitLab again.
+func (x *Executor) check(ctx context.Context, t state.Ticket) flows.ExecResult {
+	br := x.branch(t)
+	head, err := x.cfg.Client.Head(ctx, br)
+	if err != nil {
+		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+	}
+	if head == "" {
+		return flows.ExecResult{ExitCode: 1, Err: fmt.Sprintf("临时分支 %s 不存在 · branch %s does not exist", br, br)}
+	}
+	if t.Outputs["checked_head"] == head && t.Outputs["check_failed"] != "" {
+		return flows.ExecResult{ExitCode: 1, Err: "分支未变化，仍不通过 · the branch has not moved since the failed check: " + t.Outputs["check_failed"],
+			Set: map[string]string{"checked_head": head}}
+	}
+	diffs, err := x.cfg.Client.Compare(ctx, x.cfg.Path[0], br)
+	if err != nil {
+		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "diff %s...%s @ %.8s: %d files\n", x.cfg.Path[0], br, head, len(diffs))
+	for k, d := range diffs {
+		if k == 30 {
+			fmt.Fprintf(&b, "… %d more files\n", len(diffs)-30)
+			break
+		}
+		add, del := countLines(d.Patch)
+		fmt.Fprintf(&b, "%s +%d -%d\n", d.Path, add, del)
+	}
+	problems := []string{}
+	if body, err := x.cfg.Client.File(ctx, "Puppetfile", head); err == nil {
+		problems = CheckPuppetfile(string(body))
+	}
+	set := map[string]string{"checked_head": head, "check_failed": ""}
+	if len(problems) > 0 {
+		set["check_failed"] = strings.Join(problems, "; ")
+		b.WriteString("Puppetfile:\n  " + strings.Join(problems, "\n  "))
+		return flows.ExecResult{ExitCode: 1, Err: "Puppetfile 检查未通过 · Puppetfile check failed", Output: b.String(), Set: set}
+	}
+	b.WriteString("Puppetfile OK")
+	return flows.ExecResult{OK: true, Output: b.String(), Set: set}
+}
+
+func countLines(patch string) (add, del int) {
+	for _, l := range strings.Split(patch, "\n") {
+		switch {
+		case strings.HasPrefix(l, "+") && !strings.HasPrefix(l, "+++"):
+			add++
+		case strings.HasPrefix(l, "-") && !strings.HasPrefix(l, "---"):
+			del++
+		}
+	}
+	return add, del
+}
+
+var (
+	modLine = regexp.MustCompile(`^mod\s+['"]([\w/-]+)['"]\s*(,.*)?$`)
+	sha40   = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	optRe   = regexp.MustCompile(`:(\w+)\s*=>\s*['"]([^'"]*)['"]`)
+)
+
+// CheckPuppetfile checks each `mod` entry: well-formed, and a :git module
+// pinned by a 40-hex :commit, a :tag or a :branch.
+func CheckPuppetfile(body string) []string {
+	var problems []string
+	lines := strings.Split(body, "\n")
+	for n := 0; n < len(lines); n++ {
+		line := strings.TrimSpace(lines[n])
+		start := n + 1
+		for strings.HasSuffix(line, ",") && n+1 < len(lines) { // an entry continued on the next lines
+			n++
+			line += " " + strings.TrimSpace(lines[n])
+		}
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "forge ") || strings.HasPrefix(line, "moduledir ") {
+			continue
+		}
+		m := modLine.FindStringSubmatch(line)
+		if m == nil {
+			problems = append(problems, fmt.Sprintf("line %d: not a mod entry: %q", start, line))
+			continue
+		}
+		opts := map[string]string{}
+		for _, o := range optRe.FindAllStringSubmatch(m[2], -1) {
+			opts[o[1]] = o[2]
+		}
+		if _, git := opts["git"]; !git {
+			continue
+		}
+		switch {
+		case opts["commit"] != "" && !sha40.MatchString(opts["commit"]):
+			problems = append(problems, fmt.Sprintf("line %d: mod %s: :commit %q is not a 40-hex sha", start, m[1], opts["commit"]))
+		case opts["commit"] == "" && opts["tag"] == "" && opts["branch"] == "":
+			problems = append(problems, fmt.Sprintf("line %d: mod %s: a :git module needs :commit, :tag or :branch", start, m[1]))
+		}
+	}
+	return problems
+}
