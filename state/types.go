@@ -50,7 +50,7 @@ type Ticket struct {
 	Batches []Batch   `json:"batches,omitempty"`
 	Note    string    `json:"note,omitempty"`
 	Created time.Time `json:"created"`
-	Updated time.Time         `json:"updated"`
+	Updated time.Time `json:"updated"`
 }
 
 // Batch states.
