@@ -3,8 +3,11 @@ package bot_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -219,4 +222,70 @@ func TestPuppetConfigCheckRunsOncePerHead(t *testing.T) {
 	fake.Commit("release/ntp", "fix pin", map[string]string{"Puppetfile": "mod 'ntp', :git => 'https://git/ntp.git', :tag => 'v1.2.0'\n"})
 	k.Say("alice", "/ops retry T-1")
 	k.WaitStage("T-1", "infra_approval")
+}
+
+// TestPuppetSIGKILLMidBatch kills the bot while a batch is merging and
+// restarts it: the batch completes and no branch gets the same merge twice.
+func TestPuppetSIGKILLMidBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	bin := buildBinary(t)
+	fake := puppetRepo(t)
+	dir := t.TempDir()
+	bottest.WriteScripts(t, dir)
+	cfg := filepath.Join(dir, "opsbot.yaml")
+	yaml := strings.Replace(bottest.ConfigYAML(dir, gitlabYAML(fake)), "listen: 127.0.0.1:0", "listen: "+freePort(t), 1)
+	os.WriteFile(cfg, []byte(yaml), 0o644)
+	cst := time.FixedZone("CST", 8*3600)
+	now := time.Now().In(cst)
+	create := strings.NewReplacer(`"2026-05-09 17:00"`, `"`+now.Add(-time.Hour).Format("2006-01-02 15:04")+`"`,
+		`"2026-05-09 23:00"`, `"`+now.Add(3*time.Hour).Format("2006-01-02 15:04")+`"`).Replace(releaseNew)
+
+	p := startProc(t, bin, cfg)
+	p.say("alice", create)
+	waitFor(t, "the config check", func() bool { return p.stage("T-1") == "infra_approval" })
+	p.say("ivan", "/ops approve T-1")
+	waitFor(t, "releasing", func() bool { return p.stage("T-1") == "releasing" })
+	fake.SetLatency(150 * time.Millisecond)
+	p.say("dave", "/ops release T-1")
+	waitFor(t, "the first merge", func() bool {
+		for _, m := range fake.MRs() {
+			if m.State == "merged" {
+				return true
+			}
+		}
+		return false
+	})
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+	fake.SetLatency(0)
+
+	p = startProc(t, bin, cfg)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(fmt.Sprint(bottest.Card(p.say("alice", "/ops show T-1")).Fields), "已发布 succeeded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("batch 1 did not finish after the restart: %v\n%s", bottest.Card(p.say("alice", "/ops show T-1")).Fields, p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	merged := map[string]int{}
+	for _, m := range fake.MRs() {
+		if m.State == "merged" {
+			merged[m.SourceBranch+"->"+m.TargetBranch]++
+		}
+	}
+	for pair, n := range merged {
+		if n != 1 {
+			t.Errorf("%s merged %d times", pair, n)
+		}
+	}
+	if len(merged) != 4 {
+		t.Fatalf("merged %v, want release/ntp->uat, uat->production, production->zone01, production->zone02", merged)
+	}
+	for _, b := range []string{"uat", "production", "zone01", "zone02"} {
+		if !strings.Contains(fake.Read(b, "manifests/ntp.pp"), "chrony") {
+			t.Errorf("%s lacks the change", b)
+		}
+	}
 }

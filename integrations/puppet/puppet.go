@@ -89,7 +89,7 @@ func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.B
 		done[s.Target] = s
 	}
 	var steps []state.Step
-	if i == 0 {
+	if i == 0 && !x.started(ctx, source) {
 		// The real incident: uat carrying a revert production lacks
 		// (uat was not synced after an earlier rollback). Refuse before
 		// anything is merged, with the safe next step.
@@ -147,6 +147,14 @@ func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.B
 		return fail(b, "%s 合并失败；下一步：回滚本批次 · merging into %s failed. Next safe step: roll this batch back", strings.Join(bad, ", "), strings.Join(bad, ", "))
 	}
 	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges", b.Name, len(steps)), Batch: &b}
+}
+
+// started reports whether this release already merged its branch into the
+// first path branch (a batch resumed after a restart): the check for an
+// unsynced path was made before that merge and no longer applies.
+func (x *Executor) started(ctx context.Context, branch string) bool {
+	n, err := x.cfg.Client.Ahead(ctx, x.cfg.Path[0], branch)
+	return err == nil && n == 0
 }
 
 // merge merges source into target unless target already contains it
