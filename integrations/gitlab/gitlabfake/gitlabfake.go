@@ -53,7 +53,8 @@ type Fake struct {
 	dir   string
 	bare  string
 
-	mu       sync.Mutex // serializes repository writes, like GitLab's per-repo lock
+	mu       sync.Mutex // guards the fields below
+	branches sync.Map   // branch -> *sync.Mutex: one write at a time per branch
 	mrs      []*MR
 	calls    []string
 	latency  time.Duration
@@ -154,8 +155,7 @@ func (f *Fake) Branch(name, ref string) {
 // set-up helper, like a person pushing).
 func (f *Fake) Commit(branch, message string, files map[string]string) string {
 	f.t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lockBranch(branch)()
 	wt, base, cleanup, err := f.worktree(branch)
 	if err != nil {
 		f.t.Fatal(err)
@@ -187,6 +187,15 @@ func (f *Fake) Read(ref, path string) string {
 func (f *Fake) Head(branch string) string {
 	out, _ := run(f.bare, "rev-parse", "--verify", "-q", "refs/heads/"+branch)
 	return out
+}
+
+// lockBranch serializes writes to one branch (writes to different
+// branches run side by side; the ref update is a compare-and-swap anyway).
+func (f *Fake) lockBranch(branch string) func() {
+	m, _ := f.branches.LoadOrStore(branch, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
 }
 
 // worktree checks branch out in a temporary worktree of the bare repo and
@@ -283,7 +292,12 @@ func (f *Fake) route(w http.ResponseWriter, r *http.Request) {
 	case len(parts) == 1 && parts[0] == "merge_requests" && r.Method == http.MethodGet:
 		f.listMRs(w, r.Form.Get("source_branch"), r.Form.Get("target_branch"), r.Form.Get("state"))
 	case len(parts) == 2 && parts[0] == "merge_requests" && r.Method == http.MethodGet:
-		f.withMR(w, parts[1], func(m *MR) { writeJSON(w, http.StatusOK, m) })
+		f.withMR(w, parts[1], func(m *MR) {
+			f.mu.Lock()
+			cur := *m
+			f.mu.Unlock()
+			writeJSON(w, http.StatusOK, cur)
+		})
 	case len(parts) == 3 && parts[0] == "merge_requests" && parts[2] == "merge" && r.Method == http.MethodPut:
 		f.withMR(w, parts[1], func(m *MR) { f.merge(w, m) })
 	case len(parts) == 4 && parts[0] == "repository" && parts[1] == "commits" && parts[3] == "revert" && r.Method == http.MethodPost:
@@ -400,40 +414,51 @@ func (f *Fake) withMR(w http.ResponseWriter, iid string, fn func(*MR)) {
 	fn(m)
 }
 
-// merge does a real `git merge --no-ff` of the MR's source into its target.
+// merge does a real no-fast-forward merge of the MR's source into its
+// target: `git merge-tree --write-tree` (git's merge machinery, without a
+// worktree), a merge commit with both parents, and a compare-and-swap of
+// the target ref.
 func (f *Fake) merge(w http.ResponseWriter, m *MR) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if m.State != "opened" {
+	target := m.TargetBranch
+	f.mu.Unlock()
+	defer f.lockBranch(target)()
+	f.mu.Lock()
+	cur := *m
+	f.mu.Unlock()
+	if cur.State != "opened" {
 		message(w, http.StatusMethodNotAllowed, "405 Method Not Allowed")
 		return
 	}
-	wt, base, cleanup, err := f.worktree(m.TargetBranch)
+	base, src := f.Head(cur.TargetBranch), f.Head(cur.SourceBranch)
+	tree, err := run(f.bare, "merge-tree", "--write-tree", "--no-messages", base, src)
 	if err != nil {
-		message(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	defer cleanup()
-	msg := fmt.Sprintf("Merge branch '%s' into '%s'\n\n%s\n\nSee merge request %s!%d", m.SourceBranch, m.TargetBranch, m.Title, Project, m.IID)
-	if _, err := run(wt, "merge", "--no-ff", "-q", "-m", msg, "refs/heads/"+m.SourceBranch); err != nil {
-		_, _ = run(wt, "merge", "--abort")
+		f.mu.Lock()
 		m.HasConflicts, m.MergeStatus = true, "cannot_be_merged"
+		f.mu.Unlock()
 		message(w, http.StatusNotAcceptable, "Branch cannot be merged") // GitLab names no files here
 		return
 	}
-	sha, err := f.advance(wt, m.TargetBranch, base)
+	tree = strings.Fields(tree)[0]
+	msg := fmt.Sprintf("Merge branch '%s' into '%s'\n\n%s\n\nSee merge request %s!%d", cur.SourceBranch, cur.TargetBranch, cur.Title, Project, cur.IID)
+	sha, err := run(f.bare, "commit-tree", tree, "-p", base, "-p", src, "-m", msg)
+	if err == nil {
+		_, err = run(f.bare, "update-ref", "refs/heads/"+cur.TargetBranch, sha, base)
+	}
 	if err != nil {
 		message(w, http.StatusConflict, "Branch cannot be merged: the target moved")
 		return
 	}
+	f.mu.Lock()
 	m.State, m.MergeCommitSHA, m.MergeStatus = "merged", sha, "merged"
-	writeJSON(w, http.StatusOK, m)
+	out := *m
+	f.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
 }
 
 // revert does a real `git revert` (of a merge: `-m 1`) onto branch.
 func (f *Fake) revert(w http.ResponseWriter, sha, branch string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lockBranch(branch)()
 	if f.Head(branch) == "" {
 		message(w, http.StatusNotFound, "404 Branch Not Found")
 		return
@@ -469,39 +494,36 @@ func (f *Fake) revert(w http.ResponseWriter, sha, branch string) {
 }
 
 func (f *Fake) compare(w http.ResponseWriter, from, to string) {
-	if f.Head(from) == "" && from != "" {
-		if _, err := run(f.bare, "rev-parse", "--verify", "-q", from); err != nil {
-			message(w, http.StatusNotFound, "404 Ref Not Found")
-			return
-		}
-	}
 	base, err := run(f.bare, "merge-base", from, to)
 	if err != nil {
 		message(w, http.StatusNotFound, "404 Ref Not Found")
 		return
 	}
-	names, _ := run(f.bare, "diff", "--name-status", base, to)
+	patch, _ := run(f.bare, "diff", "--no-color", base, to)
+	log, _ := run(f.bare, "log", "--format=%H", base+".."+to)
 	var diffs []map[string]any
-	for _, line := range strings.Split(names, "\n") {
-		if line == "" {
-			continue
-		}
-		fields := strings.Fields(line)
-		status, path := fields[0], fields[len(fields)-1]
-		patch, _ := run(f.bare, "diff", base, to, "--", path)
-		if i := strings.Index(patch, "@@"); i >= 0 {
-			patch = patch[i:]
-		}
-		diffs = append(diffs, map[string]any{"old_path": path, "new_path": path, "diff": patch + "\n",
-			"new_file": status == "A", "deleted_file": status == "D", "renamed_file": false})
+	for _, file := range splitPatch(patch) {
+		diffs = append(diffs, file)
 	}
 	sort.Slice(diffs, func(i, j int) bool { return diffs[i]["new_path"].(string) < diffs[j]["new_path"].(string) })
-	log, _ := run(f.bare, "log", "--format=%H", base+".."+to)
 	var commits []map[string]any
 	for _, sha := range strings.Fields(log) {
 		commits = append(commits, map[string]any{"id": sha, "short_id": sha[:8]})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"commits": commits, "diffs": diffs, "compare_same_ref": from == to})
+}
+
+// splitPatch cuts a `git diff` into GitLab's per-file diff entries.
+func splitPatch(patch string) []map[string]any {
+	var out []map[string]any
+	for _, part := range strings.Split(patch, "diff --git ")[1:] {
+		header, body, _ := strings.Cut(part, "\n@@")
+		fields := strings.Fields(strings.SplitN(header, "\n", 2)[0])
+		path := strings.TrimPrefix(fields[len(fields)-1], "b/")
+		out = append(out, map[string]any{"old_path": path, "new_path": path, "diff": "@@" + body + "\n",
+			"new_file": strings.Contains(header, "new file mode"), "deleted_file": strings.Contains(header, "deleted file mode"), "renamed_file": false})
+	}
+	return out
 }
 
 func (f *Fake) rawFile(w http.ResponseWriter, path, ref string) {

@@ -1,0 +1,89 @@
+package puppet_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"opsbot/flows"
+	"opsbot/integrations/gitlab"
+	"opsbot/integrations/gitlab/gitlabfake"
+	"opsbot/integrations/puppet"
+	"opsbot/state"
+)
+
+func TestCheckPuppetfile(t *testing.T) {
+	body := `forge 'https://forge.puppet.com'
+mod 'puppetlabs/stdlib', '9.0.0'
+mod 'ntp',
+  :git => 'https://git.example/ntp.git',
+  :commit => '0123456789abcdef0123456789abcdef01234567'
+mod 'chrony', :git => 'https://git.example/chrony.git', :tag => 'v1.2.0'
+mod 'bad', :git => 'https://git.example/bad.git', :commit => 'abc123'
+mod 'loose', :git => 'https://git.example/loose.git'
+mood 'typo'
+`
+	got := puppet.CheckPuppetfile(body)
+	want := []string{`line 7: mod bad: :commit "abc123" is not a 40-hex sha`, `line 8: mod loose: a :git module needs :commit, :tag or :branch`,
+		`line 9: not a mod entry: "mood 'typo'"`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// BenchmarkRelease40Zones releases 40 zone branches in 4 batches against
+// the fake with 100 ms injected latency per API call, and reports the
+// total time next to the critical path (the calls that must run in
+// sequence: 4 per merge step) as a ratio.
+func BenchmarkRelease40Zones(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		fake := gitlabfake.New(b)
+		fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
+		var batches []string
+		for z := 0; z < 40; z++ {
+			fake.Branch(fmt.Sprintf("zone%02d", z+1), "main")
+		}
+		for bt := 0; bt < 4; bt++ {
+			var zs []string
+			for z := bt * 10; z < bt*10+10; z++ {
+				zs = append(zs, fmt.Sprintf("zone%02d", z+1))
+			}
+			batches = append(batches, strings.Join(zs, ","))
+		}
+		fake.Branch("uat", "main")
+		fake.Branch("production", "main")
+		fake.Branch("release/x", "uat")
+		fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
+		c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+		ex := puppet.New(puppet.Config{Client: c, MaxConcurrent: 10})
+		st := &flows.Stage{Kind: flows.KindRelease}
+		parsed, err := flows.ParseBatches(st, strings.Join(batches, ";"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		tk := state.Ticket{ID: "T-1", Title: "bench", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+		const latency = 100 * time.Millisecond
+		fake.SetLatency(latency)
+		b.StartTimer()
+		start := time.Now()
+		for n := range tk.Batches {
+			res := ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: "release", Params: map[string]string{"batch": fmt.Sprint(n)}})
+			if !res.OK {
+				b.Fatalf("batch %d: %s", n+1, res.Err)
+			}
+			tk.Batches[n] = *res.Batch
+		}
+		total := time.Since(start)
+		b.StopTimer()
+		// Critical path: batch 1 checks (2 calls) and merges uat and
+		// production in turn, then one zone's merge; later batches one
+		// zone's merge each (zones run side by side). 4 calls per merge.
+		critical := time.Duration(2+4*3+4*3) * latency
+		b.ReportMetric(total.Seconds(), "total-s")
+		b.ReportMetric(critical.Seconds(), "critical-s")
+		b.ReportMetric(total.Seconds()/critical.Seconds(), "ratio")
+	}
+}
