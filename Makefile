@@ -34,6 +34,7 @@ fuzz: ## fuzz the command parser and the redactor for a while
 
 bench: ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates
+	$(GO) test -run '^$$' -bench Release40Zones -benchtime 1x ./integrations/puppet
 	$(GO) run . load
 
 lint: ## go vet and staticcheck

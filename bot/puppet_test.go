@@ -153,11 +153,26 @@ func TestPuppetRollbackSyncAndTheIncident(t *testing.T) {
 			t.Errorf("%s still has the change after the rollback", b)
 		}
 	}
-	steps := k.Ticket("T-1").Batches[0].Steps
-	for _, s := range steps {
-		if s.Result != "reverted" || s.Revert == "" {
-			t.Fatalf("step %+v not reverted", s)
+	bySHA := map[string]string{}
+	for _, b := range k.Ticket("T-1").Batches[:2] {
+		for _, s := range b.Steps {
+			if s.Result != "reverted" || s.Revert == "" {
+				t.Fatalf("step %+v not reverted", s)
+			}
+			bySHA[s.MergeSHA] = s.Target
 		}
+	}
+	// The reverts ran newest first: batch 2's zones, then batch 1's zones,
+	// then production, then uat.
+	var order []string
+	for _, c := range fake.Calls() {
+		if strings.HasSuffix(c, "/revert") {
+			sha := strings.Split(c, "/")[len(strings.Split(c, "/"))-2]
+			order = append(order, bySHA[sha])
+		}
+	}
+	if got := strings.Join(order, " "); got != "zone04 zone03 zone02 zone01 production uat" {
+		t.Fatalf("revert order %q", got)
 	}
 	// Cancel: the sync merge requests are opened and the branch deleted.
 	mustContain(t, bottest.Title(k.Say("dave", "/ops cancel T-1")), "T-1 cancel")
