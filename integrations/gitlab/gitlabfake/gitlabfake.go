@@ -501,10 +501,7 @@ func (f *Fake) compare(w http.ResponseWriter, from, to string) {
 	}
 	patch, _ := run(f.bare, "diff", "--no-color", base, to)
 	log, _ := run(f.bare, "log", "--format=%H", base+".."+to)
-	var diffs []map[string]any
-	for _, file := range splitPatch(patch) {
-		diffs = append(diffs, file)
-	}
+	diffs := splitPatch(patch)
 	sort.Slice(diffs, func(i, j int) bool { return diffs[i]["new_path"].(string) < diffs[j]["new_path"].(string) })
 	var commits []map[string]any
 	for _, sha := range strings.Fields(log) {
