@@ -186,7 +186,8 @@ func TestPuppetRollbackSyncAndTheIncident(t *testing.T) {
 		}
 		return len(sync) == 5 && fake.Head("release/ntp") == "" // uat->production, production->4 zones
 	})
-	mustContain(t, k.Ticket("T-1").Note, "sync MR !")
+	// The job's report lands on the ticket once the job is recorded.
+	waitFor(t, "the sync merge requests reported on the ticket", func() bool { return strings.Contains(k.Ticket("T-1").Note, "sync MR !") })
 
 	// The real incident: a new release before the sync is merged would
 	// revert on production what uat never got. The bot refuses it.
