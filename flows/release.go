@@ -237,10 +237,12 @@ func cancellable(t state.Ticket) error {
 	return nil
 }
 
+// batchJob queues a batch's release or revert. Both are safe to repeat:
+// the executor skips merges already made and reverts already done.
 func (s *step) batchJob(st *Stage, kind string, i int) {
 	s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: s.t.Stage,
 		StageVersion: s.t.StageVersion, Kind: kind, Executor: st.Executor, Params: map[string]string{"batch": strconv.Itoa(i)},
-		Status: state.JobQueued, MaxAttempts: 1, SafeToRepeat: kind == "release", NextAt: s.now})
+		Status: state.JobQueued, MaxAttempts: 1, SafeToRepeat: true, NextAt: s.now})
 	s.progress = append(s.progress, "step_started")
 }
 

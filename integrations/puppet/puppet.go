@@ -217,6 +217,12 @@ func (x *Executor) revert(ctx context.Context, b state.Batch) flows.ExecResult {
 			continue
 		}
 		total++
+		if x.alreadyReverted(ctx, *s) {
+			// Reverted before a restart: the files are as before the merge.
+			s.Result, s.Error = "reverted", ""
+			reverted++
+			continue
+		}
 		sha, err := x.cfg.Client.Revert(ctx, s.MergeSHA, s.Target)
 		var ce *gitlab.ConflictError
 		if err != nil {
@@ -235,6 +241,24 @@ func (x *Executor) revert(ctx context.Context, b state.Batch) flows.ExecResult {
 		reverted++
 	}
 	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges reverted", b.Name, reverted), Batch: &b}
+}
+
+// alreadyReverted reports whether every file the merge changed is on the
+// target as it was before the merge, which makes a resumed rollback skip
+// the merges it already reverted.
+func (x *Executor) alreadyReverted(ctx context.Context, s state.Step) bool {
+	files, err := x.cfg.Client.Changed(ctx, s.MergeSHA+"^1", s.MergeSHA)
+	if err != nil || len(files) == 0 {
+		return false
+	}
+	for _, f := range files {
+		before, errB := x.cfg.Client.File(ctx, f, s.MergeSHA+"^1")
+		now, errN := x.cfg.Client.File(ctx, f, s.Target)
+		if (errB == nil) != (errN == nil) || string(before) != string(now) {
+			return false
+		}
+	}
+	return true
 }
 
 // cleanup runs after a cancel: after any rollback it opens the sync merge

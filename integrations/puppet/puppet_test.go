@@ -87,3 +87,48 @@ func BenchmarkRelease40Zones(b *testing.B) {
 		b.ReportMetric(total.Seconds()/critical.Seconds(), "ratio")
 	}
 }
+
+// TestRevertResumesWithoutRevertingTwice: a rollback cut short after some
+// reverts (the bot restarted) runs again and skips what was reverted.
+func TestRevertResumesWithoutRevertingTwice(t *testing.T) {
+	fake := gitlabfake.New(t)
+	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
+	for _, b := range []string{"uat", "production", "zone01"} {
+		fake.Branch(b, "main")
+	}
+	fake.Branch("release/x", "uat")
+	fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
+	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+	ex := puppet.New(puppet.Config{Client: c})
+	parsed, _ := flows.ParseBatches(&flows.Stage{Kind: flows.KindRelease}, "zone01")
+	tk := state.Ticket{ID: "T-1", Title: "x", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+	res := ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: "release", Params: map[string]string{"batch": "0"}})
+	if !res.OK {
+		t.Fatal(res.Err)
+	}
+	b := *res.Batch
+	// Before the restart the rollback had reverted the zone (its first step).
+	zoneStep := b.Steps[2]
+	if _, err := c.Revert(context.Background(), zoneStep.MergeSHA, "zone01"); err != nil {
+		t.Fatal(err)
+	}
+	tk.Batches[0] = b
+	res = ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: "revert", Params: map[string]string{"batch": "0"}})
+	if !res.OK {
+		t.Fatalf("resumed rollback: %s", res.Err)
+	}
+	reverts := 0
+	for _, call := range fake.Calls() {
+		if strings.HasSuffix(call, "/revert") {
+			reverts++
+		}
+	}
+	if reverts != 3 { // zone01 once (before), production and uat now
+		t.Fatalf("%d revert calls, want 3", reverts)
+	}
+	for _, br := range []string{"uat", "production", "zone01"} {
+		if fake.Read(br, "manifests/x.pp") != "" {
+			t.Errorf("%s still has the change", br)
+		}
+	}
+}
