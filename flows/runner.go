@@ -203,31 +203,27 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 	res := state.Result{OK: out.OK, ExitCode: out.ExitCode, Output: e.clean(out.Output), Error: e.clean(out.Err),
 		Attempt: j.Attempt, Started: started, Ended: e.now()}
 	st, _ := f.Stage(j.Stage)
-	requeue := !out.OK && ((j.Kind == KindWait && e.now().Before(j.Deadline)) || (out.Transient && j.Attempt < j.MaxAttempts))
-	if requeue {
-		// A ticket cancelled while the step ran must not get it back.
-		if now, err := e.store.Get(ctx, j.Ticket); err == nil && (now.Stage != j.Stage || now.StageVersion != j.StageVersion) {
-			_, err := e.store.UpdateJob(ctx, id, func(x *state.Job) error { x.Status, x.Result = state.JobCancelled, &res; return nil })
-			return err
-		}
+	// requeueAt queues the job again, unless its ticket moved on while
+	// it ran (checked in the same transaction as the requeue).
+	requeueAt := func(next time.Time) error {
+		_, err := e.store.UpdateJob(ctx, id, func(x *state.Job) error {
+			x.Result = &res
+			if x.CancelRequested {
+				x.Status = state.JobCancelled
+				return nil
+			}
+			x.Status, x.NextAt = state.JobQueued, next
+			return nil
+		})
+		return err
 	}
 	switch {
 	case !out.OK && j.Kind == KindWait && e.now().Before(j.Deadline):
-		_, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {
-			x.Status, x.Result = state.JobQueued, &res
-			x.NextAt = e.now().Add(st.Poll.D())
-			return nil
-		})
-		return err
+		return requeueAt(e.now().Add(st.Poll.D()))
 	case !out.OK && out.Transient && j.Attempt < j.MaxAttempts:
 		backoff := time.Duration(1<<min(j.Attempt-1, 10)) * st.Backoff.D()
 		e.log.Warn("transient failure, retrying", "job", id, "ticket", j.Ticket, "attempt", j.Attempt, "in", backoff)
-		_, err = e.store.UpdateJob(ctx, id, func(x *state.Job) error {
-			x.Status, x.Result = state.JobQueued, &res
-			x.NextAt = e.now().Add(backoff)
-			return nil
-		})
-		return err
+		return requeueAt(e.now().Add(backoff))
 	}
 	j.Result = &res
 	j.Status = state.JobSucceeded

@@ -428,8 +428,12 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
 		if err != nil {
 			return t, err
 		}
-		if ok && j.Status == JobQueued {
-			j.Status = JobCancelled
+		if ok && j.Active() {
+			if j.Status == JobQueued {
+				j.Status = JobCancelled
+			} else {
+				j.CancelRequested = true
+			}
 			if err := putJob(tx, j); err != nil {
 				return t, err
 			}

@@ -146,6 +146,9 @@ type Job struct {
 	Result       *Result           `json:"result,omitempty"`
 	// Undo says how to reverse the job's effect, when it has one.
 	Undo map[string]string `json:"undo,omitempty"`
+	// CancelRequested is set when the ticket moved on while the job ran:
+	// the job ends instead of being queued again.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
 }
 
 // Active reports whether the job still has to run or is running.
@@ -214,8 +217,8 @@ type Change struct {
 	SetTimers   []Timer
 	ClearTimers []Timer
 	Audit       []AuditEntry
-	// CancelJobs marks queued jobs cancelled; a running one is settled
-	// when it ends.
+	// CancelJobs marks queued jobs cancelled, and running ones to end
+	// rather than be queued again.
 	CancelJobs []string
 }
 
