@@ -213,18 +213,28 @@ func (l *loader) run(n, conc, rate int, dur time.Duration, seed int, withSlack b
 	return nil
 }
 
-func (l *loader) start(ctx context.Context, db string, extra ...string) error {
-	cfg, err := ParseConfig([]byte(loadConfig+strings.Join(extra, "\n")), l.dir)
+// boot starts a quiet bot on config with its state in db.
+func (l *loader) boot(ctx context.Context, config, db string) (*Bot, error) {
+	cfg, err := ParseConfig([]byte(config), l.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg.State.Path = filepath.Join(l.dir, db)
 	cfg.Scripts.Dir = l.dir
 	b, err := New(ctx, Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.Start(ctx); err != nil {
+		b.Stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (l *loader) start(ctx context.Context, db string) error {
+	b, err := l.boot(ctx, loadConfig, db)
+	if err != nil {
 		return err
 	}
 	l.b, l.url = b, "http://"+b.Addr()
@@ -407,17 +417,8 @@ func (l *loader) slack(ctx context.Context, n, conc, rate int, dur time.Duration
 	os.Setenv("OPSBOT_SLACK_SIGNING_SECRET", loadSigningSecret)
 	extra := fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q, per_channel_per_minute: 100000000}", stub.URL+"/")
 	cfgUsers := strings.Replace(loadConfig, "{name: bob, roles: [techlead]}", "{name: bob, roles: [techlead], ids: {slack: U0BOB}}", 1)
-	cfg, err := ParseConfig([]byte(cfgUsers+extra), l.dir)
+	b, err := l.boot(ctx, cfgUsers+extra, "slack.db")
 	if err != nil {
-		return err
-	}
-	cfg.State.Path = filepath.Join(l.dir, "slack.db")
-	cfg.Scripts.Dir = l.dir
-	b, err := New(ctx, Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		return err
-	}
-	if err := b.Start(ctx); err != nil {
 		return err
 	}
 	defer b.Stop()
