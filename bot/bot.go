@@ -27,6 +27,7 @@ import (
 	"opsbot/integrations/puppet"
 	"opsbot/integrations/redis"
 	"opsbot/integrations/script"
+	"opsbot/integrations/zookeeper"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -84,6 +85,7 @@ type Bot struct {
 	local   *local.Transport
 	slack   *slack.Transport
 	wecom   *wecom.Transport
+	zk      map[string]*zookeeper.Store
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
@@ -150,6 +152,20 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			return nil, err
 		}
 		execs["puppet"] = puppet.New(puppet.Config{Client: gl, MaxConcurrent: cfg.GitLab.MaxConcurrent})
+	}
+	if len(cfg.ZooKeeper.Production) > 0 {
+		b.zk = map[string]*zookeeper.Store{}
+		for name, servers := range map[string][]string{"review": cfg.ZooKeeper.Review, "production": cfg.ZooKeeper.Production} {
+			if len(servers) == 0 {
+				continue
+			}
+			st, err := zookeeper.Open(zookeeper.Config{Name: name, Servers: servers, Root: cfg.ZooKeeper.Root, Log: b.log})
+			if err != nil {
+				return nil, err
+			}
+			b.zk[name] = st
+		}
+		execs["zookeeper"] = zookeeper.NewExecutor(zookeeper.ExecConfig{Ensembles: b.zk, CDN: cfg.ZooKeeper.CDN, Platforms: cfg.ZooKeeper.Platforms})
 	}
 	for k, v := range o.Executors {
 		execs[k] = v
@@ -325,6 +341,9 @@ func (b *Bot) Stop() {
 		b.wg.Wait()
 		if b.redis != nil {
 			b.redis.Close()
+		}
+		for _, st := range b.zk {
+			st.Close()
 		}
 		b.store.Close()
 	})

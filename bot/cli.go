@@ -124,7 +124,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		// Every flow, including those whose integrations this config lacks.
-		fl, err := cfg.AllFlows([]string{"script", "puppet"})
+		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper"})
 		if err != nil {
 			return fail(err)
 		}

@@ -37,6 +37,7 @@ type Config struct {
 	Slack      SlackConfig  `yaml:"slack"`
 	WeCom      WeComConfig  `yaml:"wecom"`
 	GitLab     GitLabConfig `yaml:"gitlab"`
+	ZooKeeper  ZKConfig     `yaml:"zookeeper"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -142,11 +143,27 @@ type GitLabConfig struct {
 	ZoneStores map[string][]string `yaml:"zone_stores"`
 }
 
+// ZKConfig connects game publishing to the two ZooKeeper ensembles; the
+// publishing flows exist when Production is set.
+type ZKConfig struct {
+	Review     []string `yaml:"review"`
+	Production []string `yaml:"production"`
+	// Root is the znode under which platforms live (default /opsbot/games).
+	Root string `yaml:"root"`
+	// CDN is the package URL layout the version service hands out, with
+	// {platform} and {version}; publishes outside it are refused.
+	CDN       string   `yaml:"cdn"`
+	Platforms []string `yaml:"platforms"`
+}
+
 // Executors lists the executors this configuration provides.
 func (c *Config) Executors() []string {
 	out := []string{"script"}
 	if c.GitLab.BaseURL != "" {
 		out = append(out, "puppet")
+	}
+	if len(c.ZooKeeper.Production) > 0 {
+		out = append(out, "zookeeper")
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	"opsbot/commands"
 	"opsbot/flows"
+	"opsbot/integrations/zookeeper"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -251,6 +252,8 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.role(ctx, u, r)
 	case commands.Audit:
 		return b.auditLog(ctx, u, r)
+	case commands.Version:
+		return b.version(r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
 }
@@ -412,4 +415,47 @@ func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]t
 		v.Entries = append(v.Entries, templates.AuditRow{At: a.At, User: a.User, Platform: a.Platform, Action: a.Action, Ticket: a.Ticket, Args: a.Args, Result: a.Result})
 	}
 	return []templates.Message{templates.MustRender("audit", v)}, nil
+}
+
+// version answers from the production ensemble what a client would be
+// offered, or lists a platform's history.
+func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
+	st := b.zk["production"]
+	if st == nil {
+		return nil, flows.Userf("not_configured", "", "未配置 ZooKeeper · game publishing is not configured (zookeeper: in the config)")
+	}
+	platform := r.Args["platform"]
+	p, _, err := st.Pointers(platform)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := st.Records(platform)
+	if err != nil {
+		return nil, err
+	}
+	if r.Op == "list" {
+		if r.Args["online"] == "true" {
+			recs = zookeeper.Online(recs)
+		}
+		var lines []string
+		for _, rec := range recs {
+			lines = append(lines, fmt.Sprintf("%d %s %s min %d compatible %v %s", rec.Version, rec.Kind, rec.ReleaseType, rec.MinUpdatable, rec.Compatible, rec.URL))
+		}
+		return []templates.Message{info("info", fmt.Sprintf("%s: prod %d gray %d review %d", platform, p.Prod, p.Gray, p.Review), strings.Join(lines, "\n"))}, nil
+	}
+	var c zookeeper.Client
+	var perr error
+	for k, dst := range map[string]*int{"section": &c.Section, "gray_version": &c.GrayVersion, "prod_version": &c.ProdVersion} {
+		v, err := zookeeper.ParseVersion(r.Args[k])
+		if err != nil {
+			perr = flows.Userf("usage", "例 e.g. /ops version resolve platform=android section=2 gray_version= prod_version=1146", "%s=%q 不是数字 is not a number", k, r.Args[k])
+		}
+		*dst = v
+	}
+	if perr != nil {
+		return nil, perr
+	}
+	target, why := zookeeper.Resolve(p, recs, c)
+	title := fmt.Sprintf("%s section=%d gray=%d prod=%d → %d", platform, c.Section, c.GrayVersion, c.ProdVersion, target)
+	return []templates.Message{info("info", title, why)}, nil
 }

@@ -59,14 +59,22 @@ type Audit struct {
 	Page   int
 }
 
+// Version asks the version service's records: "resolve" (what a client
+// is offered) or "list" (a platform's history).
+type Version struct {
+	Op   string
+	Args map[string]string
+}
+
 // Command implements Request.
-func (Help) Command() string  { return "help" }
-func (New) Command() string   { return "new" }
-func (Show) Command() string  { return "show" }
-func (List) Command() string  { return "list" }
-func (a Act) Command() string { return a.Event }
-func (Role) Command() string  { return "role" }
-func (Audit) Command() string { return "audit" }
+func (Help) Command() string    { return "help" }
+func (New) Command() string     { return "new" }
+func (Show) Command() string    { return "show" }
+func (List) Command() string    { return "list" }
+func (a Act) Command() string   { return a.Event }
+func (Role) Command() string    { return "role" }
+func (Audit) Command() string   { return "audit" }
+func (Version) Command() string { return "version" }
 
 // Spec describes a command for the registry and for help.
 type Spec struct {
@@ -152,6 +160,8 @@ func specs() []Spec {
 			Summary: "角色管理 grant, revoke or list roles (grant/revoke: admin only)", Example: "/ops role grant techlead bob"},
 		Spec{Name: "audit", Aliases: []string{"审计"}, Usage: "/ops audit [T-42|user] [page=N]", Summary: "审计日志 show the audit log",
 			Example: "/ops audit T-42"},
+		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true]",
+			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
 	)
 	for i := range out {
 		s := &out[i]
@@ -174,6 +184,8 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseRole(s, a) }
 		case "audit":
 			s.Parse = func(a []string) (Request, error) { return parseAudit(s, a) }
+		case "version":
+			s.Parse = func(a []string) (Request, error) { return parseVersion(s, a) }
 		}
 	}
 	return out
@@ -381,4 +393,22 @@ func (r *Registry) Names() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func parseVersion(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 || (a[0] != "resolve" && a[0] != "list") {
+		return nil, usageErr(s, "需要 resolve 或 list · version needs resolve or list")
+	}
+	allowed := map[string][]string{"resolve": {"platform", "section", "gray_version", "prod_version"}, "list": {"platform", "online"}}[a[0]]
+	pos, opts, err := parseOpts(s, a[1:], allowed...)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usageErr(s, "多余的参数 unexpected %q", pos[0])
+	}
+	if opts["platform"] == "" {
+		return nil, usageErr(s, "需要 platform · which platform?")
+	}
+	return Version{Op: a[0], Args: opts}, nil
 }

@@ -85,6 +85,7 @@ users:
   - {name: dave, roles: [ops, dba], email: Dave@Example.com, ids: {wecom: zhaodawei}}
   - {name: erin, roles: [director]}
   - {name: ivan, roles: [infra]}
+  - {name: petra, roles: [publisher]}
   - {name: root, roles: [admin]}
 `
 

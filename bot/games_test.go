@@ -1,0 +1,195 @@
+package bot_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"opsbot/bot/bottest"
+	"opsbot/integrations/zookeeper"
+	"opsbot/integrations/zookeeper/zktest"
+)
+
+type gameKit struct {
+	t          *testing.T
+	k          *bottest.Kit
+	review     *zktest.Server
+	production *zktest.Server
+	next       int
+}
+
+func newGameKit(t *testing.T) *gameKit {
+	review, production := zktest.Start(t), zktest.Start(t)
+	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf(`zookeeper:
+  review: [%q]
+  production: [%q]
+  cdn: "https://cdn.example.com/game/{platform}/{version}/"
+  platforms: [android, ios]`, review.Addr, production.Addr)))
+	return &gameKit{t: t, k: k, review: review, production: production}
+}
+
+func pkg(platform string, v int) string {
+	return fmt.Sprintf("https://cdn.example.com/game/%s/%d/game.zip", platform, v)
+}
+
+// publishChecked opens a ticket, lets the check run, approves it and
+// waits for it to be done; it returns the ticket id.
+func (g *gameKit) publishChecked(flow, args string) string {
+	g.t.Helper()
+	g.next++
+	id := fmt.Sprintf("T-%d", g.next)
+	mustContain(g.t, bottest.Title(g.k.Say("alice", "/ops new "+flow+" "+args)), id+" submitted")
+	g.k.WaitStage(id, "approval")
+	mustContain(g.t, bottest.Title(g.k.Say("petra", "/ops approve "+id)), id+" approve")
+	g.k.WaitStage(id, "done")
+	return id
+}
+
+func (g *gameKit) resolve(platform string, section, gray, prod int) string {
+	g.t.Helper()
+	grayArg := ""
+	if gray > 0 {
+		grayArg = fmt.Sprint(gray)
+	}
+	title := bottest.Title(g.k.Say("bob", fmt.Sprintf("/ops version resolve platform=%s section=%d gray_version=%s prod_version=%d", platform, section, grayArg, prod)))
+	_, after, _ := strings.Cut(title, "→ ")
+	return after
+}
+
+func (g *gameKit) expect(platform string, cases [][4]int) {
+	g.t.Helper()
+	for _, c := range cases {
+		if got := g.resolve(platform, c[0], c[1], c[2]); got != fmt.Sprint(c[3]) {
+			g.t.Errorf("%s client section=%d gray=%d prod=%d: offered %s, want %d", platform, c[0], c[1], c[2], got, c[3])
+		}
+	}
+}
+
+func prodArgs(platform string, v, min int, extra string) string {
+	return fmt.Sprintf("platform=%s version=%d url=%s min_updatable=%d %s", platform, v, pkg(platform, v), min, extra)
+}
+
+// TestGraySequence runs DOMAIN.md's sequence: ver 1, gray 1, gray 2, ver 2
+// without ending gray (then gray-end) on android, with ending gray on ios,
+// and ver 3; for every client state the resolver gives the expected update.
+func TestGraySequence(t *testing.T) {
+	g := newGameKit(t)
+	for _, p := range []string{"android", "ios"} {
+		g.publishChecked("prod-update", prodArgs(p, 100, 1, ""))
+		g.expect(p, [][4]int{{1, 0, 100, 0}, {2, 0, 100, 0}})
+		g.publishChecked("gray-publish", prodArgs(p, 101, 100, ""))
+		g.expect(p, [][4]int{{1, 0, 100, 0}, {2, 0, 100, 101}})
+		g.publishChecked("gray-publish", prodArgs(p, 102, 100, ""))
+		g.expect(p, [][4]int{{2, 0, 100, 102}, {2, 101, 100, 102}, {1, 0, 100, 0}})
+	}
+	// android: ver 2 without ending gray: prod moves, gray stays.
+	g.publishChecked("prod-update", prodArgs("android", 103, 100, "end_gray=false"))
+	g.expect("android", [][4]int{{1, 0, 100, 103}, {2, 102, 100, 0}, {2, 0, 100, 102}})
+	// Then end gray: everyone on gray goes to ver 2.
+	g.publishChecked("gray-end", "platform=android")
+	g.expect("android", [][4]int{{2, 102, 100, 103}, {1, 0, 100, 103}})
+	// ios: ver 2 with ending gray: everyone to ver 2 at once.
+	g.publishChecked("prod-update", prodArgs("ios", 103, 100, "end_gray=true"))
+	g.expect("ios", [][4]int{{1, 0, 100, 103}, {2, 102, 100, 103}, {2, 101, 100, 103}})
+	// ver 3 for both.
+	for _, p := range []string{"android", "ios"} {
+		g.publishChecked("prod-update", prodArgs(p, 104, 103, ""))
+		g.expect(p, [][4]int{{1, 0, 103, 104}, {2, 0, 103, 104}})
+	}
+	// Online versions filter by release type.
+	g.publishChecked("prod-update", prodArgs("ios", 105, 104, "release_type=offline"))
+	body := g.k.Say("bob", "/ops version list platform=ios online=true")[0].Body
+	if strings.Contains(body, "105 ") || !strings.Contains(body, "104 base online") {
+		t.Fatalf("online versions:\n%s", body)
+	}
+}
+
+// TestStrandedLiveVersionIsRefused: the real case. Base 1146; gray 1148
+// published with minimum 1029 but a compatible list of only 1148.
+func TestStrandedLiveVersionIsRefused(t *testing.T) {
+	g := newGameKit(t)
+	g.publishChecked("prod-update", prodArgs("android", 1146, 1000, ""))
+	g.next++
+	mustContain(t, bottest.Title(g.k.Say("alice", "/ops new gray-publish "+prodArgs("android", 1148, 1029, "compatible=1148"))), "T-2 submitted")
+	tk := g.k.WaitStage("T-2", "failed")
+	mustContain(t, tk.Results["check"].Error, "1146 is not in the compatible list [1148]")
+	mustContain(t, tk.Results["check"].Output, "1146 -> 1148 ✗")
+	g.k.Say("alice", "/ops cancel T-2")
+	// Corrected: the list is computed from the history and the minimum.
+	g.publishChecked("gray-publish", prodArgs("android", 1148, 1029, ""))
+	if got := g.resolve("android", 2, 0, 1146); got != "1148" {
+		t.Fatalf("1146 on the gray server is offered %s, want 1148", got)
+	}
+	// A package outside the CDN layout is refused before any write.
+	g.next++
+	mustContain(t, bottest.Title(g.k.Say("alice", "/ops new gray-publish platform=android version=1149 url=https://cdn.example.com/sh/android/1149/g.zip min_updatable=1146")), "submitted")
+	tk = g.k.WaitStage(fmt.Sprintf("T-%d", g.next), "failed")
+	mustContain(t, tk.Results["check"].Error, "is not under the CDN directory")
+}
+
+// TestReviewPublishBothEnsemblesInOrder: the review ensemble, then the
+// production one; with production down the ticket shows the half-done
+// state and a retry of that step alone completes it.
+func TestReviewPublishBothEnsemblesInOrder(t *testing.T) {
+	g := newGameKit(t)
+	g.publishChecked("prod-update", prodArgs("android", 200, 1, ""))
+	g.production.Stop()
+	g.next++
+	mustContain(t, bottest.Title(g.k.Say("alice", "/ops new review-publish "+prodArgs("android", 201, 200, ""))), "T-2 submitted")
+	g.k.WaitStage("T-2", "approval")
+	g.k.Say("petra", "/ops approve T-2")
+	tk := g.k.WaitStage("T-2", "failed")
+	if tk.FailedStage != "write_production" || !tk.Results["write_review"].OK {
+		t.Fatalf("half-done state not shown: failed %q results %+v", tk.FailedStage, tk.Results)
+	}
+	card := g.k.Bot.Engine().CardFor(tk)
+	if _, ok := bottest.Button(card, "Retry"); !ok {
+		t.Fatal("no retry on the half-done card")
+	}
+	rev, _ := zookeeper.Open(zookeeper.Config{Name: "review", Servers: []string{g.review.Addr}})
+	defer rev.Close()
+	if p, _, _ := rev.Pointers("android"); p.Review != 201 {
+		t.Fatalf("review ensemble review pointer %d", p.Review)
+	}
+	g.production.Restart()
+	g.k.Say("alice", "/ops retry T-2")
+	g.k.WaitStage("T-2", "done")
+	prod, _ := zookeeper.Open(zookeeper.Config{Name: "production", Servers: []string{g.production.Addr}})
+	defer prod.Close()
+	if p, _, _ := prod.Pointers("android"); p.Review != 201 || p.Prod != 200 {
+		t.Fatalf("production ensemble pointers %+v", p)
+	}
+	// The review write ran once: its record count is one.
+	if recs, _ := rev.Records("android"); len(recs) != 1 {
+		t.Fatalf("review ensemble has %d records", len(recs))
+	}
+	// Rollback restores the previous pointers on both ensembles.
+	g.k.Say("petra", "/ops rollback T-2")
+	g.k.WaitStage("T-2", "rolled_back")
+	if p, _, _ := prod.Pointers("android"); p.Review != 0 {
+		t.Fatalf("rollback left review %d on production", p.Review)
+	}
+	if p, _, _ := rev.Pointers("android"); p.Review != 0 {
+		t.Fatalf("rollback left review %d on review", p.Review)
+	}
+}
+
+// TestStoppedPlatformsAreSkippedVisibly: platform=all leaves a stopped
+// platform alone and says so on the card.
+func TestStoppedPlatformsAreSkippedVisibly(t *testing.T) {
+	g := newGameKit(t)
+	prod, _ := zookeeper.Open(zookeeper.Config{Name: "production", Servers: []string{g.production.Addr}})
+	defer prod.Close()
+	if err := prod.SetStatus("ios", "stopped"); err != nil {
+		t.Fatal(err)
+	}
+	id := g.publishChecked("prod-update", "platform=all version=300 url=https://cdn.example.com/game/{platform}/300/game.zip min_updatable=1")
+	tk := g.k.Ticket(id)
+	mustContain(t, tk.Results["write"].Output, "production/ios: 已停服，跳过 stopped, skipped")
+	if p, _, _ := prod.Pointers("ios"); p.Prod != 0 {
+		t.Fatalf("stopped ios was written: %+v", p)
+	}
+	if p, _, _ := prod.Pointers("android"); p.Prod != 300 {
+		t.Fatalf("android not written: %+v", p)
+	}
+}

@@ -1,0 +1,223 @@
+package zookeeper
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"opsbot/flows"
+)
+
+// ExecConfig configures the publishing executor.
+type ExecConfig struct {
+	// Ensembles by name: "review" and "production".
+	Ensembles map[string]*Store
+	// CDN is the package URL layout the version service hands to clients,
+	// e.g. "https://cdn.example.com/game/{platform}/{version}/"; a publish
+	// whose URL does not start with it is refused before any write.
+	CDN string
+	// Platforms are every platform, for platform=all.
+	Platforms []string
+}
+
+// Executor publishes version records. Stage params: "op" (check, review,
+// cancel_review, prod, gray, gray_end), "ensemble" (review or
+// production) and "kind" (the record kind a check is for).
+type Executor struct{ cfg ExecConfig }
+
+// NewExecutor returns the executor.
+func NewExecutor(cfg ExecConfig) *Executor { return &Executor{cfg: cfg} }
+
+func field(in flows.ExecInput, k string) string { return strings.TrimSpace(in.Ticket.Fields[k]) }
+
+// platforms expands the platform field ("all" is every configured one).
+func (x *Executor) platforms(in flows.ExecInput) []string {
+	p := field(in, "platform")
+	if p == "all" {
+		return x.cfg.Platforms
+	}
+	var out []string
+	for _, s := range strings.Split(p, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// record builds the record a publish ticket describes; the compatible
+// list is computed from the history unless the ticket names one, and
+// "{platform}" in the URL stands for each platform of the ticket.
+func (x *Executor) record(in flows.ExecInput, platform, kind string, recs []Record) (Record, error) {
+	v, err := ParseVersion(field(in, "version"))
+	if err != nil || v <= 0 {
+		return Record{}, fmt.Errorf("version %q is not a number", field(in, "version"))
+	}
+	min, _ := ParseVersion(field(in, "min_updatable"))
+	rec := Record{Version: v, Kind: kind, ReleaseType: field(in, "release_type"), MinUpdatable: min, Force: field(in, "force") == "true",
+		URL: strings.ReplaceAll(field(in, "url"), "{platform}", platform), Platform: platform, Who: in.Ticket.Requester, When: in.Ticket.Updated.UTC().Truncate(time.Second)}
+	if rec.ReleaseType == "" {
+		rec.ReleaseType = "online"
+	}
+	if list := field(in, "compatible"); list != "" {
+		for _, s := range strings.Split(list, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return rec, fmt.Errorf("compatible: %q is not a version", s)
+			}
+			rec.Compatible = append(rec.Compatible, n)
+		}
+		slices.Sort(rec.Compatible)
+	} else {
+		rec.Compatible = Compatible(recs, min, v)
+	}
+	if x.cfg.CDN != "" {
+		want := strings.NewReplacer("{platform}", platform, "{version}", strconv.Itoa(v)).Replace(x.cfg.CDN)
+		if !strings.HasPrefix(rec.URL, want) {
+			return rec, fmt.Errorf("包地址不在版本服务的 CDN 目录下 · url %q is not under the CDN directory the version service hands out: %s", rec.URL, want)
+		}
+	}
+	return rec, nil
+}
+
+// Run implements flows.Executor.
+func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
+	op := in.Params["op"]
+	if in.Kind == "undo" {
+		op = "rollback"
+	}
+	names := []string{in.Params["ensemble"]}
+	if op == "rollback" {
+		names = []string{"production", "review"}
+	}
+	var out []string
+	set := map[string]string{}
+	for _, name := range names {
+		st := x.cfg.Ensembles[name]
+		if st == nil {
+			continue
+		}
+		for _, platform := range x.platforms(in) {
+			status, err := st.Status(platform)
+			if err != nil {
+				return flows.ExecResult{ExitCode: -1, Err: err.Error(), Output: strings.Join(out, "\n")}
+			}
+			if status == "stopped" {
+				out = append(out, fmt.Sprintf("%s/%s: 已停服，跳过 stopped, skipped", name, platform))
+				continue
+			}
+			line, prev, err := x.apply(ctx, in, op, st, platform)
+			if err != nil {
+				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(append(out, line), "\n"), Set: set}
+			}
+			out = append(out, line)
+			key := "prev." + name + "." + platform
+			if prev != "" && in.Ticket.Outputs[key] == "" && op != "rollback" {
+				set[key] = prev
+			}
+		}
+	}
+	return flows.ExecResult{OK: true, Output: strings.Join(out, "\n"), Set: set}
+}
+
+// apply runs one op on one platform of one ensemble and returns a line
+// for the card and the pointers before it (JSON).
+func (x *Executor) apply(ctx context.Context, in flows.ExecInput, op string, st *Store, platform string) (string, string, error) {
+	where := st.Name + "/" + platform
+	if op == "check" {
+		p, _, err := st.Pointers(platform)
+		if err != nil {
+			return where, "", err
+		}
+		recs, err := st.Records(platform)
+		if err != nil {
+			return where, "", err
+		}
+		rec, err := x.record(in, platform, in.Params["kind"], recs)
+		if err != nil {
+			return where + ": " + err.Error(), "", err
+		}
+		lines, _ := Reach(p, rec)
+		line := fmt.Sprintf("%s: %d compatible %v; live: %s", where, rec.Version, rec.Compatible, strings.Join(lines, ", "))
+		return line, "", CheckPublish(p, rec)
+	}
+	var rec *Record
+	var change func(Pointers, []Record) (Pointers, error)
+	switch op {
+	case "review", "prod", "gray":
+		kind := map[string]string{"review": "review", "prod": "base", "gray": "gray"}[op]
+		change = func(p Pointers, recs []Record) (Pointers, error) {
+			r, err := x.record(in, platform, kind, recs)
+			if err != nil {
+				return p, err
+			}
+			// Checked again against the pointers as they are now.
+			if op != "review" {
+				if err := CheckPublish(p, r); err != nil {
+					return p, err
+				}
+			}
+			switch op {
+			case "review":
+				p.Review = r.Version
+			case "prod":
+				p.Prod = r.Version
+				if field(in, "end_gray") == "true" {
+					p.Gray = 0
+				}
+			case "gray":
+				p.Gray = r.Version
+			}
+			return p, nil
+		}
+		// The record goes in the same transaction as the pointers.
+		recs, err := st.Records(platform)
+		if err != nil {
+			return where, "", err
+		}
+		r, err := x.record(in, platform, kind, recs)
+		if err != nil {
+			return where + ": " + err.Error(), "", err
+		}
+		rec = &r
+	case "cancel_review":
+		change = func(p Pointers, _ []Record) (Pointers, error) { p.Review = 0; return p, nil }
+	case "gray_end":
+		change = func(p Pointers, recs []Record) (Pointers, error) {
+			if p.Gray == 0 {
+				return p, nil
+			}
+			for _, r := range recs {
+				if r.Version == p.Prod && p.Gray < p.Prod && !slices.Contains(r.Compatible, p.Gray) {
+					return p, fmt.Errorf("结束灰度会让 %d 无法更新到 %d · ending gray would strand %d: it is not in %d's compatible list", p.Gray, p.Prod, p.Gray, p.Prod)
+				}
+			}
+			p.Gray = 0
+			return p, nil
+		}
+	case "rollback":
+		key := "prev." + st.Name + "." + platform
+		raw := in.Ticket.Outputs[key]
+		if raw == "" {
+			return where + ": 无需回滚 nothing to restore", "", nil
+		}
+		var prev Pointers
+		if err := json.Unmarshal([]byte(raw), &prev); err != nil {
+			return where, "", err
+		}
+		change = func(Pointers, []Record) (Pointers, error) { return prev, nil }
+	default:
+		return where, "", fmt.Errorf("unknown op %q", op)
+	}
+	prev, next, err := st.Change(ctx, platform, rec, change)
+	if err != nil {
+		return where + ": " + err.Error(), "", err
+	}
+	before, _ := json.Marshal(prev)
+	return fmt.Sprintf("%s: prod %d gray %d review %d -> prod %d gray %d review %d", where, prev.Prod, prev.Gray, prev.Review,
+		next.Prod, next.Gray, next.Review), string(before), nil
+}

@@ -1,0 +1,160 @@
+// Package zookeeper keeps the game version records the version service
+// reads from ZooKeeper, and decides what a client is offered.
+//
+// Layout, per ensemble, under the configured root (default /opsbot/games):
+//
+//	/<root>/<platform>              data: {"status":"active"|"stopped"}
+//	/<root>/<platform>/versions/v<000000001146>   one record per version (JSON), never overwritten
+//	/<root>/<platform>/pointers     data: {"prod":1146,"gray":1148,"review":0}
+//
+// Records are append-only children (ZooKeeper caps a node at 1 MB, so no
+// growing list). The pointers change with a versioned set inside a Multi
+// that also creates the new record, so two publishers cannot lose each
+// other's record or pointer change. History is read in version order.
+package zookeeper
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Record is one published version.
+type Record struct {
+	Version      int       `json:"version"`
+	Kind         string    `json:"kind"`         // base, update, gray, review
+	ReleaseType  string    `json:"release_type"` // online or offline
+	MinUpdatable int       `json:"min_updatable"`
+	Compatible   []int     `json:"compatible"`
+	Force        bool      `json:"force"`
+	URL          string    `json:"url"`
+	Platform     string    `json:"platform"`
+	Who          string    `json:"who"`
+	When         time.Time `json:"when"`
+}
+
+// Pointers say which version each server hands out; 0 is none.
+type Pointers struct {
+	Prod   int `json:"prod"`
+	Gray   int `json:"gray,omitempty"`
+	Review int `json:"review,omitempty"`
+}
+
+// Client is what a game client sends: its section (2 = it chose the gray
+// server) and its installed gray and production versions (0 = none).
+type Client struct {
+	Section     int
+	GrayVersion int
+	ProdVersion int
+}
+
+// SectionGray is the section of clients that chose the gray server.
+const SectionGray = 2
+
+// Online filters the records whose release type is online.
+func Online(recs []Record) []Record {
+	var out []Record
+	for _, r := range recs {
+		if r.ReleaseType == "online" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// SortRecords orders records by version number (not by creation).
+func SortRecords(recs []Record) {
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Version < recs[j].Version })
+}
+
+// Compatible computes the versions that can update to version: every
+// version in the history from min up, and version itself.
+func Compatible(recs []Record, min, version int) []int {
+	out := []int{}
+	for _, r := range recs {
+		if r.Version >= min && r.Version < version {
+			out = append(out, r.Version)
+		}
+	}
+	out = append(out, version)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Live are the versions clients run now: production and gray.
+func Live(p Pointers) []int {
+	var out []int
+	for _, v := range []int{p.Prod, p.Gray} {
+		if v > 0 && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Reach tells, for each live version below rec, whether it can update to
+// rec; a publish must strand none of them.
+func Reach(p Pointers, rec Record) (lines []string, stranded []int) {
+	for _, v := range Live(p) {
+		if v >= rec.Version {
+			continue
+		}
+		if slices.Contains(rec.Compatible, v) {
+			lines = append(lines, fmt.Sprintf("%d -> %d ✓", v, rec.Version))
+		} else {
+			lines = append(lines, fmt.Sprintf("%d -> %d ✗", v, rec.Version))
+			stranded = append(stranded, v)
+		}
+	}
+	return lines, stranded
+}
+
+// CheckPublish refuses a record that would strand a live version (the real
+// case: base 1146, gray 1148, minimum 1029, compatible list only 1148).
+func CheckPublish(p Pointers, rec Record) error {
+	_, stranded := Reach(p, rec)
+	if len(stranded) == 0 {
+		return nil
+	}
+	var why []string
+	for _, v := range stranded {
+		if v < rec.MinUpdatable {
+			why = append(why, fmt.Sprintf("%d 低于最低可更新版本 %d · %d is below the minimum updatable version %d", v, rec.MinUpdatable, v, rec.MinUpdatable))
+		} else {
+			why = append(why, fmt.Sprintf("%d 不在兼容列表 %v 中 · %d is not in the compatible list %v", v, rec.Compatible, v, rec.Compatible))
+		}
+	}
+	return fmt.Errorf("发布 %d 会让在线版本无法更新 · publishing %d would strand live versions: %s", rec.Version, rec.Version, strings.Join(why, "; "))
+}
+
+// Resolve answers what a client is offered now: the gray version for a
+// gray-section client while gray runs, the production version otherwise,
+// if the client's installed version may update to it.
+func Resolve(p Pointers, recs []Record, c Client) (int, string) {
+	installed := c.ProdVersion
+	if c.GrayVersion > installed {
+		installed = c.GrayVersion
+	}
+	want := p.Prod
+	if c.Section == SectionGray && p.Gray > 0 {
+		want = p.Gray
+	}
+	if want == 0 || installed >= want {
+		return 0, fmt.Sprintf("无需更新 up to date (installed %d)", installed)
+	}
+	var rec *Record
+	for i := range recs {
+		if recs[i].Version == want {
+			rec = &recs[i]
+		}
+	}
+	if rec == nil {
+		return 0, fmt.Sprintf("没有版本 %d 的记录 · no record for %d", want, want)
+	}
+	if !slices.Contains(rec.Compatible, installed) {
+		return 0, fmt.Sprintf("%d 不能更新到 %d · %d cannot update to %d (not in its compatible list %v)", installed, want, installed, want, rec.Compatible)
+	}
+	return want, fmt.Sprintf("%d -> %d", installed, want)
+}
