@@ -117,26 +117,12 @@ func (l *loader) run(n, conc, rate int, dur time.Duration, seed int, withSlack b
 	ids := make([]string, n)
 	var lat latencies
 	phase := func(name string, do func(i int) error) (float64, error) {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		errs := make(chan error, conc)
 		start := time.Now()
-		for w := 0; w < conc; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-					if err := do(i); err != nil {
-						errs <- fmt.Errorf("%s: %w", name, err)
-						return
-					}
-				}
-			}()
+		err := parallel(conc, n, do)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
 		}
-		wg.Wait()
-		close(errs)
-		rate := float64(n) / time.Since(start).Seconds()
-		return rate, <-errs
+		return float64(n) / time.Since(start).Seconds(), err
 	}
 	creates, err := phase("create", func(i int) error {
 		id, err := l.timed(&lat, "alice", fmt.Sprintf("/ops new bench item=%d", i), "submitted")
@@ -250,27 +236,10 @@ func (l *loader) large(ctx context.Context, seed int) error {
 	}
 	e := l.b.Engine()
 	t0 := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var seedErr atomic.Value
-	for w := 0; w < 64; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(seed) {
-					return
-				}
-				if _, err := e.Create(ctx, "alice", "bench", map[string]string{"item": fmt.Sprint(i)}); err != nil {
-					seedErr.Store(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := seedErr.Load().(error); err != nil {
+	if err := parallel(64, seed, func(i int) error {
+		_, err := e.Create(ctx, "alice", "bench", map[string]string{"item": fmt.Sprint(i + 1)})
+		return err
+	}); err != nil {
 		return err
 	}
 	l.printf("seeded %d tickets in %s\n", seed, time.Since(t0).Round(time.Millisecond))
@@ -339,6 +308,29 @@ func (l *loader) timedFrom(at time.Time, lat *latencies, user, text, want string
 	return "", nil
 }
 
+// parallel runs do(0..n-1) from conc workers and returns the first error;
+// a worker stops at its first error, the others finish.
+func parallel(conc, n int, do func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := do(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
 type latencies struct {
 	mu sync.Mutex
 	d  []time.Duration
@@ -376,28 +368,15 @@ func rawBoltRate(path string, writes, conc int) (float64, error) {
 		return 0, err
 	}
 	val := bytes.Repeat([]byte("x"), 1024)
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(writes) {
-					return
-				}
-				_ = db.Batch(func(tx *bolt.Tx) error {
-					k := make([]byte, 8)
-					binary.BigEndian.PutUint64(k, uint64(i))
-					return tx.Bucket([]byte("b")).Put(k, val)
-				})
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(writes) / time.Since(start).Seconds(), nil
+	err = parallel(conc, writes, func(i int) error {
+		return db.Batch(func(tx *bolt.Tx) error {
+			k := make([]byte, 8)
+			binary.BigEndian.PutUint64(k, uint64(i+1))
+			return tx.Bucket([]byte("b")).Put(k, val)
+		})
+	})
+	return float64(writes) / time.Since(start).Seconds(), err
 }
 
 const loadSigningSecret = "load-test-signing-secret"
@@ -486,22 +465,14 @@ func (l *loader) slack(ctx context.Context, n, conc, rate int, dur time.Duration
 	// Closed loop: n clicks from conc clients, timed until every approval
 	// is applied (the work after the ack included).
 	var lat latencies
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	var failed atomic.Int64
 	start := time.Now()
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				if err := click(&lat, time.Now(), ids[i]); err != nil {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	_ = parallel(conc, n, func(i int) error {
+		if err := click(&lat, time.Now(), ids[i]); err != nil {
+			failed.Add(1)
+		}
+		return nil
+	})
 	if err := waitDone(0, n); err != nil {
 		return err
 	}

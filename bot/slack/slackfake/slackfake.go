@@ -278,20 +278,30 @@ func (s *Server) allow(channel string) bool {
 	return true
 }
 
-func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
-	c := Call{Method: "chat.postMessage", Channel: r.PostFormValue("channel"), ThreadTS: r.PostFormValue("thread_ts"), Text: r.PostFormValue("text")}
+// blocks reads a call's blocks and answers Slack's error when they are
+// malformed or break a limit; it reports whether the call may go on.
+func (s *Server) blocks(w http.ResponseWriter, r *http.Request, c *Call) ([]map[string]any, bool) {
 	blocks, err := parseBlocks(r.PostFormValue("blocks"))
 	if err != nil {
 		c.Error = "invalid_blocks_format"
-		s.record(c)
+		s.record(*c)
 		fail(w, c.Error)
-		return
+		return nil, false
 	}
 	c.Blocks = blocks
 	if problems := CheckBlocks(blocks); len(problems) > 0 {
 		c.Error = "invalid_blocks"
-		s.record(c)
+		s.record(*c)
 		fail(w, "invalid_blocks", problems...)
+		return nil, false
+	}
+	return blocks, true
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
+	c := Call{Method: "chat.postMessage", Channel: r.PostFormValue("channel"), ThreadTS: r.PostFormValue("thread_ts"), Text: r.PostFormValue("text")}
+	blocks, ok := s.blocks(w, r, &c)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -325,16 +335,8 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	c := Call{Method: "chat.update", Channel: r.PostFormValue("channel"), TS: r.PostFormValue("ts"), Text: r.PostFormValue("text")}
-	blocks, err := parseBlocks(r.PostFormValue("blocks"))
-	if err != nil {
-		fail(w, "invalid_blocks_format")
-		return
-	}
-	c.Blocks = blocks
-	if problems := CheckBlocks(blocks); len(problems) > 0 {
-		c.Error = "invalid_blocks"
-		s.record(c)
-		fail(w, "invalid_blocks", problems...)
+	blocks, ok := s.blocks(w, r, &c)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
