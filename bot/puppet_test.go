@@ -75,6 +75,8 @@ func TestPuppetReleaseHappyPath(t *testing.T) {
 	card := k.Bot.Engine().CardFor(tk)
 	mustContain(t, fmt.Sprint(card.Fields), "zone01 (S001,S002)")
 	mustContain(t, fmt.Sprint(card.Fields), "zone03 (无门店 no stores)")
+	mustContain(t, fmt.Sprint(card.Fields), "{批次1门店 Batch 1 stores S001,S002,S003}")
+	mustContain(t, fmt.Sprint(card.Fields), "{批次2门店 Batch 2 stores 无门店 no stores}")
 	if b, ok := bottest.Button(card, "Release batch 1"); !ok || !strings.HasSuffix(b.Value, "batch=1") {
 		t.Fatalf("card buttons %+v", card.Buttons)
 	}

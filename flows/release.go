@@ -294,8 +294,11 @@ var batchLabels = map[string]string{
 func batchFields(st *Stage, t state.Ticket) []templates.Field {
 	var out []templates.Field
 	for _, b := range t.Batches {
-		var targets []string
+		var targets, stores []string
 		for _, z := range b.Targets {
+			if v := st.Params["stores."+z]; v != "" {
+				stores = append(stores, v)
+			}
 			stores := st.Params["stores."+z]
 			switch {
 			case slices.Contains(splitList(param(st, "path", "uat,production"), ","), z):
@@ -325,6 +328,11 @@ func batchFields(st *Stage, t state.Ticket) []templates.Field {
 			value += " · " + b.Note
 		}
 		out = append(out, templates.Field{Label: "批次 Batch " + b.Name, Value: value})
+		storeRow := strings.Join(stores, ",")
+		if storeRow == "" {
+			storeRow = "无门店 no stores"
+		}
+		out = append(out, templates.Field{Label: "批次" + b.Name + "门店 Batch " + b.Name + " stores", Value: storeRow})
 	}
 	return out
 }
