@@ -11,6 +11,7 @@ import (
 	"opsbot/bot/slack"
 	"opsbot/bot/slack/slackfake"
 	"opsbot/templates"
+	"opsbot/templates/templatestest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -40,29 +41,20 @@ func toMaps(t *testing.T, v any) []map[string]any {
 // TestGoldenBlocks renders every template's golden message (from the
 // templates package's golden files) as Block Kit and compares the JSON.
 func TestGoldenBlocks(t *testing.T) {
-	files, _ := filepath.Glob("../../templates/testdata/*.golden")
-	if len(files) < 20 {
-		t.Fatalf("found %d template golden files", len(files))
-	}
 	mention := func(name string) string {
 		if name == "alice" {
 			return "<@U0ALICE>"
 		}
 		return ""
 	}
-	for _, f := range files {
-		data, _ := os.ReadFile(f)
-		neutral := strings.SplitN(strings.SplitN(string(data), "== text ==", 2)[0], "\n", 2)[1]
-		var m templates.Message
-		if err := json.Unmarshal([]byte(neutral), &m); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+	for _, c := range templatestest.Golden(t) {
+		f, m := c.Name, c.Msg
 		blocks := slack.Blocks(m, mention, true)
 		if p := slackfake.CheckBlocks(toMaps(t, blocks)); len(p) > 0 {
 			t.Errorf("%s breaks Block Kit limits: %v", f, p)
 		}
 		got := marshal(blocks, "  ")
-		path := filepath.Join("testdata", strings.TrimSuffix(filepath.Base(f), ".golden")+".blocks.golden")
+		path := filepath.Join("testdata", f+".blocks.golden")
 		if *update {
 			os.WriteFile(path, append(got, '\n'), 0o644)
 			continue

@@ -17,6 +17,7 @@ import (
 
 	"opsbot/bot/wecom"
 	"opsbot/templates"
+	"opsbot/templates/templatestest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -34,23 +35,14 @@ func marshal(v any) string {
 // templates package's golden files) as a WeCom template card, text
 // message and robot markdown, and compares them with golden files.
 func TestGoldenCards(t *testing.T) {
-	files, _ := filepath.Glob("../../templates/testdata/*.golden")
-	if len(files) < 20 {
-		t.Fatalf("found %d template golden files", len(files))
-	}
-	for _, f := range files {
-		data, _ := os.ReadFile(f)
-		neutral := strings.SplitN(strings.SplitN(string(data), "== text ==", 2)[0], "\n", 2)[1]
-		var m templates.Message
-		if err := json.Unmarshal([]byte(neutral), &m); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+	for _, c := range templatestest.Golden(t) {
+		f, m := c.Name, c.Msg
 		card := wecom.Render(m, "T-42-v3-1")
 		if len(card.ButtonList) > 6 || len(card.HorizontalContentList) > 6 || utf8.RuneCountInString(card.MainTitle.Title) > 36 {
 			t.Errorf("%s breaks card limits", f)
 		}
 		got := "== template_card ==\n" + marshal(card) + "== text ==\n" + wecom.Text(m) + "\n== robot markdown ==\n" + wecom.Markdown(m) + "\n"
-		path := filepath.Join("testdata", strings.TrimSuffix(filepath.Base(f), ".golden")+".wecom.golden")
+		path := filepath.Join("testdata", f+".wecom.golden")
 		if *update {
 			os.WriteFile(path, []byte(got), 0o644)
 			continue
