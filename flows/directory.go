@@ -22,6 +22,9 @@ type Directory struct {
 	mu      sync.RWMutex
 	users   map[string]state.User
 	members map[string][]string
+	// byID maps "platform:id" to a user name, so every command resolves
+	// its sender without a scan.
+	byID map[string]string
 }
 
 // NewDirectory loads users and roles from the store.
@@ -38,14 +41,18 @@ func (d *Directory) Reload(ctx context.Context) error {
 	}
 	byName := make(map[string]state.User, len(users))
 	members := map[string][]string{}
+	byID := map[string]string{}
 	for _, u := range users {
 		byName[u.Name] = u
+		for p, id := range u.IDs {
+			byID[p+":"+id] = u.Name
+		}
 		for _, r := range u.Roles {
 			members[r] = append(members[r], u.Name)
 		}
 	}
 	d.mu.Lock()
-	d.users, d.members = byName, members
+	d.users, d.members, d.byID = byName, members, byID
 	d.mu.Unlock()
 	return nil
 }
@@ -112,12 +119,8 @@ func (d *Directory) Roles() []string {
 func (d *Directory) Resolve(platform, id string) (state.User, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	for _, u := range d.users {
-		if u.IDs[platform] == id {
-			return u, true
-		}
-	}
-	return state.User{}, false
+	u, ok := d.users[d.byID[platform+":"+id]]
+	return u, ok
 }
 
 // ByEmail finds the user with an e-mail address, case-insensitively.
