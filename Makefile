@@ -14,11 +14,12 @@ run: ## start the bot on the embedded example config: local chat on http://127.0
 build: ## build ./opsbot
 	$(GO) build -o opsbot .
 
-deps: ## install what the tests need: redis-server, git and zookeeper from Debian's packages
+deps: ## install what the tests need: redis-server, git, zookeeper and bind9 from Debian's packages
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
 	[ -f /usr/share/java/zookeeper.jar ] || missing="$$missing zookeeper"; \
+	[ -x /usr/sbin/named ] || missing="$$missing bind9"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \

@@ -59,6 +59,8 @@ type Config struct {
 	Log *slog.Logger
 	// Redact removes secrets from text before it is stored or shown.
 	Redact func(string) string
+	// Validators check fields across each other (flows name them).
+	Validators map[string]Validator
 }
 
 // Engine applies events to tickets through their flow's transitions table.
@@ -71,6 +73,9 @@ type Engine struct {
 	now   func() time.Time
 	log   *slog.Logger
 	clean func(string) string
+	// validators and serial: see Validator.
+	validators map[string]Validator
+	serial     serial
 	// jobs and outbox are poked after a commit that queued work.
 	jobs   chan struct{}
 	outbox chan struct{}
@@ -79,7 +84,7 @@ type Engine struct {
 // New builds an engine. Flows must already be validated.
 func New(cfg Config) *Engine {
 	e := &Engine{store: cfg.Store, dir: cfg.Directory, flows: map[string]*Flow{}, exec: cfg.Executors,
-		now: cfg.Now, log: cfg.Log, clean: cfg.Redact,
+		now: cfg.Now, log: cfg.Log, clean: cfg.Redact, validators: cfg.Validators,
 		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1)}
 	if e.now == nil {
 		e.now = time.Now
@@ -402,6 +407,12 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	}
 	if err := f.checkRelease(clean); err != nil {
 		return state.Ticket{}, err
+	}
+	if f.Validator != "" {
+		defer e.serial.lock(f.Name)()
+		if clean, err = e.validate(ctx, f, actor, clean, nil); err != nil {
+			return state.Ticket{}, err
+		}
 	}
 	for k, v := range clean {
 		clean[k] = e.clean(v)

@@ -35,6 +35,12 @@ func (f *Flow) CheckFields(raw map[string]string) (map[string]string, error) {
 			byField[k] = msg
 			continue
 		}
+		if fd.Computed {
+			msg := fmt.Sprintf("字段 %s 由 opsbot 计算，请不要填写 · %s is computed by opsbot; leave it out", fd.Name, fd.Name)
+			problems = append(problems, msg)
+			byField[fd.Name] = msg
+			continue
+		}
 		v, err := fd.CheckValue(raw[k])
 		if err != nil {
 			problems = append(problems, err.Error())
@@ -103,6 +109,9 @@ func Closest(word string, candidates []string) string {
 func (f *Flow) Form() templates.Form {
 	form := templates.Form{Flow: f.Name, Title: f.Title}
 	for _, fd := range f.Fields {
+		if fd.Computed {
+			continue
+		}
 		ff := templates.FormField{Name: fd.Name, Label: fd.Label, Help: fd.Help, Placeholder: fd.Example,
 			Required: fd.Required, Multiline: fd.Type == TypeText}
 		switch fd.Type {

@@ -85,6 +85,12 @@ type Flow struct {
 	OnCancel *Rollback `yaml:"on_cancel"`
 	// RequesterRoles limit who may open tickets; empty means anyone.
 	RequesterRoles []string `yaml:"requester_roles"`
+	// Validator names a check in Go that sees all fields together (rules
+	// across fields, look-ups, inventory); it may fill computed fields.
+	Validator string `yaml:"validator"`
+	// Editable lets the requester change fields while the ticket waits
+	// for approval (/ops edit); the stage's approvals start over.
+	Editable bool `yaml:"editable"`
 
 	table []Transition
 }
@@ -117,6 +123,8 @@ type Field struct {
 	Default  string   `yaml:"default"`
 	Example  string   `yaml:"example"`
 	Help     string   `yaml:"help"`
+	// Computed fields are filled by the flow's validator, never typed.
+	Computed bool `yaml:"computed"`
 	re       *regexp.Regexp
 }
 
@@ -213,6 +221,9 @@ func (f *Flow) Validate(executors []string) error {
 		}
 		if fd.Label == "" {
 			fd.Label = fd.Name
+		}
+		if fd.Computed && (fd.Required || fd.Default != "") {
+			return fmt.Errorf("flow %s: field %s: a computed field is filled by the validator; it cannot be required or have a default", f.Name, fd.Name)
 		}
 	}
 	if len(f.Stages) == 0 {

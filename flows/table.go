@@ -60,6 +60,9 @@ func (f *Flow) Table() []Transition {
 			if st.EscalateTo != "" {
 				rows = append(rows, Transition{EvEscalate, []string{st.Name}, st.Name, fmt.Sprintf("after %d reminder(s), add role %s", st.EscalateAfter, st.EscalateTo)})
 			}
+			if f.Editable {
+				rows = append(rows, Transition{EvEdit, []string{st.Name}, st.Name, "requester; fields valid; the stage's approvals start over"})
+			}
 			if st.ExpireAfter > 0 {
 				rows = append(rows, Transition{EvExpire, []string{st.Name}, StageExpired, "after " + st.ExpireAfter.D().String()})
 			}

@@ -142,6 +142,14 @@ var migrations = []func(tx *bolt.Tx) error{
 		_, err := tx.CreateBucketIfNotExists(bInbound)
 		return err
 	},
+	func(tx *bolt.Tx) error { // 4: the inventory of store clusters and stores
+		for _, b := range [][]byte{bClusters, bStores, bClusterIndex} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 // SchemaVersion is the schema this build writes.

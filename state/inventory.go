@@ -1,0 +1,257 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bClusters     = []byte("inv_clusters")
+	bStores       = []byte("inv_stores")
+	bClusterIndex = []byte("inv_cluster_stores") // cluster \x00 store id
+)
+
+// Cluster is a store cluster in the inventory the bot keeps.
+type Cluster struct {
+	Name      string   `json:"name"`
+	Env       string   `json:"env"`
+	Location  string   `json:"location"`
+	Size      string   `json:"size"`
+	Capacity  int      `json:"capacity"`
+	Domain    string   `json:"domain,omitempty"`
+	IngressIP string   `json:"ingress_ip,omitempty"`
+	RancherID string   `json:"rancher_id,omitempty"`
+	K8sID     string   `json:"k8s_id,omitempty"`
+	LBID      string   `json:"lb_id,omitempty"`
+	K8sIPs    []string `json:"k8s_ips,omitempty"`
+	OBIPs     []string `json:"ob_ips,omitempty"`
+	OBVIP     string   `json:"ob_vip,omitempty"`
+	OBUser    string   `json:"ob_user,omitempty"`
+	Tags      []string `json:"tags,omitempty"`
+	// Status is "active" (stores may move in) or "retired".
+	Status string `json:"status"`
+	// Warned is set when utilization crossed the warning threshold and
+	// cleared when it falls back under it, so the warning fires once.
+	Warned  bool      `json:"warned,omitempty"`
+	Ticket  string    `json:"ticket,omitempty"` // the ticket that last changed it
+	Updated time.Time `json:"updated"`
+}
+
+// StoreInfo is one store (a shop) in the inventory.
+type StoreInfo struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Market    string `json:"market"` // city
+	Province  string `json:"province"`
+	DO        string `json:"do"`        // district owner
+	Ownership string `json:"ownership"` // direct, DL or CL
+	Nodes     int    `json:"nodes"`
+	Open      bool   `json:"open"`
+	Env       string `json:"env"`
+	Cluster   string `json:"cluster,omitempty"`
+	Ticket    string `json:"ticket,omitempty"`
+	// Updated is when the record last changed.
+	Updated time.Time `json:"updated"`
+}
+
+func clusterKey(cluster, id string) []byte { return []byte(cluster + "\x00" + id) }
+
+// Inventory reads every cluster and store.
+func (s *Store) Inventory(ctx context.Context) ([]Cluster, []StoreInfo, error) {
+	var cs []Cluster
+	var ss []StoreInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bClusters).ForEach(func(k, v []byte) error {
+			var c Cluster
+			if _, err := getJSON(tx.Bucket(bClusters), k, &c); err != nil {
+				return err
+			}
+			cs = append(cs, c)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bStores).ForEach(func(k, v []byte) error {
+			var st StoreInfo
+			if _, err := getJSON(tx.Bucket(bStores), k, &st); err != nil {
+				return err
+			}
+			ss = append(ss, st)
+			return nil
+		})
+	})
+	return cs, ss, err
+}
+
+// PutInventory writes clusters and stores (insert or replace) in one
+// transaction, keeping the cluster index right.
+func (s *Store) PutInventory(ctx context.Context, clusters []Cluster, stores []StoreInfo) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, c := range clusters {
+			if err := putJSON(tx.Bucket(bClusters), []byte(c.Name), c); err != nil {
+				return err
+			}
+		}
+		for _, st := range stores {
+			if err := putStore(tx, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func putStore(tx *bolt.Tx, st StoreInfo) error {
+	var old StoreInfo
+	had, err := getJSON(tx.Bucket(bStores), []byte(st.ID), &old)
+	if err != nil {
+		return err
+	}
+	idx := tx.Bucket(bClusterIndex)
+	if had && old.Cluster != "" {
+		if err := idx.Delete(clusterKey(old.Cluster, old.ID)); err != nil {
+			return err
+		}
+	}
+	if st.Cluster != "" {
+		if err := idx.Put(clusterKey(st.Cluster, st.ID), nil); err != nil {
+			return err
+		}
+	}
+	return putJSON(tx.Bucket(bStores), []byte(st.ID), st)
+}
+
+func countIn(tx *bolt.Tx, cluster string) int {
+	n := 0
+	prefix := []byte(cluster + "\x00")
+	c := tx.Bucket(bClusterIndex).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
+}
+
+// Move is a change of stores to a cluster.
+type Move struct {
+	Stores []string
+	To     string
+	Ticket string
+	At     time.Time
+	// Warn is called with the target's store count before and after the
+	// move and its capacity; a notification it returns is queued in the
+	// same transaction, and the cluster's Warned flag is set. When it
+	// returns nil and the cluster is under the threshold again, Reset
+	// tells whether to clear the flag.
+	Warn func(c Cluster, before, after int) (n *Notification, reset bool)
+}
+
+// MoveResult reports a move.
+type MoveResult struct {
+	Moved  []string          // stores that changed cluster
+	Kept   []string          // stores already in the target (a repeat)
+	From   map[string]string // store -> previous cluster
+	Before int
+	After  int
+	Warned bool
+}
+
+// MoveStores moves stores to a cluster in one transaction. It is
+// idempotent: stores already there are left alone, so a repeated move
+// changes nothing and warns nobody. Every cluster a store left is checked
+// too, so its warning is re-armed when it falls under the threshold.
+func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
+	res := MoveResult{From: map[string]string{}}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		res = MoveResult{From: map[string]string{}}
+		var to Cluster
+		ok, err := getJSON(tx.Bucket(bClusters), []byte(m.To), &to)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("cluster %s is not in the inventory: %w", m.To, ErrNotFound)
+		}
+		res.Before = countIn(tx, m.To)
+		left := map[string]bool{}
+		for _, id := range m.Stores {
+			var st StoreInfo
+			ok, err := getJSON(tx.Bucket(bStores), []byte(id), &st)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("store %s is not in the inventory: %w", id, ErrNotFound)
+			}
+			if st.Cluster == m.To {
+				res.Kept = append(res.Kept, id)
+				continue
+			}
+			res.From[id] = st.Cluster
+			if st.Cluster != "" {
+				left[st.Cluster] = true
+			}
+			st.Cluster, st.Ticket, st.Updated = m.To, m.Ticket, m.At
+			if err := putStore(tx, st); err != nil {
+				return err
+			}
+			res.Moved = append(res.Moved, id)
+		}
+		res.After = countIn(tx, m.To)
+		if m.Warn == nil {
+			return nil
+		}
+		check := func(c Cluster, before, after int) error {
+			n, reset := m.Warn(c, before, after)
+			switch {
+			case n != nil && !c.Warned:
+				if _, err := enqueue(tx, *n); err != nil {
+					return err
+				}
+				c.Warned = true
+				if c.Name == m.To {
+					res.Warned = true
+				}
+			case reset && c.Warned:
+				c.Warned = false
+			default:
+				return nil
+			}
+			return putJSON(tx.Bucket(bClusters), []byte(c.Name), c)
+		}
+		if len(res.Moved) > 0 {
+			to.Ticket, to.Updated = m.Ticket, m.At
+		}
+		if err := check(to, res.Before, res.After); err != nil {
+			return err
+		}
+		for name := range left {
+			var c Cluster
+			if ok, err := getJSON(tx.Bucket(bClusters), []byte(name), &c); err != nil || !ok {
+				continue
+			}
+			n := countIn(tx, name)
+			if err := check(c, n, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return res, err
+}
+
+// PutCluster inserts or replaces one cluster, keeping its Warned flag.
+func (s *Store) PutCluster(ctx context.Context, c Cluster) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var old Cluster
+		if ok, err := getJSON(tx.Bucket(bClusters), []byte(c.Name), &old); err != nil {
+			return err
+		} else if ok {
+			c.Warned = old.Warned
+		}
+		return putJSON(tx.Bucket(bClusters), []byte(c.Name), c)
+	})
+}
