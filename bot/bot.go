@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +24,9 @@ import (
 	"opsbot/bot/wecom"
 	"opsbot/commands"
 	"opsbot/flows"
+	"opsbot/integrations/dns"
 	"opsbot/integrations/gitlab"
+	"opsbot/integrations/inventory"
 	"opsbot/integrations/puppet"
 	"opsbot/integrations/redis"
 	"opsbot/integrations/script"
@@ -44,6 +47,12 @@ type Transport interface {
 // ticket's thread.
 type ProgressPoster interface {
 	PostProgress(ctx context.Context, ticket string, msg templates.Message) error
+}
+
+// ChannelPoster is a transport that posts to named team channels (the
+// infra channel's capacity warnings).
+type ChannelPoster interface {
+	PostChannel(ctx context.Context, channel string, msg templates.Message) error
 }
 
 // CardUpdater is a transport that can redraw the cards it posted for a
@@ -86,6 +95,7 @@ type Bot struct {
 	slack   *slack.Transport
 	wecom   *wecom.Transport
 	zk      map[string]*zookeeper.Store
+	inv     *inventory.Inventory
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
@@ -132,6 +142,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if cfg.GitLab.BaseURL != "" {
 		secrets = append(secrets, os.Getenv(cfg.GitLab.TokenEnv))
 	}
+	if cfg.DNS.Enabled() {
+		secrets = append(secrets, os.Getenv(cfg.DNS.KeySecretEnv))
+	}
+	for _, ch := range cfg.Channels {
+		if ch.WeComRobotEnv != "" {
+			secrets = append(secrets, os.Getenv(ch.WeComRobotEnv))
+		}
+	}
 	if cfg.WeCom.Enabled {
 		secrets = append(secrets, os.Getenv(cfg.WeCom.SecretEnv), os.Getenv(cfg.WeCom.TokenEnv), os.Getenv(cfg.WeCom.AESKeyEnv))
 		for _, r := range cfg.WeCom.Robots {
@@ -141,9 +159,15 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.redact = NewRedactor(secrets...)
 	b.log = slog.New(&redactingHandler{Handler: b.log.Handler(), r: b.redact})
 
-	execs := map[string]flows.Executor{
-		"script": script.New(script.Config{Dir: cfg.Resolve(cfg.Scripts.Dir), OutputLimit: cfg.Scripts.OutputLimit,
-			TransientExitCodes: cfg.Scripts.TransientExitCodes}),
+	scripts := script.New(script.Config{Dir: cfg.Resolve(cfg.Scripts.Dir), OutputLimit: cfg.Scripts.OutputLimit,
+		TransientExitCodes: cfg.Scripts.TransientExitCodes})
+	// The inventory executor gets its inventory once the state is open.
+	invExec := &inventory.Executor{WarnChannel: cfg.Clusters.WarnChannel, Now: b.now,
+		Hook: inventory.Hook{Script: cfg.Clusters.Apply.Script, URL: cfg.Clusters.Apply.URL, Scripts: scripts}}
+	execs := map[string]flows.Executor{"script": scripts, "inventory": invExec}
+	if d := cfg.DNS; d.Enabled() {
+		execs["dns"] = dns.New(dns.Config{Server: d.Server, Zone: d.Zone, KeyName: d.KeyName, KeySecretEnv: d.KeySecretEnv,
+			Algorithm: d.Algorithm, Resolver: d.Resolver, TTL: uint32(d.TTL), Script: d.Script, Scripts: scripts, Timeout: d.Timeout.D()})
 	}
 	if cfg.GitLab.BaseURL != "" {
 		gl, err := gitlab.New(gitlab.Config{BaseURL: cfg.GitLab.BaseURL, Token: os.Getenv(cfg.GitLab.TokenEnv), Project: cfg.GitLab.Project,
@@ -203,8 +227,29 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		store.Close()
 		return nil, err
 	}
+	cl := cfg.Clusters
+	rules := inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare, MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores}
+	if b.inv, err = inventory.New(ctx, store, rules); err != nil {
+		store.Close()
+		return nil, err
+	}
+	invExec.Inv = b.inv
+	create := inventory.CreateRules{ProdName: regexp.MustCompile("^(?:" + cl.ProdNamePattern + ")$"), ProdNameExample: cl.ProdNameExample, Zone: cfg.DNS.Zone}
+	switch {
+	case cl.K8sLookup.URL != "":
+		create.Lookup = inventory.HTTPLookup{URL: cl.K8sLookup.URL}
+	case cl.K8sLookup.Script != "":
+		create.Lookup = inventory.ScriptLookup{Script: cl.K8sLookup.Script, Scripts: scripts}
+	}
+	validators := map[string]flows.Validator{"cluster-create": b.inv.ValidateCreate(create), "cluster-change": b.inv.ValidateChange()}
+	for _, f := range fl {
+		if _, ok := validators[f.Validator]; f.Validator != "" && !ok {
+			store.Close()
+			return nil, fmt.Errorf("flow %s: unknown validator %q (cluster-create, cluster-change)", f.Name, f.Validator)
+		}
+	}
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact})
+		Log: b.log, Redact: b.redact.Redact, Validators: validators})
 	b.runner = b.engine.NewRunner()
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.reg = commands.Default()
@@ -268,6 +313,9 @@ func (b *Bot) WeCom() *wecom.Transport { return b.wecom }
 
 // Local returns the local chat transport.
 func (b *Bot) Local() *local.Transport { return b.local }
+
+// Inventory returns the store-cluster inventory.
+func (b *Bot) Inventory() *inventory.Inventory { return b.inv }
 
 // Runner returns the job runner.
 func (b *Bot) Runner() *flows.Runner { return b.runner }

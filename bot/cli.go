@@ -28,6 +28,10 @@ usage:
   opsbot backup [-config FILE] DEST  hot, consistent copy of the state file
   opsbot diagram [-config FILE]      print each flow as a Mermaid diagram
   opsbot load [flags]                load test the local JSON API (see -h)
+  opsbot inventory import [-config FILE] [-dry-run] FILE...
+                                     import clusters/stores (CSV or JSON); idempotent,
+                                     reports each rejected row and why
+  opsbot inventory export [-config FILE] [-format json|clusters.csv|stores.csv] [-o FILE]
 `
 
 // Main is the command line; it returns the exit code. embedded is the
@@ -124,7 +128,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		// Every flow, including those whose integrations this config lacks.
-		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper"})
+		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper", "inventory", "dns"})
 		if err != nil {
 			return fail(err)
 		}
@@ -135,6 +139,14 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		return 0
 	case "load":
 		return LoadMain(args, embedded, stdout, stderr)
+	case "inventory":
+		return inventoryMain(args, func(path string) (*Config, error) {
+			if path == "" {
+				wd, _ := os.Getwd()
+				return ParseConfig(embedded, wd)
+			}
+			return LoadConfig(path)
+		}, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

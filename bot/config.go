@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -38,6 +40,10 @@ type Config struct {
 	WeCom      WeComConfig  `yaml:"wecom"`
 	GitLab     GitLabConfig `yaml:"gitlab"`
 	ZooKeeper  ZKConfig     `yaml:"zookeeper"`
+	// Channels name team channels (e.g. "infra") on each platform.
+	Channels map[string]ChannelConfig `yaml:"channels"`
+	Clusters ClustersConfig           `yaml:"clusters"`
+	DNS      DNSConfig                `yaml:"dns"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -156,9 +162,63 @@ type ZKConfig struct {
 	Platforms []string `yaml:"platforms"`
 }
 
+// ChannelConfig is one team channel: a Slack channel id and/or a WeCom
+// group robot (its key in an environment variable). The local chat shows
+// it as the inbox "#name".
+type ChannelConfig struct {
+	Slack         string `yaml:"slack"`
+	WeComRobotEnv string `yaml:"wecom_robot_env"`
+}
+
+// ClustersConfig holds the store-cluster rules and hooks.
+type ClustersConfig struct {
+	// Sizes maps each size (SKU) to the stores it holds.
+	Sizes map[string]int `yaml:"sizes"`
+	// WarnAt is the utilization whose crossing warns WarnChannel.
+	WarnAt      float64 `yaml:"warn_at"`
+	WarnChannel string  `yaml:"warn_channel"`
+	// Placement rules for prod (see README).
+	MaxDOShare   float64 `yaml:"max_do_share"`
+	MixTolerance float64 `yaml:"mix_tolerance"`
+	MixMinStores int     `yaml:"mix_min_stores"`
+	// ProdNamePattern is the naming rule of prod clusters.
+	ProdNamePattern string `yaml:"prod_name_pattern"`
+	ProdNameExample string `yaml:"prod_name_example"`
+	// K8sLookup finds the node IPs of an Ali/AWS K8s cluster by id.
+	K8sLookup HookConfig `yaml:"k8s_lookup"`
+	// Apply is called when a cluster change executes.
+	Apply HookConfig `yaml:"apply"`
+}
+
+// HookConfig is an HTTP endpoint or a script in the scripts directory.
+type HookConfig struct {
+	URL    string `yaml:"url"`
+	Script string `yaml:"script"`
+}
+
+// DNSConfig is where cluster domains are filed: an RFC 2136 server with a
+// TSIG key, or a script; the cluster-create flow exists when it is set.
+type DNSConfig struct {
+	Server       string         `yaml:"server"`
+	Zone         string         `yaml:"zone"`
+	KeyName      string         `yaml:"key_name"`
+	KeySecretEnv string         `yaml:"key_secret_env"`
+	Algorithm    string         `yaml:"algorithm"`
+	Resolver     string         `yaml:"resolver"`
+	TTL          int            `yaml:"ttl"`
+	Script       string         `yaml:"script"`
+	Timeout      flows.Duration `yaml:"timeout"`
+}
+
+// Enabled reports whether DNS filing is configured.
+func (d DNSConfig) Enabled() bool { return d.Server != "" || d.Script != "" }
+
 // Executors lists the executors this configuration provides.
 func (c *Config) Executors() []string {
-	out := []string{"script"}
+	out := []string{"script", "inventory"}
+	if c.DNS.Enabled() {
+		out = append(out, "dns")
+	}
 	if c.GitLab.BaseURL != "" {
 		out = append(out, "puppet")
 	}
@@ -222,6 +282,29 @@ func (c *Config) defaults() {
 	orPositive(&c.WeCom.PerUserPerMinute, 20) // WeCom drops messages over 30/min per member
 	orDefault(&c.GitLab.TokenEnv, "OPSBOT_GITLAB_TOKEN")
 	orPositive(&c.GitLab.MaxConcurrent, 4)
+	if len(c.Clusters.Sizes) == 0 {
+		c.Clusters.Sizes = map[string]int{"3+3": 256, "5+3": 512, "9+6": 1024}
+	}
+	if c.Clusters.WarnAt <= 0 {
+		c.Clusters.WarnAt = 0.8
+	}
+	orDefault(&c.Clusters.WarnChannel, "infra")
+	if c.Clusters.MaxDOShare <= 0 {
+		c.Clusters.MaxDOShare = 0.5
+	}
+	if c.Clusters.MixTolerance <= 0 {
+		c.Clusters.MixTolerance = 0.15
+	}
+	orPositive(&c.Clusters.MixMinStores, 20)
+	orDefault(&c.Clusters.ProdNamePattern, `prod-[a-z]+-[0-9]{2}`)
+	orDefault(&c.Clusters.ProdNameExample, "prod-sh-01")
+	orDefault(&c.DNS.KeySecretEnv, "OPSBOT_DNS_TSIG_SECRET")
+	orDefault(&c.DNS.Algorithm, "hmac-sha256")
+	orPositive(&c.DNS.TTL, 300)
+	orPositive(&c.DNS.Timeout, flows.Duration(5*time.Second))
+	if c.DNS.Resolver == "" {
+		c.DNS.Resolver = c.DNS.Server
+	}
 	orDefault(&c.Scripts.Dir, "examples/scripts")
 	orPositive(&c.Scripts.OutputLimit, 4000)
 	if len(c.Scripts.TransientExitCodes) == 0 {
@@ -349,6 +432,60 @@ func (c *Config) Check(executors []string) []error {
 	if st, err := os.Stat(c.Resolve(c.Scripts.Dir)); err != nil || !st.IsDir() {
 		bad("scripts.dir: %s is not a directory", c.Resolve(c.Scripts.Dir))
 	}
+	errs = append(errs, c.checkClusters()...)
+	return errs
+}
+
+func (c *Config) checkClusters() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	cl := c.Clusters
+	for size, n := range cl.Sizes {
+		if n <= 0 {
+			bad("clusters.sizes: %s holds %d stores; give a positive number, e.g. \"5+3\": 512", size, n)
+		}
+	}
+	if cl.WarnAt > 1.5 {
+		bad("clusters.warn_at: %.2f is a share, e.g. 0.8 for 80%%", cl.WarnAt)
+	}
+	if cl.MaxDOShare > 1 || cl.MixTolerance > 1 {
+		bad("clusters.max_do_share and mix_tolerance are shares between 0 and 1, e.g. 0.5 and 0.15")
+	}
+	if _, err := regexp.Compile(cl.ProdNamePattern); err != nil {
+		bad("clusters.prod_name_pattern: %v", err)
+	}
+	for name, h := range map[string]HookConfig{"k8s_lookup": cl.K8sLookup, "apply": cl.Apply} {
+		if h.URL != "" && h.Script != "" {
+			bad("clusters.%s: give url or script, not both", name)
+		}
+		if h.URL != "" {
+			if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				bad("clusters.%s.url: %q is not an http(s) URL", name, h.URL)
+			}
+		}
+	}
+	if c.DNS.Enabled() {
+		d := c.DNS
+		if d.Zone == "" {
+			bad("dns.zone: the zone cluster domains live in, e.g. ops.example.com")
+		}
+		if d.Server != "" {
+			if _, _, err := net.SplitHostPort(d.Server); err != nil {
+				bad("dns.server: %q: write host:port, e.g. 10.0.0.53:53", d.Server)
+			}
+			if d.KeyName != "" && os.Getenv(d.KeySecretEnv) == "" {
+				bad("dns: environment variable %s is not set (the TSIG secret of key %s)", d.KeySecretEnv, d.KeyName)
+			}
+		}
+		if _, _, err := net.SplitHostPort(d.Resolver); err != nil {
+			bad("dns.resolver: %q: write host:port, e.g. 10.0.0.53:53", d.Resolver)
+		}
+	}
+	for name, ch := range c.Channels {
+		if ch.WeComRobotEnv != "" && os.Getenv(ch.WeComRobotEnv) == "" {
+			bad("channels.%s: environment variable %s is not set (the group robot key)", name, ch.WeComRobotEnv)
+		}
+	}
 	return errs
 }
 
@@ -385,4 +522,26 @@ func (c *Config) AllFlows(executors []string) ([]*flows.Flow, error) {
 		}
 	}
 	return out, nil
+}
+
+// SlackChannels maps channel names to Slack channel ids.
+func (c *Config) SlackChannels() map[string]string {
+	out := map[string]string{}
+	for name, ch := range c.Channels {
+		if ch.Slack != "" {
+			out[name] = ch.Slack
+		}
+	}
+	return out
+}
+
+// WeComChannelRobots maps channel names to group robot keys.
+func (c *Config) WeComChannelRobots() map[string]string {
+	out := map[string]string{}
+	for name, ch := range c.Channels {
+		if k := os.Getenv(ch.WeComRobotEnv); ch.WeComRobotEnv != "" && k != "" {
+			out[name] = k
+		}
+	}
+	return out
 }

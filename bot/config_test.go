@@ -15,7 +15,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if code := bot.Main([]string{"config", "check", "../opsbot.example.yaml"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("example config: exit %d\n%s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "flows: golive, restart") {
+	if !strings.Contains(out.String(), "flows: cluster-change, golive, restart") {
 		t.Fatalf("out %q", out.String())
 	}
 }

@@ -150,6 +150,8 @@ func ticketOf(r commands.Request) string {
 		return x.Ticket
 	case commands.Act:
 		return x.Ticket
+	case commands.Edit:
+		return x.Ticket
 	}
 	return ""
 }
@@ -254,6 +256,17 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.auditLog(ctx, u, r)
 	case commands.Version:
 		return b.version(r)
+	case commands.Edit:
+		t, err := e.Edit(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Version: r.Version, Audit: []state.AuditEntry{ok}}, r.Fields)
+		if err != nil {
+			return nil, err
+		}
+		audit.Seq = written
+		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), e.CardFor(t)}, nil
+	case commands.Cluster:
+		return b.cluster(ctx, r)
+	case commands.Store:
+		return b.storeInfo(r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
 }
@@ -289,6 +302,9 @@ func (b *Bot) help(topic string) templates.Message {
 				req := "可选 optional"
 				if fd.Required {
 					req = "必填 required"
+				}
+				if fd.Computed {
+					req = "由 opsbot 计算 computed"
 				}
 				l := fmt.Sprintf("%s (%s, %s)", fd.Name, fd.Label, req)
 				if len(fd.Enum) > 0 {

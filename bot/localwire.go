@@ -26,5 +26,6 @@ func newLocal(b *Bot) *local.Transport {
 			}
 			return fileSize(path), nil
 		},
+		Admin: b.inventoryAdmin(),
 	})
 }

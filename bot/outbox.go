@@ -112,6 +112,14 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 				}
 			}
 		}
+	} else if n.Kind == "channel" {
+		for _, t := range b.trans {
+			if cp, ok := t.(ChannelPoster); ok && !slices.Contains(n.Done(), t.Platform()) {
+				if err := cp.PostChannel(ctx, n.User, msg); err != nil {
+					pe.failed, pe.errs = append(pe.failed, t.Platform()), append(pe.errs, err)
+				}
+			}
+		}
 	} else if n.Kind == "card_update" {
 		for _, t := range b.trans {
 			if cu, ok := t.(CardUpdater); ok && !slices.Contains(n.Done(), t.Platform()) {

@@ -21,7 +21,7 @@ func newSlack(b *Bot) *slack.Transport {
 		pace = redis.NewLimiter(b.redis, cfg.PerChannelPerMinute, 1, pace, b.log)
 	}
 	return slack.New(slack.Config{
-		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now,
+		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now, Channels: b.cfg.SlackChannels(),
 		BotToken: os.Getenv(cfg.BotTokenEnv), SigningSecret: os.Getenv(cfg.SigningSecretEnv), AppToken: os.Getenv(cfg.AppTokenEnv),
 	}, slack.Deps{
 		Handle: func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },

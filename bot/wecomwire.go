@@ -27,6 +27,7 @@ func newWeCom(b *Bot) *wecom.Transport {
 	return wecom.New(wecom.Config{
 		Listen: cfg.Listen, CorpID: cfg.CorpID, AgentID: cfg.AgentID, Secret: os.Getenv(cfg.SecretEnv),
 		Token: os.Getenv(cfg.TokenEnv), EncodingAESKey: os.Getenv(cfg.AESKeyEnv), Robots: robots, Cache: tokens, Now: b.now,
+		ChannelRobots: b.cfg.WeComChannelRobots(),
 	}, wecom.Deps{
 		Handle: func(ctx context.Context, in wecom.Input) []templates.Message {
 			return b.Handle(ctx, Incoming{Platform: "wecom", UserID: in.UserID, Text: in.Text, Click: in.Click, Key: in.Key})

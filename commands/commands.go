@@ -66,6 +66,23 @@ type Version struct {
 	Args map[string]string
 }
 
+// Edit changes fields of a ticket waiting for approval.
+type Edit struct {
+	Ticket  string
+	Version int64
+	Fields  map[string]string
+}
+
+// Cluster shows one store cluster with its utilization, or lists them.
+type Cluster struct {
+	Op   string // show, list
+	Name string
+	Env  string
+}
+
+// Store shows one store.
+type Store struct{ ID string }
+
 // Command implements Request.
 func (Help) Command() string    { return "help" }
 func (New) Command() string     { return "new" }
@@ -75,6 +92,9 @@ func (a Act) Command() string   { return a.Event }
 func (Role) Command() string    { return "role" }
 func (Audit) Command() string   { return "audit" }
 func (Version) Command() string { return "version" }
+func (Edit) Command() string    { return "edit" }
+func (Cluster) Command() string { return "cluster" }
+func (Store) Command() string   { return "store" }
 
 // Spec describes a command for the registry and for help.
 type Spec struct {
@@ -160,6 +180,12 @@ func specs() []Spec {
 			Summary: "角色管理 grant, revoke or list roles (grant/revoke: admin only)", Example: "/ops role grant techlead bob"},
 		Spec{Name: "audit", Aliases: []string{"审计"}, Usage: "/ops audit [T-42|user] [page=N]", Summary: "审计日志 show the audit log",
 			Example: "/ops audit T-42"},
+		Spec{Name: "edit", Aliases: []string{"修改"}, Usage: "/ops edit T-42 key=value ...", Summary: "修改等待审批的工单 edit a ticket that waits for approval (approvals start over)",
+			Example: "/ops edit T-42 size=5+3 k8s_id=c-7f3a9"},
+		Spec{Name: "cluster", Aliases: []string{"集群"}, Usage: "/ops cluster show NAME · /ops cluster list [env=prod]", Summary: "集群与使用率 a store cluster and its utilization",
+			Example: "/ops cluster show prod-sh-01"},
+		Spec{Name: "store", Aliases: []string{"门店"}, Usage: "/ops store show ID", Summary: "门店信息 a store and its cluster",
+			Example: "/ops store show S-1001"},
 		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
 	)
@@ -186,6 +212,20 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseAudit(s, a) }
 		case "version":
 			s.Parse = func(a []string) (Request, error) { return parseVersion(s, a) }
+		case "edit":
+			s.Parse = func(a []string) (Request, error) { return parseEdit(s, a) }
+		case "cluster":
+			s.Parse = func(a []string) (Request, error) { return parseCluster(s, a) }
+		case "store":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) == 1 && a[0] != "show" {
+					a = []string{"show", a[0]} // "/ops store S-1" reads as show
+				}
+				if len(a) != 2 || a[0] != "show" {
+					return nil, usageErr(s, "需要门店号 store show takes one store id")
+				}
+				return Store{ID: a[1]}, nil
+			}
 		}
 	}
 	return out
@@ -411,4 +451,49 @@ func parseVersion(s *Spec, a []string) (Request, error) {
 		return nil, usageErr(s, "需要 platform · which platform?")
 	}
 	return Version{Op: a[0], Args: opts}, nil
+}
+
+func parseEdit(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return nil, usageErr(s, "需要工单号 which ticket?")
+	}
+	id, ver, err := ticketRef(s, a[0])
+	if err != nil {
+		return nil, err
+	}
+	req, err := parseNew(s, append([]string{"edit"}, a[1:]...))
+	if err != nil {
+		return nil, err
+	}
+	fields := req.(New).Fields
+	if len(fields) == 0 {
+		return nil, usageErr(s, "没有要修改的字段 · nothing to change: give key=value pairs")
+	}
+	return Edit{Ticket: id, Version: ver, Fields: fields}, nil
+}
+
+func parseCluster(s *Spec, a []string) (Request, error) {
+	if len(a) == 1 && a[0] != "show" && a[0] != "list" {
+		a = []string{"show", a[0]} // "/ops cluster prod-sh-01" reads as show
+	}
+	if len(a) == 0 {
+		return nil, usageErr(s, "需要 show 或 list · cluster needs show NAME or list")
+	}
+	switch a[0] {
+	case "show":
+		if len(a) != 2 {
+			return nil, usageErr(s, "需要集群名 cluster show takes one cluster name")
+		}
+		return Cluster{Op: "show", Name: a[1]}, nil
+	case "list":
+		pos, opts, err := parseOpts(s, a[1:], "env")
+		if err != nil {
+			return nil, err
+		}
+		if len(pos) > 0 {
+			return nil, usageErr(s, "多余的参数 unexpected %q", pos[0])
+		}
+		return Cluster{Op: "list", Env: opts["env"]}, nil
+	}
+	return nil, usageErr(s, "未知操作 %q · cluster takes show or list%s", a[0], didYouMean(a[0], []string{"show", "list"}))
 }

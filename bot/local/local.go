@@ -36,6 +36,8 @@ type Config struct {
 	Users  func() []User
 	// Backup writes a consistent copy of the state to path.
 	Backup func(path string) (int64, error)
+	// Admin adds handlers by mux pattern (e.g. "POST /admin/inventory/import").
+	Admin map[string]http.HandlerFunc
 	// MaxInbox bounds each user's kept messages.
 	MaxInbox int
 	// Redact masks secrets in the echo of what the user typed.
@@ -104,6 +106,12 @@ func (t *Transport) Send(ctx context.Context, user string, msg templates.Message
 	}
 	t.add(user, &Entry{Kind: "notice", Msg: &msg})
 	return nil
+}
+
+// PostChannel implements the bot's ChannelPoster: a team channel is the
+// inbox "#name" (e.g. "#infra").
+func (t *Transport) PostChannel(ctx context.Context, channel string, msg templates.Message) error {
+	return t.Send(ctx, "#"+channel, msg)
 }
 
 // UpdateCards implements the bot's CardUpdater: every card of the ticket
@@ -238,6 +246,9 @@ func (t *Transport) Handler() http.Handler {
 		}
 		writeJSON(w, 200, map[string]any{"path": req.Path, "bytes": n})
 	})
+	for pattern, h := range t.cfg.Admin {
+		mux.HandleFunc(pattern, h)
+	}
 	return mux
 }
 

@@ -63,6 +63,9 @@ type Config struct {
 	APIURL string
 	// Now is the clock for signature timestamps; nil means time.Now.
 	Now func() time.Time
+	// Channels maps opsbot's channel names (e.g. "infra") to Slack
+	// channel ids, for warnings posted to a team rather than a person.
+	Channels map[string]string
 }
 
 // Transport is the Slack transport.
@@ -176,6 +179,19 @@ func (t *Transport) Send(ctx context.Context, userID string, m templates.Message
 	}
 	if m.Ticket != "" {
 		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: userID, TS: ts, Stage: m.Stage, Version: m.Version})
+	}
+	return nil
+}
+
+// PostChannel implements the bot's ChannelPoster: a message to a named
+// team channel, when this config maps the name to a Slack channel.
+func (t *Transport) PostChannel(ctx context.Context, channel string, m templates.Message) error {
+	id := t.cfg.Channels[channel]
+	if id == "" {
+		return nil
+	}
+	if _, err := t.post(ctx, id, "", m, false); err != nil {
+		return fmt.Errorf("slack: channel %s (%s): %w", channel, id, err)
 	}
 	return nil
 }

@@ -65,6 +65,9 @@ type Config struct {
 	Token          string
 	EncodingAESKey string
 	Robots         []Robot
+	// ChannelRobots maps opsbot's channel names (e.g. "infra") to group
+	// robot keys, for warnings posted to a team.
+	ChannelRobots map[string]string
 	// Cache keeps the access token: Redis when configured, memory otherwise.
 	Cache cache.Cache
 	Now   func() time.Time
@@ -341,6 +344,29 @@ func (t *Transport) PostProgress(ctx context.Context, ticket string, m templates
 	return t.broadcast(ctx, ticket, m)
 }
 
+// PostChannel implements the bot's ChannelPoster through the channel's
+// group robot, when this config has one for it.
+func (t *Transport) PostChannel(ctx context.Context, channel string, m templates.Message) error {
+	key := t.cfg.ChannelRobots[channel]
+	if key == "" {
+		return nil
+	}
+	return t.robotSend(key, m)
+}
+
+func (t *Transport) robotSend(key string, m templates.Message) error {
+	opt := robot.WebhookSendMarkdownOption{MsgType: "markdown"}
+	opt.Markdown.Content = Markdown(m)
+	info, err := t.robot.RobotBroadcast(key, opt)
+	if err == nil && info.ErrCode != 0 {
+		err = &apiError{Code: info.ErrCode, Msg: info.ErrMsg, API: "webhook/send"}
+	}
+	if err != nil {
+		return fmt.Errorf("group robot: %w", err)
+	}
+	return nil
+}
+
 func (t *Transport) broadcast(ctx context.Context, ticket string, m templates.Message) error {
 	if len(t.cfg.Robots) == 0 {
 		return nil
@@ -354,14 +380,8 @@ func (t *Transport) broadcast(ctx context.Context, ticket string, m templates.Me
 		if (r.Flow != "" && r.Flow != tk.Flow) || (r.Env != "" && r.Env != tk.Fields["env"]) {
 			continue
 		}
-		opt := robot.WebhookSendMarkdownOption{MsgType: "markdown"}
-		opt.Markdown.Content = Markdown(m)
-		info, err := t.robot.RobotBroadcast(r.Key, opt)
-		if err == nil && info.ErrCode != 0 {
-			err = &apiError{Code: info.ErrCode, Msg: info.ErrMsg, API: "webhook/send"}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("group robot: %w", err))
+		if err := t.robotSend(r.Key, m); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

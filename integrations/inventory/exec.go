@@ -248,6 +248,9 @@ func parseIPAnswer(body []byte) ([]string, error) {
 		}
 		list = obj.IPs
 	}
+	if len(list) == 0 {
+		return nil, nil
+	}
 	ips, err := flows.ParseIPList(strings.Join(list, ","))
 	if err != nil {
 		return nil, fmt.Errorf("lookup answer: %v", err)

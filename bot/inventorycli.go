@@ -1,0 +1,210 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"opsbot/integrations/inventory"
+	"opsbot/state"
+)
+
+// importRequest is the body of POST /admin/inventory/import.
+type importRequest struct {
+	Document inventory.Document   `json:"document"`
+	Rejected []inventory.Rejected `json:"rejected"`
+	DryRun   bool                 `json:"dry_run"`
+}
+
+// inventoryAdmin serves import and export to the CLI while the bot runs
+// (the bot holds the state file's lock).
+func (b *Bot) inventoryAdmin() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"POST /admin/inventory/import": func(w http.ResponseWriter, r *http.Request) {
+			var req importRequest
+			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<20)).Decode(&req); err != nil {
+				writeJSONReply(w, http.StatusBadRequest, map[string]string{"error": "bad import body: " + err.Error()})
+				return
+			}
+			rep, err := b.inv.Import(r.Context(), req.Document, req.Rejected, req.DryRun)
+			if err != nil {
+				writeJSONReply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+				return
+			}
+			b.audit.Add(r.Context(), state.AuditEntry{At: b.now(), User: "admin", Platform: "cli", Action: "inventory import",
+				Args:   fmt.Sprintf("clusters=%d stores=%d dry_run=%v", rep.Clusters, rep.Stores, req.DryRun),
+				Result: fmt.Sprintf("ok, %d rejected", len(rep.Rejected))})
+			writeJSONReply(w, http.StatusOK, rep)
+		},
+		"GET /admin/inventory/export": func(w http.ResponseWriter, r *http.Request) {
+			var buf bytes.Buffer
+			if err := b.inv.Export(&buf, r.URL.Query().Get("format")); err != nil {
+				writeJSONReply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+				return
+			}
+			_, _ = w.Write(buf.Bytes())
+		},
+	}
+}
+
+func writeJSONReply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readInventoryFiles reads CSV (clusters or stores, told apart by the
+// header) and JSON files into one document.
+func readInventoryFiles(paths []string) (inventory.Document, []inventory.Rejected, error) {
+	var doc inventory.Document
+	var bad []inventory.Rejected
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return doc, nil, err
+		}
+		name := filepath.Base(p)
+		if strings.HasSuffix(strings.ToLower(p), ".json") {
+			var d inventory.Document
+			dec := json.NewDecoder(f)
+			dec.DisallowUnknownFields()
+			err = dec.Decode(&d)
+			f.Close()
+			if err != nil {
+				return doc, nil, fmt.Errorf("%s: %w", name, err)
+			}
+			doc.Clusters = append(doc.Clusters, d.Clusters...)
+			doc.Stores = append(doc.Stores, d.Stores...)
+			continue
+		}
+		d, rej, err := inventory.ReadCSV(f, name)
+		f.Close()
+		if err != nil {
+			return doc, nil, err
+		}
+		doc.Clusters = append(doc.Clusters, d.Clusters...)
+		doc.Stores = append(doc.Stores, d.Stores...)
+		bad = append(bad, rej...)
+	}
+	return doc, bad, nil
+}
+
+// botDown reports whether err means no bot is listening.
+func botDown(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// inventoryMain is `opsbot inventory import|export`.
+func inventoryMain(args []string, load func(string) (*Config, error), stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "import" && args[0] != "export") {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	op := args[0]
+	fs := flag.NewFlagSet("opsbot inventory "+op, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: the embedded example)")
+	dry := fs.Bool("dry-run", false, "import: check and report, write nothing")
+	format := fs.String("format", "json", "export: json, clusters.csv or stores.csv")
+	outPath := fs.String("o", "", "export: write to this file instead of stdout")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	fail := func(err error) int { fmt.Fprintln(stderr, "opsbot:", err); return 1 }
+	cfg, err := load(*cfgPath)
+	if err != nil {
+		return fail(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Minute}
+	base := "http://" + cfg.Listen + "/admin/inventory/"
+	ctx := context.Background()
+	withInventory := func(fn func(inv *inventory.Inventory) error) error {
+		st, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
+		if err != nil {
+			return fmt.Errorf("%w (is a bot running with another listen address?)", err)
+		}
+		defer st.Close()
+		cl := cfg.Clusters
+		inv, err := inventory.New(ctx, st, inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare,
+			MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores})
+		if err != nil {
+			return err
+		}
+		return fn(inv)
+	}
+	if op == "export" {
+		var out io.Writer = stdout
+		if *outPath != "" {
+			f, err := os.Create(*outPath)
+			if err != nil {
+				return fail(err)
+			}
+			defer f.Close()
+			out = f
+		}
+		resp, err := client.Get(base + "export?format=" + *format)
+		if err == nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				body, _ := io.ReadAll(resp.Body)
+				return fail(fmt.Errorf("export through the running bot: %s", strings.TrimSpace(string(body))))
+			}
+			_, err = io.Copy(out, resp.Body)
+			if err != nil {
+				return fail(err)
+			}
+			return 0
+		}
+		if !botDown(err) {
+			return fail(err)
+		}
+		if err := withInventory(func(inv *inventory.Inventory) error { return inv.Export(out, *format) }); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "opsbot inventory import: name the files, e.g. opsbot inventory import clusters.csv stores.csv")
+		return 2
+	}
+	doc, rejected, err := readInventoryFiles(fs.Args())
+	if err != nil {
+		return fail(err)
+	}
+	var rep inventory.Report
+	body, _ := json.Marshal(importRequest{Document: doc, Rejected: rejected, DryRun: *dry})
+	resp, err := client.Post(base+"import", "application/json", bytes.NewReader(body))
+	switch {
+	case err == nil:
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return fail(fmt.Errorf("import through the running bot: %s", strings.TrimSpace(string(b))))
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+			return fail(err)
+		}
+	case botDown(err):
+		if err := withInventory(func(inv *inventory.Inventory) error {
+			rep, err = inv.Import(ctx, doc, rejected, *dry)
+			return err
+		}); err != nil {
+			return fail(err)
+		}
+	default:
+		return fail(err)
+	}
+	fmt.Fprint(stdout, rep.String())
+	if len(rep.Rejected) > 0 {
+		return 1
+	}
+	return 0
+}
