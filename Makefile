@@ -37,6 +37,7 @@ fuzz: ## fuzz the command parser and the redactor for a while
 bench: ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates
 	$(GO) test -run '^$$' -bench Release40Zones -benchtime 1x ./integrations/puppet
+	$(GO) test -run '^$$' -bench Propose -benchtime 5000x ./integrations/inventory
 	$(GO) run . load
 
 lint: ## go vet and staticcheck
