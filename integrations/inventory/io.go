@@ -132,11 +132,7 @@ func ReadCSV(r io.Reader, name string) (Document, []Rejected, error) {
 }
 
 func list(s string) []string {
-	var out []string
-	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' }) {
-		out = append(out, p)
-	}
-	return out
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ';' || r == ' ' })
 }
 
 // Import checks and writes a document in one transaction: valid rows are
