@@ -656,3 +656,66 @@ func TestEditStartsApprovalsOver(t *testing.T) {
 	mustContain(t, bottest.Title(k.Say("alice", "/ops new golive service=pay version=v1 rollback_app=redeploy")), "T-3 submitted")
 	mustContain(t, bottest.Title(k.Say("alice", "/ops edit T-3 version=v2")), "golive tickets cannot be edited; cancel and open a new one")
 }
+
+// TestClusterHooksAsScripts: the K8s look-up and the apply hook as
+// scripts; utilization may go over 100% for a cluster the requester
+// picks.
+func TestClusterHooksAsScripts(t *testing.T) {
+	named := dnstest.Start(t, "ops.example.test")
+	t.Setenv("OPSBOT_DNS_TSIG_SECRET", named.Secret)
+	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf(`clusters:
+  sizes: {"3+3": 2, "5+3": 20, "9+6": 40}
+  k8s_lookup: {script: k8s-nodes.sh}
+  apply: {script: apply-move.sh}
+dns: {server: %q, zone: ops.example.test, key_name: %s}`, named.Addr, named.KeyName)))
+	scripts := map[string]string{
+		"k8s-nodes.sh": "#!/bin/sh\ncase \"$OPSBOT_FIELD_K8S_ID\" in\n  c-7f3a9) echo 10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 ;;\n  *) echo \"no such cluster $OPSBOT_FIELD_K8S_ID\" >&2; exit 3 ;;\nesac\n",
+		"apply-move.sh": "#!/bin/sh\necho \"$OPSBOT_TICKET $OPSBOT_FIELD_STORES -> $OPSBOT_FIELD_TARGET\" >> \"$(dirname \"$0\")/../applied.log\"\necho rancher job 77 ok\n",
+	}
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(k.Dir, "scripts", name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustContain(t, bottest.Title(k.Say("alice", "/ops new cluster-create "+cloudProd)), "T-1 submitted")
+	if got := k.Ticket("T-1").Fields["k8s_ips_lookup"]; got != "10.9.0.1,10.9.0.2,10.9.0.3,10.9.0.4,10.9.0.5" {
+		t.Fatalf("script look-up: %q", got)
+	}
+	mustContain(t, bottest.Title(k.Say("alice", "/ops new cluster-create "+with(cloudProd, "k8s_id=c-nope", "name=prod-sh-03", "domain=prod-sh-03.ops.example.test"))),
+		"k8s_id=c-nope 查询 K8s IP 失败 · looking up the K8s IPs of k8s_id c-nope failed: lookup script: exit code 3 no such cluster c-nope")
+
+	if err := k.Bot.Inventory().Put(context.Background(), []state.Cluster{{Name: "uat-a", Env: "uat", Location: "Putuo", Size: "3+3", Status: "active"}},
+		[]state.StoreInfo{uatStore("U1", "uat-a"), uatStore("U2", "uat-a"), uatStore("U3", "")}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, bottest.Title(k.Say("alice", "/ops new cluster-change stores=U3 cluster=uat-a reason=full")), "T-2 submitted")
+	if got := k.Ticket("T-2").Fields["utilization"]; got != "uat-a: 2 +1 → 3/2 = 150% ⚠️ 超过 over 80%" {
+		t.Fatalf("over 100%%: %q", got)
+	}
+	approve(t, k, "ivan", "T-2", "executing")
+	tk := k.WaitStage("T-2", "done")
+	mustContain(t, tk.Results["executing"].Output, "rancher job 77 ok")
+	log, _ := os.ReadFile(filepath.Join(k.Dir, "applied.log"))
+	if string(log) != "T-2 U3 -> uat-a\n" {
+		t.Fatalf("apply script saw %q", log)
+	}
+	mustContain(t, bottest.Title(k.Say("bob", "/ops cluster show uat-a")), "Cluster uat-a: 3/2 = 150%")
+}
+
+// TestClusterInventorySurvivesRestart: the inventory and the reservations
+// of tickets in flight come back after a restart, and the ticket goes on.
+func TestClusterInventorySurvivesRestart(t *testing.T) {
+	dir, clock := t.TempDir(), bottest.NewClock()
+	k := bottest.Start(t, dir, clock)
+	if err := k.Bot.Inventory().Put(context.Background(), []state.Cluster{{Name: "uat-a", Env: "uat", Location: "Putuo", Size: "3+3", Capacity: 10, Status: "active"}},
+		[]state.StoreInfo{uatStore("U1", "uat-a"), uatStore("U2", "")}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, bottest.Title(k.Say("alice", "/ops new cluster-change stores=U2 cluster=uat-a reason=x")), "T-1 submitted")
+	k.Bot.Stop()
+	k = bottest.Start(t, dir, clock)
+	mustContain(t, k.Say("ivan", "/ops cluster show uat-a")[0].Body, "in flight +1/-0 (T-1) → 2/10 = 20%")
+	approve(t, k, "ivan", "T-1", "executing")
+	k.WaitStage("T-1", "done")
+	mustContain(t, bottest.Title(k.Say("ivan", "/ops cluster show uat-a")), "Cluster uat-a: 2/10 = 20%")
+}
