@@ -669,7 +669,7 @@ func TestClusterHooksAsScripts(t *testing.T) {
   apply: {script: apply-move.sh}
 dns: {server: %q, zone: ops.example.test, key_name: %s}`, named.Addr, named.KeyName)))
 	scripts := map[string]string{
-		"k8s-nodes.sh": "#!/bin/sh\ncase \"$OPSBOT_FIELD_K8S_ID\" in\n  c-7f3a9) echo 10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 ;;\n  *) echo \"no such cluster $OPSBOT_FIELD_K8S_ID\" >&2; exit 3 ;;\nesac\n",
+		"k8s-nodes.sh":  "#!/bin/sh\ncase \"$OPSBOT_FIELD_K8S_ID\" in\n  c-7f3a9) echo 10.9.0.1 10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 ;;\n  *) echo \"no such cluster $OPSBOT_FIELD_K8S_ID\" >&2; exit 3 ;;\nesac\n",
 		"apply-move.sh": "#!/bin/sh\necho \"$OPSBOT_TICKET $OPSBOT_FIELD_STORES -> $OPSBOT_FIELD_TARGET\" >> \"$(dirname \"$0\")/../applied.log\"\necho rancher job 77 ok\n",
 	}
 	for name, body := range scripts {
