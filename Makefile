@@ -14,7 +14,17 @@ run: ## start the bot on the embedded example config: local chat on http://127.0
 build: ## build ./opsbot
 	$(GO) build -o opsbot .
 
-deps: ## install what the tests need: redis-server, git, zookeeper and bind9 from Debian's packages
+FERRETDB := bin/ferretdb
+
+# FerretDB v1.24 (MongoDB wire protocol over SQLite) for the data cleanup
+# tests, built from the module proxy: its build needs version.txt, which
+# the module zip lacks, so it is vendored and the file added.
+$(FERRETDB): tools/ferretdb/go.mod tools/ferretdb/go.sum
+	cd tools/ferretdb && $(GO) mod vendor && \
+	  echo v1.24.0 > vendor/github.com/FerretDB/FerretDB/build/version/version.txt && \
+	  $(GO) build -mod=vendor -trimpath -o ../../$(FERRETDB) github.com/FerretDB/FerretDB/cmd/ferretdb
+
+deps: $(FERRETDB) ## install what the tests need: redis-server, git, zookeeper and bind9 from Debian's packages, FerretDB from the module proxy
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \

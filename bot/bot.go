@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"opsbot/bot/wecom"
 	"opsbot/commands"
 	"opsbot/flows"
+	"opsbot/integrations/cleanup"
 	"opsbot/integrations/dns"
 	"opsbot/integrations/gitlab"
 	"opsbot/integrations/inventory"
@@ -96,6 +98,7 @@ type Bot struct {
 	wecom   *wecom.Transport
 	zk      map[string]*zookeeper.Store
 	inv     *inventory.Inventory
+	cleanup *cleanup.Executor
 	trans   []Transport
 	audit   *auditWriter
 	tick    time.Duration
@@ -145,6 +148,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if cfg.DNS.Enabled() {
 		secrets = append(secrets, os.Getenv(cfg.DNS.KeySecretEnv))
 	}
+	for _, e := range cfg.Cleanup.Envs {
+		secrets = append(secrets, os.Getenv(e.MongoURIEnv), os.Getenv(e.Redis.PasswordEnv))
+	}
 	for _, ch := range cfg.Channels {
 		if ch.WeComRobotEnv != "" {
 			secrets = append(secrets, os.Getenv(ch.WeComRobotEnv))
@@ -190,6 +196,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			b.zk[name] = st
 		}
 		execs["zookeeper"] = zookeeper.NewExecutor(zookeeper.ExecConfig{Ensembles: b.zk, CDN: cfg.ZooKeeper.CDN, Platforms: cfg.ZooKeeper.Platforms})
+	}
+	if len(cfg.Cleanup.Envs) > 0 {
+		cx, err := newCleanup(b, cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.cleanup = cx
+		execs["cleanup"] = cx
 	}
 	for k, v := range o.Executors {
 		execs[k] = v
@@ -242,10 +256,18 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		create.Lookup = inventory.ScriptLookup{Script: cl.K8sLookup.Script, Scripts: scripts}
 	}
 	validators := map[string]flows.Validator{"cluster-create": b.inv.ValidateCreate(create), "cluster-change": b.inv.ValidateChange()}
+	if b.cleanup != nil {
+		validators["cleanup"] = b.cleanup.Validator()
+	}
 	for _, f := range fl {
 		if _, ok := validators[f.Validator]; f.Validator != "" && !ok {
 			store.Close()
-			return nil, fmt.Errorf("flow %s: unknown validator %q (cluster-create, cluster-change)", f.Name, f.Validator)
+			var names []string
+			for k := range validators {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			return nil, fmt.Errorf("flow %s: unknown validator %q (%s)", f.Name, f.Validator, strings.Join(names, ", "))
 		}
 	}
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
@@ -392,6 +414,9 @@ func (b *Bot) Stop() {
 		}
 		for _, st := range b.zk {
 			st.Close()
+		}
+		if b.cleanup != nil {
+			b.cleanup.Close()
 		}
 		b.store.Close()
 	})

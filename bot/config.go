@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -44,6 +45,7 @@ type Config struct {
 	Channels map[string]ChannelConfig `yaml:"channels"`
 	Clusters ClustersConfig           `yaml:"clusters"`
 	DNS      DNSConfig                `yaml:"dns"`
+	Cleanup  CleanupConfig            `yaml:"cleanup"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -210,6 +212,60 @@ type DNSConfig struct {
 	Timeout      flows.Duration `yaml:"timeout"`
 }
 
+// CleanupConfig configures data cleanup (清档); the cleanup flow exists
+// when Envs is set.
+type CleanupConfig struct {
+	BackupDir       string  `yaml:"backup_dir"`
+	ChangeThreshold float64 `yaml:"change_threshold"`
+	RedisBatch      int     `yaml:"redis_batch"`
+	// FreezeRoles may /ops freeze and /ops unfreeze (admins always may).
+	FreezeRoles []string                    `yaml:"freeze_roles"`
+	Protected   []ProtectedConfig           `yaml:"protected"`
+	Envs        map[string]CleanupEnvConfig `yaml:"envs"`
+}
+
+// ProtectedConfig protects an environment, always or between two dates.
+type ProtectedConfig struct {
+	Env    string `yaml:"env"`
+	Mode   string `yaml:"mode"` // refuse or two_approvers
+	From   string `yaml:"from"`
+	Until  string `yaml:"until"`
+	Reason string `yaml:"reason"`
+}
+
+// CleanupEnvConfig is one environment's connections and targets.
+type CleanupEnvConfig struct {
+	Backup      bool                  `yaml:"backup"`
+	MongoURIEnv string                `yaml:"mongo_uri_env"`
+	Redis       CleanupRedisConfig    `yaml:"redis"`
+	Targets     []CleanupTargetConfig `yaml:"targets"`
+}
+
+// CleanupRedisConfig reaches an environment's Redis.
+type CleanupRedisConfig struct {
+	Addr        string `yaml:"addr"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// CleanupTargetConfig is one named target: exactly one of mongo, redis
+// and logs.
+type CleanupTargetConfig struct {
+	Name  string `yaml:"name"`
+	Mongo *struct {
+		Database    string   `yaml:"database"`
+		Collections []string `yaml:"collections"`
+	} `yaml:"mongo"`
+	Redis *struct {
+		DB       int      `yaml:"db"`
+		Patterns []string `yaml:"patterns"`
+	} `yaml:"redis"`
+	Logs *struct {
+		Root      string         `yaml:"root"`
+		Globs     []string       `yaml:"globs"`
+		OlderThan flows.Duration `yaml:"older_than"`
+	} `yaml:"logs"`
+}
+
 // Enabled reports whether DNS filing is configured.
 func (d DNSConfig) Enabled() bool { return d.Server != "" || d.Script != "" }
 
@@ -218,6 +274,9 @@ func (c *Config) Executors() []string {
 	out := []string{"script", "inventory"}
 	if c.DNS.Enabled() {
 		out = append(out, "dns")
+	}
+	if len(c.Cleanup.Envs) > 0 {
+		out = append(out, "cleanup")
 	}
 	if c.GitLab.BaseURL != "" {
 		out = append(out, "puppet")
@@ -305,6 +364,11 @@ func (c *Config) defaults() {
 	if c.DNS.Resolver == "" {
 		c.DNS.Resolver = c.DNS.Server
 	}
+	orDefault(&c.Cleanup.BackupDir, "data/cleanup-backups")
+	if c.Cleanup.ChangeThreshold <= 0 {
+		c.Cleanup.ChangeThreshold = 0.2
+	}
+	orPositive(&c.Cleanup.RedisBatch, 500)
 	orDefault(&c.Scripts.Dir, "examples/scripts")
 	orPositive(&c.Scripts.OutputLimit, 4000)
 	if len(c.Scripts.TransientExitCodes) == 0 {
@@ -433,6 +497,76 @@ func (c *Config) Check(executors []string) []error {
 		bad("scripts.dir: %s is not a directory", c.Resolve(c.Scripts.Dir))
 	}
 	errs = append(errs, c.checkClusters()...)
+	errs = append(errs, c.checkCleanup()...)
+	return errs
+}
+
+// ParseDay reads a date ("2026-05-09") or a date and time, in China
+// Standard Time when no zone is given.
+func ParseDay(s string) (time.Time, error) {
+	if t, err := time.ParseInLocation("2006-01-02", s, time.FixedZone("CST", 8*3600)); err == nil {
+		return t, nil
+	}
+	return flows.ParseDateTime(s)
+}
+
+func (c *Config) checkCleanup() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	cl := c.Cleanup
+	if cl.ChangeThreshold > 10 {
+		bad("cleanup.change_threshold: %.2f is a share, e.g. 0.2 for 20%%", cl.ChangeThreshold)
+	}
+	for i, p := range cl.Protected {
+		if p.Mode != "refuse" && p.Mode != "two_approvers" {
+			bad("cleanup.protected[%d] %s: mode %q: refuse or two_approvers", i, p.Env, p.Mode)
+		}
+		for _, d := range []string{p.From, p.Until} {
+			if _, err := ParseDay(d); d != "" && err != nil {
+				bad("cleanup.protected[%d] %s: %q is not a date, e.g. 2026-05-09", i, p.Env, d)
+			}
+		}
+	}
+	for name, e := range cl.Envs {
+		seen := map[string]bool{}
+		for i, t := range e.Targets {
+			where := fmt.Sprintf("cleanup.envs.%s.targets[%d] %s", name, i, t.Name)
+			n := 0
+			for _, set := range []bool{t.Mongo != nil, t.Redis != nil, t.Logs != nil} {
+				if set {
+					n++
+				}
+			}
+			switch {
+			case t.Name == "" || t.Name == "all":
+				bad("%s: give the target a name (not \"all\")", where)
+			case seen[t.Name]:
+				bad("%s: declared twice", where)
+			case n != 1:
+				bad("%s: give exactly one of mongo, redis or logs", where)
+			case t.Mongo != nil && t.Mongo.Database == "":
+				bad("%s: mongo.database is empty", where)
+			case t.Mongo != nil && e.MongoURIEnv == "":
+				bad("cleanup.envs.%s: mongo_uri_env is needed for mongo targets", name)
+			case t.Mongo != nil && os.Getenv(e.MongoURIEnv) == "":
+				bad("cleanup.envs.%s: environment variable %s is not set (the Mongo URI)", name, e.MongoURIEnv)
+			case t.Redis != nil && e.Redis.Addr == "":
+				bad("cleanup.envs.%s: redis.addr is needed for redis targets", name)
+			case t.Logs != nil && !filepath.IsAbs(t.Logs.Root):
+				bad("%s: logs.root %q must be an absolute path", where, t.Logs.Root)
+			case t.Logs != nil && len(t.Logs.Globs) == 0:
+				bad("%s: logs.globs is empty; e.g. [\"*.log\"]", where)
+			}
+			if t.Logs != nil {
+				for _, g := range t.Logs.Globs {
+					if _, err := path.Match(g, ""); err != nil || strings.Contains(g, "..") {
+						bad("%s: glob %q is not valid", where, g)
+					}
+				}
+			}
+			seen[t.Name] = true
+		}
+	}
 	return errs
 }
 

@@ -267,6 +267,8 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.cluster(ctx, r)
 	case commands.Store:
 		return b.storeInfo(r)
+	case commands.Freeze:
+		return b.freeze(ctx, u, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
 }

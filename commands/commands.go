@@ -83,6 +83,15 @@ type Cluster struct {
 // Store shows one store.
 type Store struct{ ID string }
 
+// Freeze sets (Op "set"), lifts ("lift") or lists ("list") environment
+// freezes: a frozen environment cannot be cleaned up.
+type Freeze struct {
+	Op     string
+	Env    string
+	Until  string
+	Reason string
+}
+
 // Command implements Request.
 func (Help) Command() string    { return "help" }
 func (New) Command() string     { return "new" }
@@ -95,6 +104,12 @@ func (Version) Command() string { return "version" }
 func (Edit) Command() string    { return "edit" }
 func (Cluster) Command() string { return "cluster" }
 func (Store) Command() string   { return "store" }
+func (f Freeze) Command() string {
+	if f.Op == "lift" {
+		return "unfreeze"
+	}
+	return "freeze"
+}
 
 // Spec describes a command for the registry and for help.
 type Spec struct {
@@ -170,10 +185,14 @@ func specs() []Spec {
 		{flows.EvReject, "驳回", "驳回 reject a ticket (reason required)", "/ops reject T-42 <reason>", "/ops reject T-42 window collides with the sale"},
 		{flows.EvCancel, "取消", "取消 cancel your ticket and release its locks", "/ops cancel T-42", "/ops cancel T-42"},
 		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
-		{flows.EvRollback, "回滚", "回滚 run the flow's rollback (a batch release: the newest released batch)", "/ops rollback T-42", "/ops rollback T-42"},
+		{flows.EvRollback, "回滚", "回滚 run the flow's rollback (a batch release: the newest released batch; a data cleanup: restore its backup)", "/ops rollback T-42", "/ops rollback T-42"},
 		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42", "/ops release T-42"},
 	} {
-		out = append(out, Spec{Name: a.name, Aliases: []string{a.zh}, Usage: a.usage, Summary: a.summary, Example: a.example})
+		aliases := []string{a.zh}
+		if a.name == flows.EvRollback {
+			aliases = append(aliases, "restore", "恢复") // a cleanup's rollback restores its backup
+		}
+		out = append(out, Spec{Name: a.name, Aliases: aliases, Usage: a.usage, Summary: a.summary, Example: a.example})
 	}
 	out = append(out,
 		Spec{Name: "role", Aliases: []string{"角色"}, Usage: "/ops role grant|revoke <role> <user> · /ops role list [user]",
@@ -186,6 +205,10 @@ func specs() []Spec {
 			Example: "/ops cluster show prod-sh-01"},
 		Spec{Name: "store", Aliases: []string{"门店"}, Usage: "/ops store show ID", Summary: "门店信息 a store and its cluster",
 			Example: "/ops store show S-1001"},
+		Spec{Name: "freeze", Aliases: []string{"冻结"}, Usage: "/ops freeze env=ENV until=YYYY-MM-DD reason=... · /ops freeze list",
+			Summary: "冻结环境，禁止清档 freeze an environment: no data cleanup until the date", Example: `/ops freeze env=tdev until=2026-05-09 reason="5.2 release"`},
+		Spec{Name: "unfreeze", Aliases: []string{"解冻"}, Usage: "/ops unfreeze env=ENV", Summary: "解除冻结 lift a freeze",
+			Example: "/ops unfreeze env=tdev"},
 		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
 	)
@@ -214,6 +237,8 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseVersion(s, a) }
 		case "edit":
 			s.Parse = func(a []string) (Request, error) { return parseEdit(s, a) }
+		case "freeze", "unfreeze":
+			s.Parse = func(a []string) (Request, error) { return parseFreeze(s, a) }
 		case "cluster":
 			s.Parse = func(a []string) (Request, error) { return parseCluster(s, a) }
 		case "store":
@@ -496,4 +521,31 @@ func parseCluster(s *Spec, a []string) (Request, error) {
 		return Cluster{Op: "list", Env: opts["env"]}, nil
 	}
 	return nil, usageErr(s, "未知操作 %q · cluster takes show or list%s", a[0], didYouMean(a[0], []string{"show", "list"}))
+}
+
+func parseFreeze(s *Spec, a []string) (Request, error) {
+	if s.Name == "freeze" && len(a) == 1 && a[0] == "list" {
+		return Freeze{Op: "list"}, nil
+	}
+	allowed := []string{"env", "until", "reason"}
+	if s.Name == "unfreeze" {
+		allowed = []string{"env"}
+	}
+	pos, opts, err := parseOpts(s, a, allowed...)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usageErr(s, "多余的参数 unexpected %q: write key=value", pos[0])
+	}
+	if opts["env"] == "" {
+		return nil, usageErr(s, "需要 env · which env?")
+	}
+	if s.Name == "unfreeze" {
+		return Freeze{Op: "lift", Env: opts["env"]}, nil
+	}
+	if opts["until"] == "" || strings.TrimSpace(opts["reason"]) == "" {
+		return nil, usageErr(s, "需要 until 和 reason · a freeze needs until= (a date) and reason=")
+	}
+	return Freeze{Op: "set", Env: opts["env"], Until: opts["until"], Reason: opts["reason"]}, nil
 }

@@ -46,6 +46,13 @@ type ExecResult struct {
 	Set       map[string]string
 	// Batch is a release or revert job's batch with its steps recorded.
 	Batch *state.Batch
+	// Redo says the approved plan is out of date: the ticket goes back to
+	// the stage's redo_from stage (a new dry run, then approval again).
+	// Err says what changed.
+	Redo bool
+	// Audit lines are written to the audit log with the step's result:
+	// what a destructive step did, target by target.
+	Audit []string
 }
 
 // Config wires an Engine.
@@ -569,7 +576,7 @@ func (e *Engine) decide(s *step, a Action) error {
 			t.ID, strings.Join(t.WaitingRoles, "/"), t.ID, strings.Join(t.WaitingRoles, ", "))
 	}
 	if approvedBy(t, a.Actor) {
-		return Userf("already_approved", fmt.Sprintf("%d/%d approvals", len(t.Approvals), st.Approvals),
+		return Userf("already_approved", fmt.Sprintf("%d/%d approvals", len(t.Approvals), st.Need(t.Fields)),
 			"你已同意过 %s · you already approved %s; it needs approvals from different people", t.ID, t.ID)
 	}
 	if a.Event == EvReject {
@@ -581,7 +588,7 @@ func (e *Engine) decide(s *step, a Action) error {
 		return nil
 	}
 	s.t.Approvals = append(s.t.Approvals, state.Approval{User: a.Actor, At: s.now, Comment: s.ch.Event.Comment})
-	if len(s.t.Approvals) < st.Approvals {
+	if len(s.t.Approvals) < st.Need(s.t.Fields) {
 		s.notify([]string{t.Requester}, "approved", nil)
 		return nil
 	}
@@ -699,14 +706,18 @@ func (e *Engine) view(f *Flow, t state.Ticket, version int64) templates.TicketVi
 	if st != nil {
 		v.StageTitle = st.Title
 		if st.Kind == KindApproval {
-			v.Need, v.Have = st.Approvals, len(t.Approvals)
+			v.Need, v.Have = st.Need(t.Fields), len(t.Approvals)
 		}
 		if st.Kind != KindApproval {
 			v.Note = strings.TrimSpace("⏳ 执行中 running " + st.Executor + "\n" + t.Note)
 		}
 	}
 	for _, fd := range f.Fields {
-		if val := t.Fields[fd.Name]; val != "" {
+		val := t.Fields[fd.Name]
+		if val == "" && fd.Computed {
+			val = t.Outputs[fd.Name] // computed by an executor (a dry run's plan)
+		}
+		if val != "" {
 			v.Fields = append(v.Fields, templates.Field{Label: fd.Label, Value: val})
 		}
 	}

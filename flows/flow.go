@@ -136,6 +136,9 @@ type Stage struct {
 	// Approval stages.
 	Roles         []string `yaml:"roles"`
 	Approvals     int      `yaml:"approvals"`
+	// ApprovalsIf raises the approvals needed when a field matches (a
+	// protected environment needs two distinct approvers).
+	ApprovalsIf *CondApprovals `yaml:"approvals_if"`
 	RemindEvery   Duration `yaml:"remind_every"`
 	EscalateAfter int      `yaml:"escalate_after"` // reminders before escalation
 	EscalateTo    string   `yaml:"escalate_to"`
@@ -148,6 +151,11 @@ type Stage struct {
 	Backoff      Duration          `yaml:"backoff"`
 	SafeToRepeat bool              `yaml:"safe_to_repeat"`
 	Poll         Duration          `yaml:"poll"`
+	// RedoFrom is the stage an action goes back to when its executor finds
+	// the approved plan out of date (ExecResult.Redo): e.g. a wipe whose
+	// targets changed since the dry run goes back to the dry run, and from
+	// there to approval again.
+	RedoFrom string `yaml:"redo_from"`
 	// Window refuses to enter the stage outside a time window.
 	Window *Window `yaml:"window"`
 	// SkipIf passes over the stage when a field matches.
@@ -169,6 +177,20 @@ type Cond struct {
 	Field  string `yaml:"field"`
 	Equals string `yaml:"equals"`
 	Empty  bool   `yaml:"empty"`
+}
+
+// CondApprovals is a number of approvals that applies when Cond matches.
+type CondApprovals struct {
+	Cond      `yaml:",inline"`
+	Approvals int `yaml:"approvals"`
+}
+
+// Need is how many distinct approvals the stage needs for these fields.
+func (st *Stage) Need(fields map[string]string) int {
+	if st.ApprovalsIf != nil && st.ApprovalsIf.match(fields) && st.ApprovalsIf.Approvals > st.Approvals {
+		return st.ApprovalsIf.Approvals
+	}
+	return st.Approvals
 }
 
 // Rollback is how a done or failed ticket is rolled back.
@@ -251,6 +273,9 @@ func (f *Flow) Validate(executors []string) error {
 			if st.Approvals <= 0 {
 				st.Approvals = 1
 			}
+			if a := st.ApprovalsIf; a != nil && (a.Field == "" || a.Approvals < 1) {
+				return fmt.Errorf("%s: approvals_if needs a field and a number of approvals", where)
+			}
 			if st.EscalateTo != "" && st.RemindEvery <= 0 {
 				return fmt.Errorf("%s: escalate_to needs remind_every", where)
 			}
@@ -304,6 +329,9 @@ func (f *Flow) Validate(executors []string) error {
 		}
 		if st.SkipIf != nil && !seen[st.SkipIf.Field] {
 			return fmt.Errorf("%s: skip_if field %s is not a field of the flow", where, st.SkipIf.Field)
+		}
+		if st.RedoFrom != "" && (st.Kind != KindAction || !stages[st.RedoFrom] || st.RedoFrom == st.Name) {
+			return fmt.Errorf("%s: redo_from %q must name an earlier stage of an action stage", where, st.RedoFrom)
 		}
 	}
 	if f.OnCancel != nil && !slices.Contains(executors, f.OnCancel.Executor) {

@@ -44,7 +44,7 @@ func (e *Engine) Recover(ctx context.Context) error {
 		res := state.Result{OK: false, ExitCode: -1, Attempt: j.Attempt, Started: j.StartedAt, Ended: now,
 			Error: "opsbot stopped while this step was running; it was not repeated automatically · 执行期间机器人重启，未自动重跑"}
 		j.Status, j.Result = state.JobInterrupted, &res
-		if _, err := e.finishJob(ctx, j, EvInterrupt, res, nil, nil); err != nil {
+		if _, err := e.finishJob(ctx, j, EvInterrupt, res, ExecResult{}); err != nil {
 			return err
 		}
 		e.log.Warn("job interrupted by restart", "job", j.ID, "ticket", j.Ticket)
@@ -235,12 +235,16 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 		res.Error = fmt.Sprintf("等待超时 timed out after %s waiting for %s. %s", st.Timeout.D(), j.Executor, res.Error)
 		j.Result = &res
 	}
-	_, err = e.finishJob(ctx, j, ev, res, out.Set, out.Batch)
+	if out.Redo && st != nil && st.RedoFrom != "" && j.Kind == KindAction {
+		ev = EvRedo
+	}
+	_, err = e.finishJob(ctx, j, ev, res, out)
 	return err
 }
 
 // finishJob records a job's end and moves its ticket on, in one transaction.
-func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, set map[string]string, batch *state.Batch) (state.Ticket, error) {
+func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, out ExecResult) (state.Ticket, error) {
+	set, batch := out.Set, out.Batch
 	if len(set) > 0 {
 		j.Undo = set
 	}
@@ -281,6 +285,14 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 			s.t.Outputs[k] = e.clean(v)
 		}
 		s.ch.Event.Data = map[string]string{"job": j.ID, "attempt": fmt.Sprint(res.Attempt), "exit_code": fmt.Sprint(res.ExitCode)}
+		for _, line := range out.Audit {
+			result := "ok"
+			if !res.OK {
+				result = "failed"
+			}
+			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: "opsbot", Action: j.Executor + " " + j.Stage,
+				Ticket: cur.ID, Args: e.clean(line), Result: result})
+		}
 		switch j.Kind {
 		case "release", "revert":
 			s.finishBatch(j, ev == EvSucceed, batch, res.Error)
@@ -295,6 +307,14 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 			return s.finish()
 		}
 		switch {
+		case ev == EvRedo:
+			st, _ := f.Stage(j.Stage)
+			_, i := f.Stage(st.RedoFrom)
+			if err := s.enter(i); err != nil {
+				return state.Change{}, err
+			}
+			s.t.Note = "🔁 " + res.Error
+			s.notify(s.resultAudience(), "redo", nil)
 		case ev == EvSucceed && j.Kind == "undo":
 			s.terminal(StageRolledBack)
 		case ev == EvSucceed:

@@ -21,6 +21,7 @@ const (
 	EvEscalate  = "escalate"
 	EvExpire    = "expire"
 	EvSkip      = "skip"
+	EvRedo      = "redo"
 )
 
 // Transition is one row of a flow's transitions table: an event moves a
@@ -51,6 +52,9 @@ func (f *Flow) Table() []Transition {
 		switch st.Kind {
 		case KindApproval:
 			g := fmt.Sprintf("role %s; not the requester; %d distinct approval(s)", strings.Join(st.Roles, "|"), st.Approvals)
+			if a := st.ApprovalsIf; a != nil {
+				g += fmt.Sprintf(" (%d when %s %s)", a.Approvals, a.Field, condText(&a.Cond))
+			}
 			rows = append(rows,
 				Transition{EvApprove, []string{st.Name}, next(i), g},
 				Transition{EvReject, []string{st.Name}, StageRejected, fmt.Sprintf("role %s; not the requester", strings.Join(st.Roles, "|"))})
@@ -72,6 +76,9 @@ func (f *Flow) Table() []Transition {
 				Transition{EvSucceed, []string{st.Name}, next(i), "executor " + st.Executor + " succeeded"},
 				Transition{EvFail, []string{st.Name}, StageFailed, "executor failed"},
 				Transition{EvInterrupt, []string{st.Name}, StageFailed, "bot restarted while running; not safe to repeat"})
+			if st.RedoFrom != "" {
+				rows = append(rows, Transition{EvRedo, []string{st.Name}, st.RedoFrom, "executor found the approved plan out of date"})
+			}
 			retryable = append(retryable, st.Name)
 		case KindWait:
 			rows = append(rows,

@@ -150,6 +150,10 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	func(tx *bolt.Tx) error { // 5: environment freezes (no data cleanup)
+		_, err := tx.CreateBucketIfNotExists(bFreezes)
+		return err
+	},
 }
 
 // SchemaVersion is the schema this build writes.

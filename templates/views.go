@@ -48,7 +48,7 @@ type ResultView struct {
 // NoticeView tells someone what happened to a ticket. Event is one of
 // "submitted", "approval_needed", "approved", "rejected", "cancelled",
 // "done", "failed", "interrupted", "expired", "reminder", "escalated",
-// "retried", "rolled_back", "rollback_failed", "edited", and for a ticket's thread
+// "retried", "rolled_back", "rollback_failed", "edited", "redo", and for a ticket's thread
 // "step_started", "step_succeeded", "step_failed".
 type NoticeView struct {
 	Ticket  TicketView

@@ -1,0 +1,604 @@
+// Package cleanup is the data cleanup (清档) executor: per environment, the
+// configured targets (Mongo databases or collections, Redis databases or
+// key patterns, log directories with globs and an age filter) are counted
+// in a dry run, backed up, wiped and restored. Target names come from the
+// configuration only: a ticket names targets, never a database, pattern or
+// path. Environments can be protected (refused, or two approvers with the
+// environment typed to confirm) and frozen.
+package cleanup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"opsbot/flows"
+	"opsbot/state"
+)
+
+// Target kinds.
+const (
+	KindMongo = "mongo"
+	KindRedis = "redis"
+	KindLogs  = "logs"
+)
+
+// Target is one named thing to wipe in an environment.
+type Target struct {
+	Name string
+	Kind string
+	// Mongo: a database, and optionally some of its collections (all of
+	// them when empty).
+	Database    string
+	Collections []string
+	// Redis: a database number and key patterns (every key when empty).
+	DB       int
+	Patterns []string
+	// Logs: a root directory, globs inside it (a glob without "/" matches
+	// a file name at any depth) and an age filter.
+	Root      string
+	Globs     []string
+	OlderThan time.Duration
+}
+
+// Describe says what the target covers, for cards and errors.
+func (t Target) Describe() string {
+	switch t.Kind {
+	case KindMongo:
+		if len(t.Collections) == 0 {
+			return fmt.Sprintf("mongo %s.*", t.Database)
+		}
+		return fmt.Sprintf("mongo %s.{%s}", t.Database, strings.Join(t.Collections, ","))
+	case KindRedis:
+		p := "*"
+		if len(t.Patterns) > 0 {
+			p = strings.Join(t.Patterns, " ")
+		}
+		return fmt.Sprintf("redis db%d %s", t.DB, p)
+	}
+	s := fmt.Sprintf("logs %s/{%s}", t.Root, strings.Join(t.Globs, ","))
+	if t.OlderThan > 0 {
+		s += " older than " + t.OlderThan.String()
+	}
+	return s
+}
+
+// Env is one environment's connections and targets.
+type Env struct {
+	Name     string
+	Backup   bool // a backup is always taken before the wipe
+	MongoURI string
+	Redis    RedisConn
+	Targets  []Target
+}
+
+// RedisConn is how to reach an environment's Redis.
+type RedisConn struct {
+	Addr     string
+	Password string
+}
+
+// Target finds a target by name.
+func (e Env) Target(name string) (Target, bool) {
+	for _, t := range e.Targets {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Target{}, false
+}
+
+// Names lists the environment's target names.
+func (e Env) Names() []string {
+	var out []string
+	for _, t := range e.Targets {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+// Protection modes.
+const (
+	ModeRefuse       = "refuse"
+	ModeTwoApprovers = "two_approvers"
+)
+
+// Protection protects an environment, always or between two dates.
+type Protection struct {
+	Env    string
+	Mode   string
+	From   time.Time // zero: no start
+	Until  time.Time // zero: no end
+	Reason string
+}
+
+// Active reports whether the protection applies at now.
+func (p Protection) Active(now time.Time) bool {
+	return (p.From.IsZero() || !now.Before(p.From)) && (p.Until.IsZero() || now.Before(p.Until))
+}
+
+// Config configures the executor.
+type Config struct {
+	Envs      map[string]Env
+	Protected []Protection
+	// BackupDir holds the backups: BackupDir/<ticket>/<plan>/<target>/.
+	BackupDir string
+	// ChangeThreshold is how much a target may have changed (as a share of
+	// the dry run's count) before the wipe stops and asks again.
+	ChangeThreshold float64
+	// Batch is the SCAN COUNT and UNLINK batch size for Redis.
+	Batch int
+	// Freezes reads the /ops freeze records.
+	Freezes func(ctx context.Context) ([]state.Freeze, error)
+	Now     func() time.Time
+}
+
+// Executor is the "cleanup" executor.
+type Executor struct {
+	cfg Config
+
+	mu     sync.Mutex
+	mongos map[string]*mongo.Client
+	redis  map[string]*goredis.Client
+}
+
+// New returns the executor.
+func New(cfg Config) *Executor {
+	if cfg.ChangeThreshold <= 0 {
+		cfg.ChangeThreshold = 0.2
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Executor{cfg: cfg, mongos: map[string]*mongo.Client{}, redis: map[string]*goredis.Client{}}
+}
+
+// Close disconnects the clients.
+func (x *Executor) Close() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, c := range x.mongos {
+		_ = c.Disconnect(context.Background())
+	}
+	for _, c := range x.redis {
+		_ = c.Close()
+	}
+}
+
+func (x *Executor) mongoClient(env Env) (*mongo.Client, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if c := x.mongos[env.Name]; c != nil {
+		return c, nil
+	}
+	if env.MongoURI == "" {
+		return nil, fmt.Errorf("env %s has Mongo targets but no Mongo URI (cleanup.envs.%s.mongo_uri_env)", env.Name, env.Name)
+	}
+	c, err := mongo.Connect(options.Client().ApplyURI(env.MongoURI).SetServerSelectionTimeout(10 * time.Second))
+	if err != nil {
+		return nil, err
+	}
+	x.mongos[env.Name] = c
+	return c, nil
+}
+
+func (x *Executor) redisClient(env Env, db int) *goredis.Client {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	key := fmt.Sprintf("%s/%d", env.Name, db)
+	if c := x.redis[key]; c != nil {
+		return c
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: env.Redis.Addr, Password: env.Redis.Password, DB: db})
+	x.redis[key] = c
+	return c
+}
+
+// Count is what a dry run found for one item of a target.
+type Count struct {
+	What  string `json:"what"`
+	N     int64  `json:"n"`
+	Bytes int64  `json:"bytes,omitempty"`
+}
+
+// TargetPlan is a target's dry run.
+type TargetPlan struct {
+	Target string  `json:"target"`
+	Kind   string  `json:"kind"`
+	Items  []Count `json:"items"`
+}
+
+// Total is the target's count.
+func (p TargetPlan) Total() (n, bytes int64) {
+	for _, c := range p.Items {
+		n += c.N
+		bytes += c.Bytes
+	}
+	return n, bytes
+}
+
+func unit(kind string) string {
+	switch kind {
+	case KindMongo:
+		return "docs"
+	case KindRedis:
+		return "keys"
+	}
+	return "files"
+}
+
+// Line describes a target's plan in one line.
+func (p TargetPlan) Line() string {
+	var parts []string
+	for _, c := range p.Items {
+		s := fmt.Sprintf("%s %d %s", c.What, c.N, unit(p.Kind))
+		if p.Kind == KindLogs {
+			s += fmt.Sprintf(" (%s)", humanBytes(c.Bytes))
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "nothing")
+	}
+	return p.Target + ": " + strings.Join(parts, ", ")
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// Env returns an environment's configuration.
+func (x *Executor) Env(name string) (Env, bool) {
+	e, ok := x.cfg.Envs[name]
+	return e, ok
+}
+
+// Envs lists the configured environments.
+func (x *Executor) Envs() []string {
+	var out []string
+	for k := range x.cfg.Envs {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Guard says how an environment is protected now: refused (with why),
+// or needing two approvers, or free.
+type Guard struct {
+	Refused string
+	Two     bool
+	Reason  string
+}
+
+// Guard checks the freezes and the configured protections of env.
+func (x *Executor) Guard(ctx context.Context, env string) (Guard, error) {
+	now := x.cfg.Now()
+	if x.cfg.Freezes != nil {
+		fs, err := x.cfg.Freezes(ctx)
+		if err != nil {
+			return Guard{}, err
+		}
+		for _, f := range fs {
+			if f.Env == env && now.Before(f.Until) {
+				return Guard{Refused: fmt.Sprintf("%s 已冻结至 %s（%s，由 %s 设置）· %s is frozen until %s: %s (set by %s). Cleanup is refused; /ops unfreeze env=%s lifts it",
+					env, day(f.Until), f.Reason, f.By, env, day(f.Until), f.Reason, f.By, env)}, nil
+			}
+		}
+	}
+	var g Guard
+	for _, p := range x.cfg.Protected {
+		if p.Env != env || !p.Active(now) {
+			continue
+		}
+		window := ""
+		if !p.Until.IsZero() {
+			window = " until " + day(p.Until)
+		}
+		if p.Mode == ModeRefuse {
+			return Guard{Refused: fmt.Sprintf("%s 是受保护环境，禁止清档 · %s is protected%s (%s): cleanup is refused", env, env, window, p.Reason)}, nil
+		}
+		g.Two, g.Reason = true, fmt.Sprintf("%s is protected%s (%s)", env, window, p.Reason)
+	}
+	return g, nil
+}
+
+func day(t time.Time) string { return t.In(time.FixedZone("CST", 8*3600)).Format("2006-01-02 15:04") }
+
+// Run implements flows.Executor.
+func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
+	f := in.Ticket.Fields
+	env, ok := x.cfg.Envs[f["env"]]
+	if !ok {
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("env %s is not configured for cleanup", f["env"])}
+	}
+	var targets []Target
+	for _, name := range splitList(f["targets"]) {
+		t, ok := env.Target(name)
+		if !ok {
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("target %s is not configured in env %s", name, env.Name)}
+		}
+		targets = append(targets, t)
+	}
+	if in.Kind == "undo" {
+		return x.restore(ctx, in, env)
+	}
+	switch in.Params["op"] {
+	case "dry_run":
+		return x.dryRun(ctx, in, env, targets)
+	case "backup":
+		return x.backup(ctx, in, env, targets)
+	case "wipe":
+		return x.wipe(ctx, in, env, targets)
+	}
+	return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("cleanup executor: unknown op %q (dry_run, backup or wipe)", in.Params["op"])}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// count counts one target.
+func (x *Executor) count(ctx context.Context, env Env, t Target) (TargetPlan, error) {
+	p := TargetPlan{Target: t.Name, Kind: t.Kind}
+	var err error
+	switch t.Kind {
+	case KindMongo:
+		p.Items, err = x.mongoCount(ctx, env, t)
+	case KindRedis:
+		p.Items, err = x.redisCount(ctx, env, t)
+	case KindLogs:
+		p.Items, err = logsCount(t, x.cfg.Now())
+	}
+	return p, err
+}
+
+func (x *Executor) dryRun(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
+	var plans []TargetPlan
+	var lines []string
+	for _, t := range targets {
+		p, err := x.count(ctx, env, t)
+		if err != nil {
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("试运行失败 dry run of %s (%s): %v", t.Name, t.Describe(), err), Transient: true}
+		}
+		plans = append(plans, p)
+		lines = append(lines, p.Line())
+	}
+	raw, _ := json.Marshal(plans)
+	planID := fmt.Sprintf("p%d", x.cfg.Now().UnixMilli())
+	return flows.ExecResult{OK: true, Output: "试运行 dry run:\n" + strings.Join(lines, "\n"),
+		Set: map[string]string{"plan": strings.Join(lines, "\n"), "plan_json": string(raw), "plan_id": planID, "wiped": "", "backed_up": ""}}
+}
+
+func planOf(t state.Ticket) (map[string]TargetPlan, error) {
+	var plans []TargetPlan
+	if err := json.Unmarshal([]byte(t.Outputs["plan_json"]), &plans); err != nil {
+		return nil, fmt.Errorf("the ticket has no dry run plan: %w", err)
+	}
+	out := map[string]TargetPlan{}
+	for _, p := range plans {
+		out[p.Target] = p
+	}
+	return out, nil
+}
+
+// changed compares a recount with the plan; it returns what moved beyond
+// the threshold, one line per target.
+func (x *Executor) changed(planned, now TargetPlan) string {
+	p, _ := planned.Total()
+	n, _ := now.Total()
+	if p == n {
+		return ""
+	}
+	var share float64
+	if p == 0 {
+		share = math.Inf(1)
+	} else {
+		share = math.Abs(float64(n-p)) / float64(p)
+	}
+	if share <= x.cfg.ChangeThreshold {
+		return ""
+	}
+	pct := "new"
+	if !math.IsInf(share, 1) {
+		pct = fmt.Sprintf("%+.0f%%", float64(n-p)*100/float64(p))
+	}
+	return fmt.Sprintf("%s: %d → %d %s (%s)", planned.Target, p, n, unit(planned.Kind), pct)
+}
+
+func (x *Executor) backupDir(in flows.ExecInput) string {
+	return filepath.Join(x.cfg.BackupDir, in.Ticket.ID, in.Ticket.Outputs["plan_id"])
+}
+
+func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
+	done := splitList(in.Ticket.Outputs["backed_up"])
+	dir := x.backupDir(in)
+	var lines, audit, failed []string
+	for _, t := range targets {
+		if slices.Contains(done, t.Name) {
+			lines = append(lines, fmt.Sprintf("%s: 已备份 backed up before", t.Name))
+			continue
+		}
+		tdir := filepath.Join(dir, t.Name)
+		if err := os.RemoveAll(tdir); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+			continue
+		}
+		if err := os.MkdirAll(tdir, 0o700); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+			continue
+		}
+		var n int64
+		var err error
+		switch t.Kind {
+		case KindMongo:
+			n, err = x.mongoBackup(ctx, env, t, tdir)
+		case KindRedis:
+			n, err = x.redisBackup(ctx, env, t, tdir)
+		case KindLogs:
+			n, err = logsBackup(t, tdir, x.cfg.Now())
+		}
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+			lines = append(lines, fmt.Sprintf("❌ %s: 备份失败 backup failed: %v", t.Name, err))
+			continue
+		}
+		done = append(done, t.Name)
+		line := fmt.Sprintf("%s: 已备份 backed up %d %s to %s", t.Name, n, unit(t.Kind), tdir)
+		lines = append(lines, line)
+		audit = append(audit, "backup "+line)
+	}
+	backups := splitList(in.Ticket.Outputs["backups"])
+	if !slices.Contains(backups, dir) && len(done) > 0 {
+		backups = append(backups, dir)
+	}
+	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit,
+		Set: map[string]string{"backed_up": strings.Join(done, ","), "backups": strings.Join(backups, ",")}}
+	if len(failed) > 0 {
+		res.ExitCode = 1
+		res.Err = fmt.Sprintf("%d 个目标备份失败，重试只处理失败的目标 · %d target(s) failed to back up (a retry does only those): %s",
+			len(failed), len(failed), strings.Join(failed, "; "))
+	}
+	return res
+}
+
+func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
+	// A freeze or protection that began after approval still stops it.
+	g, err := x.Guard(ctx, env.Name)
+	if err != nil {
+		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+	}
+	if g.Refused != "" {
+		return flows.ExecResult{ExitCode: -1, Err: g.Refused}
+	}
+	plan, err := planOf(in.Ticket)
+	if err != nil {
+		return flows.ExecResult{ExitCode: -1, Err: err.Error()}
+	}
+	done := splitList(in.Ticket.Outputs["wiped"])
+	var todo []Target
+	var moved []string
+	for _, t := range targets {
+		if slices.Contains(done, t.Name) {
+			continue
+		}
+		now, err := x.count(ctx, env, t)
+		if err != nil {
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("recount of %s: %v", t.Name, err), Transient: true}
+		}
+		if c := x.changed(plan[t.Name], now); c != "" {
+			moved = append(moved, c)
+		}
+		todo = append(todo, t)
+	}
+	if len(moved) > 0 {
+		return flows.ExecResult{Redo: true, ExitCode: 1, Output: strings.Join(moved, "\n"),
+			Err: fmt.Sprintf("数据在试运行后变化超过 %.0f%%，已停止清档并重新试运行、重新审批 · changed by more than %.0f%% since the dry run, so nothing was wiped; a new dry run and approval follow: %s",
+				x.cfg.ChangeThreshold*100, x.cfg.ChangeThreshold*100, strings.Join(moved, "; ")),
+			Audit: []string{"wipe stopped, plan out of date: " + strings.Join(moved, "; ")}}
+	}
+	var lines, audit, failed []string
+	for _, t := range todo {
+		var items []Count
+		var err error
+		switch t.Kind {
+		case KindMongo:
+			items, err = x.mongoWipe(ctx, env, t)
+		case KindRedis:
+			items, err = x.redisWipe(ctx, env, t)
+		case KindLogs:
+			items, err = logsWipe(t, x.cfg.Now())
+		}
+		p := TargetPlan{Target: t.Name, Kind: t.Kind, Items: items}
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+			lines = append(lines, fmt.Sprintf("❌ %s 失败 failed after deleting %s", t.Name, strings.TrimPrefix(p.Line(), t.Name+": ")))
+			audit = append(audit, fmt.Sprintf("wipe %s failed: %v; deleted %s", t.Name, err, p.Line()))
+			continue
+		}
+		done = append(done, t.Name)
+		lines = append(lines, "🧹 已删除 deleted "+p.Line())
+		audit = append(audit, "wipe "+p.Line())
+	}
+	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit,
+		Set: map[string]string{"wiped": strings.Join(done, ",")}}
+	if len(failed) > 0 {
+		res.ExitCode = 1
+		res.Err = fmt.Sprintf("%d 个目标清理失败，重试只处理失败的目标 · %d target(s) failed (a retry does only those): %s",
+			len(failed), len(failed), strings.Join(failed, "; "))
+	}
+	return res
+}
+
+func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flows.ExecResult {
+	backups := splitList(in.Ticket.Outputs["backups"])
+	if len(backups) == 0 {
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s 没有备份，无法恢复 · no backup was taken for %s: nothing to restore", in.Ticket.ID, in.Ticket.ID)}
+	}
+	var lines, audit, failed []string
+	for _, dir := range backups { // oldest first: newer backups win
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			failed = append(failed, err.Error())
+			continue
+		}
+		for _, e := range entries {
+			t, ok := env.Target(e.Name())
+			if !ok || !e.IsDir() {
+				continue
+			}
+			tdir := filepath.Join(dir, e.Name())
+			var n int64
+			switch t.Kind {
+			case KindMongo:
+				n, err = x.mongoRestore(ctx, env, t, tdir)
+			case KindRedis:
+				n, err = x.redisRestore(ctx, env, t, tdir)
+			case KindLogs:
+				n, err = logsRestore(t, tdir)
+			}
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+				continue
+			}
+			line := fmt.Sprintf("%s: 已恢复 restored %d %s from %s", t.Name, n, unit(t.Kind), tdir)
+			lines = append(lines, line)
+			audit = append(audit, "restore "+line)
+		}
+	}
+	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit}
+	if len(failed) > 0 {
+		res.ExitCode, res.Err = 1, "恢复失败 restore failed: "+strings.Join(failed, "; ")
+	}
+	return res
+}

@@ -1,0 +1,228 @@
+package cleanup
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// match reports whether a file (path relative to the root, with "/")
+// matches one of the target's globs.
+func (t Target) match(rel string) bool {
+	for _, g := range t.Globs {
+		name := rel
+		if !strings.Contains(g, "/") {
+			name = path.Base(rel)
+		}
+		if ok, _ := path.Match(g, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+type logFile struct {
+	rel   string
+	size  int64
+	mode  fs.FileMode
+	mtime time.Time
+}
+
+// logFiles lists the regular files under the target's root that match its
+// globs and age. The walk happens inside an os.Root: symbolic links are
+// neither followed nor deleted, and nothing outside the root is reached.
+func logFiles(t Target, now time.Time) (*os.Root, []logFile, error) {
+	root, err := os.OpenRoot(t.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []logFile
+	err = fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !d.Type().IsRegular() { // symlinks, sockets, devices: left alone
+			return nil
+		}
+		if !t.match(p) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if t.OlderThan > 0 && now.Sub(info.ModTime()) < t.OlderThan {
+			return nil
+		}
+		out = append(out, logFile{rel: p, size: info.Size(), mode: info.Mode().Perm(), mtime: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		root.Close()
+		return nil, nil, err
+	}
+	return root, out, nil
+}
+
+// byDir groups files into counts per directory.
+func byDir(t Target, files []logFile) []Count {
+	m := map[string]*Count{}
+	for _, f := range files {
+		dir := path.Dir(f.rel)
+		c := m[dir]
+		if c == nil {
+			what := t.Root
+			if dir != "." {
+				what = filepath.Join(t.Root, dir)
+			}
+			c = &Count{What: what}
+			m[dir] = c
+		}
+		c.N++
+		c.Bytes += f.size
+	}
+	out := make([]Count, 0, len(m))
+	for _, c := range m {
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].What < out[j].What })
+	return out
+}
+
+func logsCount(t Target, now time.Time) ([]Count, error) {
+	root, files, err := logFiles(t, now)
+	if err != nil {
+		return nil, err
+	}
+	root.Close()
+	return byDir(t, files), nil
+}
+
+func logsWipe(t Target, now time.Time) ([]Count, error) {
+	root, files, err := logFiles(t, now)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	var gone []logFile
+	for _, f := range files {
+		if err := root.Remove(f.rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return byDir(t, gone), fmt.Errorf("remove %s: %w", f.rel, err)
+		}
+		gone = append(gone, f)
+	}
+	return byDir(t, gone), nil
+}
+
+// logsBackup archives the matching files as <dir>/logs.tar.gz, with their
+// paths relative to the root, modes and times.
+func logsBackup(t Target, dir string, now time.Time) (int64, error) {
+	root, files, err := logFiles(t, now)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	out, err := os.OpenFile(filepath.Join(dir, "logs.tar.gz"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	zw := gzip.NewWriter(out)
+	tw := tar.NewWriter(zw)
+	var n int64
+	for _, f := range files {
+		src, err := root.Open(f.rel)
+		if err != nil {
+			out.Close()
+			return n, err
+		}
+		hdr := &tar.Header{Name: f.rel, Mode: int64(f.mode), Size: f.size, ModTime: f.mtime, Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			src.Close()
+			out.Close()
+			return n, err
+		}
+		_, err = io.CopyN(tw, src, f.size)
+		src.Close()
+		if err != nil {
+			out.Close()
+			return n, fmt.Errorf("archive %s: %w", f.rel, err)
+		}
+		n++
+	}
+	for _, c := range []io.Closer{tw, zw} {
+		if err := c.Close(); err != nil {
+			out.Close()
+			return n, err
+		}
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return n, err
+	}
+	return n, out.Close()
+}
+
+// logsRestore puts archived files back under the root; a file that exists
+// again is kept as it is.
+func logsRestore(t Target, dir string) (int64, error) {
+	f, err := os.Open(filepath.Join(dir, "logs.tar.gz"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	root, err := os.OpenRoot(t.Root)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	tr := tar.NewReader(zr)
+	var n int64
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		if d := path.Dir(hdr.Name); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return n, err
+			}
+		}
+		w, err := root.OpenFile(hdr.Name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fs.FileMode(hdr.Mode).Perm())
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		_, err = io.Copy(w, tr)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return n, err
+		}
+		if err := root.Chtimes(hdr.Name, hdr.ModTime, hdr.ModTime); err != nil {
+			return n, err
+		}
+		n++
+	}
+}

@@ -1,0 +1,202 @@
+package cleanup
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// collections lists a Mongo target's collections: the configured ones,
+// or every non-system collection of the database.
+func (x *Executor) collections(ctx context.Context, env Env, t Target) (*mongo.Database, []string, error) {
+	c, err := x.mongoClient(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	db := c.Database(t.Database)
+	if len(t.Collections) > 0 {
+		return db, t.Collections, nil
+	}
+	names, err := db.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if !strings.HasPrefix(n, "system.") {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return db, out, nil
+}
+
+func (x *Executor) mongoCount(ctx context.Context, env Env, t Target) ([]Count, error) {
+	db, colls, err := x.collections(ctx, env, t)
+	if err != nil {
+		return nil, err
+	}
+	var out []Count
+	for _, name := range colls {
+		n, err := db.Collection(name).CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return out, fmt.Errorf("count %s.%s: %w", t.Database, name, err)
+		}
+		out = append(out, Count{What: t.Database + "." + name, N: n})
+	}
+	return out, nil
+}
+
+// mongoWipe deletes every document of the target's collections, keeping
+// the collections and their indexes.
+func (x *Executor) mongoWipe(ctx context.Context, env Env, t Target) ([]Count, error) {
+	db, colls, err := x.collections(ctx, env, t)
+	if err != nil {
+		return nil, err
+	}
+	var out []Count
+	for _, name := range colls {
+		r, err := db.Collection(name).DeleteMany(ctx, bson.D{})
+		if err != nil {
+			return out, fmt.Errorf("delete from %s.%s: %w", t.Database, name, err)
+		}
+		out = append(out, Count{What: t.Database + "." + name, N: r.DeletedCount})
+	}
+	return out, nil
+}
+
+// mongoBackup writes each collection as canonical extended JSON, one
+// document per line: <dir>/<collection>.jsonl.
+func (x *Executor) mongoBackup(ctx context.Context, env Env, t Target, dir string) (int64, error) {
+	db, colls, err := x.collections(ctx, env, t)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, name := range colls {
+		n, err := exportCollection(ctx, db.Collection(name), filepath.Join(dir, name+".jsonl"))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("export %s.%s: %w", t.Database, name, err)
+		}
+	}
+	return total, nil
+}
+
+func exportCollection(ctx context.Context, c *mongo.Collection, path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriter(f)
+	cur, err := c.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	defer cur.Close(ctx)
+	var n int64
+	for cur.Next(ctx) {
+		line, err := bson.MarshalExtJSON(cur.Current, true, false)
+		if err != nil {
+			f.Close()
+			return n, err
+		}
+		w.Write(line)
+		w.WriteByte('\n')
+		n++
+	}
+	if err := cur.Err(); err != nil {
+		f.Close()
+		return n, err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return n, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return n, err
+	}
+	return n, f.Close()
+}
+
+// mongoRestore inserts the backed-up documents again; documents that are
+// there already (same _id) are left as they are.
+func (x *Executor) mongoRestore(ctx context.Context, env Env, t Target, dir string) (int64, error) {
+	c, err := x.mongoClient(env)
+	if err != nil {
+		return 0, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.jsonl"))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, path := range files {
+		coll := c.Database(t.Database).Collection(strings.TrimSuffix(filepath.Base(path), ".jsonl"))
+		n, err := importCollection(ctx, coll, path)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("import %s: %w", filepath.Base(path), err)
+		}
+	}
+	return total, nil
+}
+
+func importCollection(ctx context.Context, c *mongo.Collection, path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	var n int64
+	var batch []any
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		r, err := c.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false))
+		if r != nil {
+			n += int64(len(r.InsertedIDs))
+		}
+		batch = batch[:0]
+		var bwe mongo.BulkWriteException
+		if errors.As(err, &bwe) {
+			for _, we := range bwe.WriteErrors {
+				if we.Code != 11000 { // duplicate key: the document is back already
+					return err
+				}
+			}
+			return nil
+		}
+		return err
+	}
+	for sc.Scan() {
+		var doc bson.D
+		if err := bson.UnmarshalExtJSON(sc.Bytes(), true, &doc); err != nil {
+			return n, err
+		}
+		batch = append(batch, doc)
+		if len(batch) == 500 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return n, err
+	}
+	return n, flush()
+}

@@ -1,0 +1,126 @@
+// Package mongotest runs FerretDB (the MongoDB wire protocol over SQLite)
+// on a free loopback port for tests. `make deps` builds bin/ferretdb from
+// the module proxy; without it the tests fail and say so.
+package mongotest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Server is a running FerretDB.
+type Server struct {
+	URI    string
+	Client *mongo.Client
+	cmd    *exec.Cmd
+	log    *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Binary finds bin/ferretdb above the working directory, or
+// $OPSBOT_FERRETDB.
+func Binary() (string, error) {
+	if p := os.Getenv("OPSBOT_FERRETDB"); p != "" {
+		return p, nil
+	}
+	dir, _ := os.Getwd()
+	for {
+		p := filepath.Join(dir, "bin", "ferretdb")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("bin/ferretdb not found: run `make deps` (builds FerretDB v1.24 from the module proxy)")
+		}
+		dir = parent
+	}
+}
+
+// Start runs FerretDB and stops it when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	s := &Server{URI: "mongodb://" + addr + "/", log: &lockedBuffer{}}
+	s.cmd = exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--listen-addr="+addr,
+		"--telemetry=disable", "--debug-addr=-", "--state-dir="+dir, "--log-level=warn")
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	c, err := mongo.Connect(options.Client().ApplyURI(s.URI).SetServerSelectionTimeout(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Client = c
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx, nil)
+		cancel()
+		if err == nil {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("FerretDB did not answer on %s: %v\n%s", addr, err, s.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *Server) stop() {
+	if s.Client != nil {
+		_ = s.Client.Disconnect(context.Background())
+	}
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-done
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package cleanup
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+func patterns(t Target) []string {
+	if len(t.Patterns) == 0 {
+		return []string{"*"}
+	}
+	return t.Patterns
+}
+
+// scan walks the keys matching pattern in batches, never with KEYS.
+func (x *Executor) scan(ctx context.Context, c *goredis.Client, pattern string, fn func(keys []string) error) error {
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, pattern, int64(x.cfg.Batch)).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// redisCount counts each pattern's keys; a key matched by two patterns
+// (or returned twice by SCAN while Redis resizes) counts once.
+func (x *Executor) redisCount(ctx context.Context, env Env, t Target) ([]Count, error) {
+	c := x.redisClient(env, t.DB)
+	seen := map[string]struct{}{}
+	var out []Count
+	for _, p := range patterns(t) {
+		cnt := Count{What: fmt.Sprintf("db%d %s", t.DB, p)}
+		err := x.scan(ctx, c, p, func(keys []string) error {
+			for _, k := range keys {
+				if _, dup := seen[k]; !dup {
+					seen[k] = struct{}{}
+					cnt.N++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, cnt)
+	}
+	return out, nil
+}
+
+// redisWipe deletes each pattern's keys with UNLINK (freed in the
+// background) in SCAN-sized batches, so the server keeps answering other
+// clients; it never calls KEYS or FLUSHDB/FLUSHALL.
+func (x *Executor) redisWipe(ctx context.Context, env Env, t Target) ([]Count, error) {
+	c := x.redisClient(env, t.DB)
+	var out []Count
+	for _, p := range patterns(t) {
+		cnt := Count{What: fmt.Sprintf("db%d %s", t.DB, p)}
+		err := x.scan(ctx, c, p, func(keys []string) error {
+			n, err := c.Unlink(ctx, keys...).Result()
+			cnt.N += n
+			return err
+		})
+		out = append(out, cnt)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// dumped is one key in a Redis backup: its DUMP payload and the time to
+// live it had (0: none).
+type dumped struct {
+	Key   []byte `json:"k"`
+	TTLms int64  `json:"ttl"`
+	Value []byte `json:"v"`
+}
+
+func (x *Executor) redisBackup(ctx context.Context, env Env, t Target, dir string) (int64, error) {
+	c := x.redisClient(env, t.DB)
+	f, err := os.OpenFile(filepath.Join(dir, "keys.jsonl"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	seen := map[string]struct{}{}
+	var n int64
+	for _, p := range patterns(t) {
+		err := x.scan(ctx, c, p, func(keys []string) error {
+			pipe := c.Pipeline()
+			dumps := make([]*goredis.StringCmd, len(keys))
+			ttls := make([]*goredis.DurationCmd, len(keys))
+			for i, k := range keys {
+				dumps[i], ttls[i] = pipe.Dump(ctx, k), pipe.PTTL(ctx, k)
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+				return err
+			}
+			for i, k := range keys {
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				v, err := dumps[i].Result()
+				if errors.Is(err, goredis.Nil) {
+					continue // expired or deleted since the SCAN
+				}
+				if err != nil {
+					return err
+				}
+				seen[k] = struct{}{}
+				ttl := ttls[i].Val()
+				if ttl < 0 {
+					ttl = 0
+				}
+				if err := enc.Encode(dumped{Key: []byte(k), TTLms: ttl.Milliseconds(), Value: []byte(v)}); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			f.Close()
+			return n, err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return n, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return n, err
+	}
+	return n, f.Close()
+}
+
+// redisRestore puts the keys back with RESTORE ... REPLACE and the time
+// to live they had when they were dumped.
+func (x *Executor) redisRestore(ctx context.Context, env Env, t Target, dir string) (int64, error) {
+	c := x.redisClient(env, t.DB)
+	f, err := os.Open(filepath.Join(dir, "keys.jsonl"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(bufio.NewReader(f))
+	var n int64
+	pipe := c.Pipeline()
+	queued := 0
+	flush := func() error {
+		if queued == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		queued = 0
+		return err
+	}
+	for dec.More() {
+		var d dumped
+		if err := dec.Decode(&d); err != nil {
+			return n, err
+		}
+		pipe.RestoreReplace(ctx, string(d.Key), time.Duration(d.TTLms)*time.Millisecond, string(d.Value))
+		queued++
+		n++
+		if queued == x.cfg.Batch {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, flush()
+}
