@@ -134,15 +134,15 @@ type Stage struct {
 	Title string `yaml:"title"`
 	Kind  string `yaml:"kind"`
 	// Approval stages.
-	Roles         []string `yaml:"roles"`
-	Approvals     int      `yaml:"approvals"`
+	Roles     []string `yaml:"roles"`
+	Approvals int      `yaml:"approvals"`
 	// ApprovalsIf raises the approvals needed when a field matches (a
 	// protected environment needs two distinct approvers).
-	ApprovalsIf *CondApprovals `yaml:"approvals_if"`
-	RemindEvery   Duration `yaml:"remind_every"`
-	EscalateAfter int      `yaml:"escalate_after"` // reminders before escalation
-	EscalateTo    string   `yaml:"escalate_to"`
-	ExpireAfter   Duration `yaml:"expire_after"`
+	ApprovalsIf   *CondApprovals `yaml:"approvals_if"`
+	RemindEvery   Duration       `yaml:"remind_every"`
+	EscalateAfter int            `yaml:"escalate_after"` // reminders before escalation
+	EscalateTo    string         `yaml:"escalate_to"`
+	ExpireAfter   Duration       `yaml:"expire_after"`
 	// Action and wait stages.
 	Executor     string            `yaml:"executor"`
 	Params       map[string]string `yaml:"params"`
