@@ -44,10 +44,11 @@ fuzz: ## fuzz the command parser and the redactor for a while
 	$(GO) test ./commands -run '^$$' -fuzz FuzzParse -fuzztime 30s
 	$(GO) test ./bot -run '^$$' -fuzz FuzzRedactorNeverLeaksConfiguredSecret -fuzztime 15s
 
-bench: ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
+bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates
 	$(GO) test -run '^$$' -bench Release40Zones -benchtime 1x ./integrations/puppet
 	$(GO) test -run '^$$' -bench Propose -benchtime 5000x ./integrations/inventory
+	$(GO) test -run '^$$' -bench RedisWipe1M -benchtime 1x ./integrations/cleanup
 	$(GO) run . load
 
 lint: ## go vet and staticcheck
