@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 const jars = "/usr/share/java/zookeeper.jar:/usr/share/java/zookeeper-jute.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar"
@@ -54,9 +56,12 @@ func (s *Server) Restart() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if s.ruok() {
+		// "imok" comes before the server takes sessions; a session that
+		// answers a read is the real sign it is ready (it can take seconds
+		// on a loaded machine).
+		if s.ruok() && s.session() {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -65,6 +70,30 @@ func (s *Server) Restart() {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func (s *Server) session() bool {
+	conn, events, err := zk.Connect([]string{s.Addr}, 10*time.Second, zk.WithLogInfo(false), zk.WithLogger(quiet{}))
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.State == zk.StateHasSession {
+				_, _, err := conn.Exists("/")
+				return err == nil
+			}
+		case <-timeout:
+			return false
+		}
+	}
+}
+
+type quiet struct{}
+
+func (quiet) Printf(string, ...any) {}
 
 func (s *Server) ruok() bool {
 	c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
