@@ -60,6 +60,55 @@ flows:
 	}
 }
 
+func TestConfigCheckClustersDNSAndCleanup(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(cfg, []byte(`
+clusters:
+  sizes: {"5+3": 0}
+  prod_name_pattern: "prod-[a-z"
+  apply: {url: "ftp://x", script: y.sh}
+dns: {server: "ns1", key_name: k, key_secret_env: OPSBOT_NO_SUCH_TSIG}
+channels: {infra: {wecom_robot_env: OPSBOT_NO_SUCH_ROBOT}}
+cleanup:
+  protected: [{env: prod, mode: maybe}, {env: tdev, mode: refuse, until: "next week"}]
+  envs:
+    tdev:
+      targets:
+        - {name: all, redis: {db: 1}}
+        - {name: a, mongo: {database: game}}
+        - {name: b}
+        - {name: c, logs: {root: "var/log", globs: ["*.log"]}}
+        - {name: d, logs: {root: /var/log, globs: ["../*"]}}
+        - {name: r, redis: {db: 1}}
+`), 0o644)
+	var out, errb bytes.Buffer
+	if code := bot.Main([]string{"config", "check", cfg}, nil, &out, &errb); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{
+		`clusters.sizes: 5+3 holds 0 stores`,
+		`clusters.prod_name_pattern: error parsing regexp`,
+		`clusters.apply: give url or script, not both`,
+		`clusters.apply.url: "ftp://x" is not an http(s) URL`,
+		`dns.zone: the zone cluster domains live in`,
+		`dns.server: "ns1": write host:port`,
+		`dns: environment variable OPSBOT_NO_SUCH_TSIG is not set`,
+		`channels.infra: environment variable OPSBOT_NO_SUCH_ROBOT is not set`,
+		`cleanup.protected[0] prod: mode "maybe": refuse or two_approvers`,
+		`cleanup.protected[1] tdev: "next week" is not a date`,
+		`targets[0] all: give the target a name (not "all")`,
+		`cleanup.envs.tdev: mongo_uri_env is needed for mongo targets`,
+		`targets[2] b: give exactly one of mongo, redis or logs`,
+		`targets[3] c: logs.root "var/log" must be an absolute path`,
+		`targets[4] d: glob "../*" is not valid`,
+		`cleanup.envs.tdev: redis.addr is needed for redis targets`,
+	} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("config check output lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
 func TestRedactor(t *testing.T) {
 	r := bot.NewRedactor("configured-secret-1")
 	cases := map[string]string{
