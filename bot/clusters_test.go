@@ -615,7 +615,7 @@ const editableFlow = `flows:
       - {name: window, required: true}
       - {name: note}
     stages:
-      - {name: review, kind: approval, roles: [techlead], approvals: 2}
+      - {name: review, kind: approval, roles: [techlead], approvals: 2, remind_every: 1h}
       - {name: apply, kind: action, executor: script, params: {command: deploy.sh}}
 `
 
@@ -650,6 +650,13 @@ func TestEditStartsApprovalsOver(t *testing.T) {
 		t.Fatalf("edit event %+v", last)
 	}
 	mustContain(t, bottest.Title(k.Say("alice", "/ops edit T-1 window=tomorrow service=api")), "T-1 already has these values")
+	// Reminders go on after the edit (they follow the stage it restarted).
+	k.Clock.Advance(61 * time.Minute)
+	if err := k.Bot.Engine().Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	k.Deliver()
+	mustContain(t, strings.Join(k.Notices("bert"), "\n"), "T-1 提醒：仍在等待你审批 reminder")
 	mustContain(t, bottest.Title(k.Say("alice", "/ops edit T-1 colour=red")), `unknown field "colour"`)
 	approve(t, k, "bob", "T-1", "review")
 	approve(t, k, "bert", "T-1", "apply")

@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -119,7 +120,7 @@ func (e *Engine) Edit(ctx context.Context, a Action, changes map[string]string) 
 	}
 	cur, err := e.store.Get(ctx, id)
 	if err != nil {
-		if err == state.ErrNotFound {
+		if errors.Is(err, state.ErrNotFound) {
 			return cur, Userf("no_ticket", "/ops list open", "没有工单 %s · there is no ticket %s", id, id)
 		}
 		return cur, err
@@ -204,10 +205,17 @@ func (e *Engine) Edit(ctx context.Context, a Action, changes map[string]string) 
 			}
 		}
 		s.t.Locks = locks
-		st, _ := f.Stage(t.Stage)
-		s.t.Approvals = nil
-		s.t.StageVersion = s.version() // cards drawn before the edit are stale
-		s.notify(s.approvers(st.Roles), "edited", st.Roles)
+		// The stage starts over: approvals, reminders and expiry; cards drawn
+		// before the edit are stale. Approvers hear that it was edited.
+		_, i := f.Stage(t.Stage)
+		if err := s.enter(i); err != nil {
+			return state.Change{}, err
+		}
+		for j := range s.notices {
+			if s.notices[j].event == "approval_needed" {
+				s.notices[j].event = "edited"
+			}
+		}
 		ch, err := s.finish()
 		ch.Audit = append(ch.Audit, a.Audit...)
 		return ch, err

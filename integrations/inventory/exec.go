@@ -138,14 +138,10 @@ func (x *Executor) move(ctx context.Context, in flows.ExecInput, now time.Time) 
 	if err != nil {
 		return flows.ExecResult{ExitCode: -1, Err: "inventory: " + err.Error(), Output: strings.Join(out, "\n")}
 	}
-	var moved *state.Cluster
-	if c, _, ok := x.Inv.Cluster(to); ok {
-		moved = &c
-	}
-	x.Inv.apply(res.Moved, to, t.ID, moved)
+	x.Inv.apply(res.Moved, to, t.ID)
 	capacity := 0
-	if moved != nil {
-		capacity = x.Inv.Capacity(*moved)
+	if c, _, ok := x.Inv.Cluster(to); ok {
+		capacity = x.Inv.Capacity(c)
 	}
 	line := fmt.Sprintf("已迁移 moved %d store(s) to %s: %d → %d/%d (%d%%)", len(res.Moved), to, res.Before, res.After, capacity, Percent(res.After, capacity))
 	if len(res.Kept) > 0 {

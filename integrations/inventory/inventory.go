@@ -287,7 +287,7 @@ func (inv *Inventory) Usage(name string, res []Reservation) (Usage, error) {
 }
 
 // apply records a move in memory after it was written to bbolt.
-func (inv *Inventory) apply(moved []string, to, ticket string, c *state.Cluster) {
+func (inv *Inventory) apply(moved []string, to, ticket string) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	for _, id := range moved {
@@ -295,9 +295,7 @@ func (inv *Inventory) apply(moved []string, to, ticket string, c *state.Cluster)
 		s.Cluster, s.Ticket = to, ticket
 		inv.putStoreLocked(s)
 	}
-	if c != nil {
-		if a, ok := inv.clusters[c.Name]; ok {
-			a.c = *c
-		}
+	if a, ok := inv.clusters[to]; ok && len(moved) > 0 {
+		a.c.Ticket = ticket
 	}
 }
