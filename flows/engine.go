@@ -52,7 +52,13 @@ type ExecResult struct {
 	Redo bool
 	// Audit lines are written to the audit log with the step's result:
 	// what a destructive step did, target by target.
-	Audit []string
+	Audit []AuditLine
+}
+
+// AuditLine is one thing a step did, for the audit log.
+type AuditLine struct {
+	Text   string
+	Failed bool
 }
 
 // Config wires an Engine.

@@ -287,11 +287,11 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 		s.ch.Event.Data = map[string]string{"job": j.ID, "attempt": fmt.Sprint(res.Attempt), "exit_code": fmt.Sprint(res.ExitCode)}
 		for _, line := range out.Audit {
 			result := "ok"
-			if !res.OK {
+			if line.Failed {
 				result = "failed"
 			}
 			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: "opsbot", Action: j.Executor + " " + j.Stage,
-				Ticket: cur.ID, Args: e.clean(line), Result: result})
+				Ticket: cur.ID, Args: e.clean(line.Text), Result: result})
 		}
 		switch j.Kind {
 		case "release", "revert":

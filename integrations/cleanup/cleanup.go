@@ -443,7 +443,8 @@ func (x *Executor) backupDir(in flows.ExecInput) string {
 func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
 	done := splitList(in.Ticket.Outputs["backed_up"])
 	dir := x.backupDir(in)
-	var lines, audit, failed []string
+	var lines, failed []string
+	var audit []flows.AuditLine
 	for _, t := range targets {
 		if slices.Contains(done, t.Name) {
 			lines = append(lines, fmt.Sprintf("%s: 已备份 backed up before", t.Name))
@@ -471,12 +472,13 @@ func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targ
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
 			lines = append(lines, fmt.Sprintf("❌ %s: 备份失败 backup failed: %v", t.Name, err))
+			audit = append(audit, flows.AuditLine{Text: fmt.Sprintf("backup %s: %v", t.Name, err), Failed: true})
 			continue
 		}
 		done = append(done, t.Name)
 		line := fmt.Sprintf("%s: 已备份 backed up %d %s to %s", t.Name, n, unit(t.Kind), tdir)
 		lines = append(lines, line)
-		audit = append(audit, "backup "+line)
+		audit = append(audit, flows.AuditLine{Text: "backup " + line})
 	}
 	backups := splitList(in.Ticket.Outputs["backups"])
 	if !slices.Contains(backups, dir) && len(done) > 0 {
@@ -525,9 +527,10 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 		return flows.ExecResult{Redo: true, ExitCode: 1, Output: strings.Join(moved, "\n"),
 			Err: fmt.Sprintf("数据在试运行后变化超过 %.0f%%，已停止清档并重新试运行、重新审批 · changed by more than %.0f%% since the dry run, so nothing was wiped; a new dry run and approval follow: %s",
 				x.cfg.ChangeThreshold*100, x.cfg.ChangeThreshold*100, strings.Join(moved, "; ")),
-			Audit: []string{"wipe stopped, plan out of date: " + strings.Join(moved, "; ")}}
+			Audit: []flows.AuditLine{{Text: "wipe stopped, plan out of date: " + strings.Join(moved, "; "), Failed: true}}}
 	}
-	var lines, audit, failed []string
+	var lines, failed []string
+	var audit []flows.AuditLine
 	for _, t := range todo {
 		var items []Count
 		var err error
@@ -543,12 +546,12 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
 			lines = append(lines, fmt.Sprintf("❌ %s 失败 failed after deleting %s", t.Name, strings.TrimPrefix(p.Line(), t.Name+": ")))
-			audit = append(audit, fmt.Sprintf("wipe %s failed: %v; deleted %s", t.Name, err, p.Line()))
+			audit = append(audit, flows.AuditLine{Text: fmt.Sprintf("wipe %s failed: %v; deleted %s", t.Name, err, p.Line()), Failed: true})
 			continue
 		}
 		done = append(done, t.Name)
 		lines = append(lines, "🧹 已删除 deleted "+p.Line())
-		audit = append(audit, "wipe "+p.Line())
+		audit = append(audit, flows.AuditLine{Text: "wipe " + p.Line()})
 	}
 	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit,
 		Set: map[string]string{"wiped": strings.Join(done, ",")}}
@@ -565,7 +568,8 @@ func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flo
 	if len(backups) == 0 {
 		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s 没有备份，无法恢复 · no backup was taken for %s: nothing to restore", in.Ticket.ID, in.Ticket.ID)}
 	}
-	var lines, audit, failed []string
+	var lines, failed []string
+	var audit []flows.AuditLine
 	for _, dir := range backups { // oldest first: newer backups win
 		entries, err := os.ReadDir(dir)
 		if err != nil {
@@ -589,11 +593,12 @@ func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flo
 			}
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+				audit = append(audit, flows.AuditLine{Text: fmt.Sprintf("restore %s from %s: %v", t.Name, tdir, err), Failed: true})
 				continue
 			}
 			line := fmt.Sprintf("%s: 已恢复 restored %d %s from %s", t.Name, n, unit(t.Kind), tdir)
 			lines = append(lines, line)
-			audit = append(audit, "restore "+line)
+			audit = append(audit, flows.AuditLine{Text: "restore " + line})
 		}
 	}
 	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit}

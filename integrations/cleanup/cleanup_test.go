@@ -183,8 +183,8 @@ func TestDryRunCountsWhatTheWipeDeletes(t *testing.T) {
 			t.Errorf("wipe output lacks %q:\n%s", line, r.Output)
 		}
 	}
-	if len(r.Audit) != 4 || !strings.HasPrefix(r.Audit[2], "wipe sessions: db2 session:* 300 keys") {
-		t.Fatalf("audit %q", r.Audit)
+	if len(r.Audit) != 4 || !strings.HasPrefix(r.Audit[2].Text, "wipe sessions: db2 session:* 300 keys") || r.Audit[2].Failed {
+		t.Fatalf("audit %+v", r.Audit)
 	}
 	if tk.Outputs["wiped"] != "players,guilds,sessions,logs" {
 		t.Fatalf("wiped %q", tk.Outputs["wiped"])
@@ -357,6 +357,15 @@ func TestPartialFailureRetriesOnlyTheFailed(t *testing.T) {
 	if !strings.Contains(r.Output, "🧹 已删除 deleted players: game.players 120 docs, game.items 45 docs") ||
 		!strings.Contains(r.Output, "❌ sessions 失败 failed after deleting") || !strings.Contains(r.Output, "🧹 已删除 deleted logs:") {
 		t.Fatalf("per-target report:\n%s", r.Output)
+	}
+	var failedAudit []string
+	for _, a := range r.Audit {
+		if a.Failed {
+			failedAudit = append(failedAudit, a.Text)
+		}
+	}
+	if len(r.Audit) != 3 || len(failedAudit) != 1 || !strings.HasPrefix(failedAudit[0], "wipe sessions failed: NOPERM") {
+		t.Fatalf("audit lines %+v", r.Audit)
 	}
 	if tk.Outputs["wiped"] != "players,logs" || fx.keys(2, "session:*") != 300 {
 		t.Fatalf("wiped %q, sessions left %d", tk.Outputs["wiped"], fx.keys(2, "session:*"))
