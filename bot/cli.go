@@ -128,7 +128,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		// Every flow, including those whose integrations this config lacks.
-		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper", "inventory", "dns"})
+		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper", "inventory", "dns", "cleanup"})
 		if err != nil {
 			return fail(err)
 		}
