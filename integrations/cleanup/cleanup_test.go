@@ -336,6 +336,14 @@ func TestWipeStopsWhenTheDataChanged(t *testing.T) {
 	if !r.OK || !strings.Contains(r.Output, "sessions: db2 session:* 450 keys, db2 cache:* 265 keys") {
 		t.Fatalf("within the threshold: %+v", r)
 	}
+	// A wipe killed halfway records nothing; the retry finds fewer than
+	// planned and asks again rather than trusting the old plan.
+	tk = fx.ticket("guilds")
+	fx.run(&tk, "dry_run")
+	fx.mongo.Client.Database("guild").Collection("members").DeleteMany(ctx, bson.D{{Key: "n", Value: bson.D{{Key: "$lt", Value: 35}}}})
+	if r = fx.run(&tk, "wipe"); !r.Redo || !strings.Contains(r.Err, "guilds: 100 → 65 docs (-35%)") {
+		t.Fatalf("after a partial wipe: %+v", r)
+	}
 }
 
 // TestPartialFailureRetriesOnlyTheFailed: one target fails during the
