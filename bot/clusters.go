@@ -82,17 +82,8 @@ func (b *Bot) cluster(ctx context.Context, r commands.Cluster) ([]templates.Mess
 	if len(c.Tags) > 0 {
 		lines = append(lines, "tags: "+strings.Join(c.Tags, ","))
 	}
-	// The mix of what is in it, for the placement rules.
-	markets, dos, own := map[string]int{}, map[string]int{}, map[string]int{}
-	for _, s := range b.inv.Stores() {
-		if s.Cluster == c.Name {
-			markets[s.Market]++
-			dos[s.DO]++
-			own[s.Ownership]++
-		}
-	}
-	if n > 0 {
-		lines = append(lines, fmt.Sprintf("%d markets · %d DOs · direct %d / DL %d / CL %d", len(markets), len(dos), own["direct"], own["DL"], own["CL"]))
+	if markets, dos, own := b.inv.Mix(c.Name); n > 0 {
+		lines = append(lines, fmt.Sprintf("%d markets · %d DOs · direct %d / DL %d / CL %d", markets, dos, own[0], own[1], own[2]))
 	}
 	if c.Ticket != "" {
 		lines = append(lines, "最近变更 last changed by "+c.Ticket)

@@ -365,6 +365,8 @@ func TestClusterChangeReservations(t *testing.T) {
 		t.Fatalf("second: %q, want %q", got, want)
 	}
 	mustContain(t, ck.say("ivan", "/ops cluster show uat-a"), "Cluster uat-a: 7/10 = 70%")
+	mustContain(t, ck.k.Say("ivan", "/ops cluster show uat-a")[0].Body, "1 markets · 7 DOs · direct 7 / DL 0 / CL 0")
+	mustContain(t, ck.k.Say("ivan", "/ops cluster list env=uat")[0].Body, "uat-b uat Putuo 3+3 active: 5/10 (50%); 在途 in flight +0/-3")
 	mustContain(t, bottest.Card(ck.k.Say("ivan", "/ops cluster show uat-a")).Body+ck.k.Say("ivan", "/ops cluster show uat-a")[0].Body, "in flight +3/-0 (T-1,T-2) → 10/10 = 100%")
 	// The same store in two tickets is refused, naming the holder.
 	holder := "T-2"

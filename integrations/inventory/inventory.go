@@ -160,6 +160,18 @@ func (inv *Inventory) Cluster(name string) (state.Cluster, int, bool) {
 	return a.c, a.n, true
 }
 
+// Mix is what a cluster holds, for the placement rules: distinct markets
+// and DOs, and stores by ownership (direct, DL, CL).
+func (inv *Inventory) Mix(name string) (markets, dos int, own [3]int) {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	a, ok := inv.clusters[name]
+	if !ok {
+		return 0, 0, own
+	}
+	return len(a.market), len(a.do), a.own
+}
+
 // Clusters returns every cluster, by name.
 func (inv *Inventory) Clusters() []state.Cluster {
 	inv.mu.RLock()

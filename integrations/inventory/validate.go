@@ -338,7 +338,7 @@ func firstTicket(res []Reservation, ids []string) string {
 
 func orNone(s string) string {
 	if s == "" {
-		return "-"
+		return "none"
 	}
 	return s
 }
