@@ -8,9 +8,11 @@
 package cleanup
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -356,6 +358,23 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 		return x.wipe(ctx, in, env, targets)
 	}
 	return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("cleanup executor: unknown op %q (dry_run, backup or wipe)", in.Params["op"])}
+}
+
+// writeBackup creates path (never over an existing file), lets write fill
+// it through a buffer, and syncs it to disk before closing it.
+func writeBackup(path string, write func(w io.Writer) error) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, step := range []func() error{func() error { return write(w) }, w.Flush, f.Sync} {
+		if err := step(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }
 
 func splitList(s string) []string {

@@ -131,44 +131,37 @@ func logsBackup(t Target, dir string, now time.Time) (int64, error) {
 		return 0, err
 	}
 	defer root.Close()
-	out, err := os.OpenFile(filepath.Join(dir, "logs.tar.gz"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	zw := gzip.NewWriter(out)
-	tw := tar.NewWriter(zw)
 	var n int64
-	for _, f := range files {
-		src, err := root.Open(f.rel)
-		if err != nil {
-			out.Close()
-			return n, err
+	err = writeBackup(filepath.Join(dir, "logs.tar.gz"), func(w io.Writer) error {
+		zw := gzip.NewWriter(w)
+		tw := tar.NewWriter(zw)
+		for _, f := range files {
+			if err := archive(tw, root, f); err != nil {
+				return err
+			}
+			n++
 		}
-		hdr := &tar.Header{Name: f.rel, Mode: int64(f.mode), Size: f.size, ModTime: f.mtime, Typeflag: tar.TypeReg}
-		if err := tw.WriteHeader(hdr); err != nil {
-			src.Close()
-			out.Close()
-			return n, err
+		if err := tw.Close(); err != nil {
+			return err
 		}
-		_, err = io.CopyN(tw, src, f.size)
-		src.Close()
-		if err != nil {
-			out.Close()
-			return n, fmt.Errorf("archive %s: %w", f.rel, err)
-		}
-		n++
+		return zw.Close()
+	})
+	return n, err
+}
+
+func archive(tw *tar.Writer, root *os.Root, f logFile) error {
+	src, err := root.Open(f.rel)
+	if err != nil {
+		return err
 	}
-	for _, c := range []io.Closer{tw, zw} {
-		if err := c.Close(); err != nil {
-			out.Close()
-			return n, err
-		}
+	defer src.Close()
+	if err := tw.WriteHeader(&tar.Header{Name: f.rel, Mode: int64(f.mode), Size: f.size, ModTime: f.mtime, Typeflag: tar.TypeReg}); err != nil {
+		return err
 	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return n, err
+	if _, err := io.CopyN(tw, src, f.size); err != nil {
+		return fmt.Errorf("archive %s: %w", f.rel, err)
 	}
-	return n, out.Close()
+	return nil
 }
 
 // logsRestore puts archived files back under the root; a file that exists

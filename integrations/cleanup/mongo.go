@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -93,41 +94,26 @@ func (x *Executor) mongoBackup(ctx context.Context, env Env, t Target, dir strin
 }
 
 func exportCollection(ctx context.Context, c *mongo.Collection, path string) (int64, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	w := bufio.NewWriter(f)
-	cur, err := c.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
-	if err != nil {
-		f.Close()
-		return 0, err
-	}
-	defer cur.Close(ctx)
 	var n int64
-	for cur.Next(ctx) {
-		line, err := bson.MarshalExtJSON(cur.Current, true, false)
+	err := writeBackup(path, func(w io.Writer) error {
+		cur, err := c.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
 		if err != nil {
-			f.Close()
-			return n, err
+			return err
 		}
-		w.Write(line)
-		w.WriteByte('\n')
-		n++
-	}
-	if err := cur.Err(); err != nil {
-		f.Close()
-		return n, err
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return n, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return n, err
-	}
-	return n, f.Close()
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			line, err := bson.MarshalExtJSON(cur.Current, true, false)
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(append(line, '\n')); err != nil {
+				return err
+			}
+			n++
+		}
+		return cur.Err()
+	})
+	return n, err
 }
 
 // mongoRestore inserts the backed-up documents again; documents that are

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -96,62 +97,47 @@ type dumped struct {
 
 func (x *Executor) redisBackup(ctx context.Context, env Env, t Target, dir string) (int64, error) {
 	c := x.redisClient(env, t.DB)
-	f, err := os.OpenFile(filepath.Join(dir, "keys.jsonl"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
 	seen := map[string]struct{}{}
 	var n int64
-	for _, p := range patterns(t) {
-		err := x.scan(ctx, c, p, func(keys []string) error {
-			pipe := c.Pipeline()
-			dumps := make([]*goredis.StringCmd, len(keys))
-			ttls := make([]*goredis.DurationCmd, len(keys))
-			for i, k := range keys {
-				dumps[i], ttls[i] = pipe.Dump(ctx, k), pipe.PTTL(ctx, k)
-			}
-			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+	err := writeBackup(filepath.Join(dir, "keys.jsonl"), func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for _, p := range patterns(t) {
+			err := x.scan(ctx, c, p, func(keys []string) error {
+				pipe := c.Pipeline()
+				dumps := make([]*goredis.StringCmd, len(keys))
+				ttls := make([]*goredis.DurationCmd, len(keys))
+				for i, k := range keys {
+					dumps[i], ttls[i] = pipe.Dump(ctx, k), pipe.PTTL(ctx, k)
+				}
+				if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+					return err
+				}
+				for i, k := range keys {
+					if _, dup := seen[k]; dup {
+						continue
+					}
+					v, err := dumps[i].Result()
+					if errors.Is(err, goredis.Nil) {
+						continue // expired or deleted since the SCAN
+					}
+					if err != nil {
+						return err
+					}
+					seen[k] = struct{}{}
+					if err := enc.Encode(dumped{Key: []byte(k), TTLms: max(ttls[i].Val(), 0).Milliseconds(), Value: []byte(v)}); err != nil {
+						return err
+					}
+					n++
+				}
+				return nil
+			})
+			if err != nil {
 				return err
 			}
-			for i, k := range keys {
-				if _, dup := seen[k]; dup {
-					continue
-				}
-				v, err := dumps[i].Result()
-				if errors.Is(err, goredis.Nil) {
-					continue // expired or deleted since the SCAN
-				}
-				if err != nil {
-					return err
-				}
-				seen[k] = struct{}{}
-				ttl := ttls[i].Val()
-				if ttl < 0 {
-					ttl = 0
-				}
-				if err := enc.Encode(dumped{Key: []byte(k), TTLms: ttl.Milliseconds(), Value: []byte(v)}); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			f.Close()
-			return n, err
 		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return n, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return n, err
-	}
-	return n, f.Close()
+		return nil
+	})
+	return n, err
 }
 
 // redisRestore puts the keys back with RESTORE ... REPLACE and the time
