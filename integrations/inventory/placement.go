@@ -181,18 +181,26 @@ func better(x, y Candidate) bool {
 	return x.Cluster < y.Cluster
 }
 
+// whyText says a refusal reason in words.
+var whyText = map[string]string{
+	WhyFull:    "full",
+	WhyDO:      "would hold too many of one DO's stores",
+	WhyMarkets: "would be left with one market",
+	WhyMix:     "would drift from the fleet's direct/DL/CL mix",
+}
+
 func noFit(env string, refused map[string]int) string {
 	var parts []string
 	for _, k := range []string{WhyFull, WhyDO, WhyMarkets, WhyMix} {
 		if refused[k] > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, refused[k]))
+			parts = append(parts, fmt.Sprintf("%d %s", refused[k], whyText[k]))
 		}
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "no active cluster")
 	}
 	return fmt.Sprintf("没有能放下这些门店的 %s 集群 · no %s cluster fits these stores (%s); add capacity or move fewer stores",
-		env, env, strings.Join(parts, ", "))
+		env, env, strings.Join(parts, "; "))
 }
 
 // DOLimit is the most stores of one DO that placement puts in a cluster.

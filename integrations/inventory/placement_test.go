@@ -257,7 +257,7 @@ func TestPlacementRefusesWhatBreaksARule(t *testing.T) {
 	// Two stores do not fit in prod-a-01 (11 > 10); N1 and N2 share a DO
 	// of two stores, whose limit per cluster is one: nowhere takes both.
 	_, err = inv.Propose([]string{"N1", "N2"}, nil)
-	if err == nil || err.Error() != "没有能放下这些门店的 prod 集群 · no prod cluster fits these stores (full 1, do_spread 2); add capacity or move fewer stores" {
+	if err == nil || err.Error() != "没有能放下这些门店的 prod 集群 · no prod cluster fits these stores (1 full; 2 would hold too many of one DO's stores); add capacity or move fewer stores" {
 		t.Fatalf("N1+N2: %v", err)
 	}
 	// A reservation of prod-a-01's last slot sends the store elsewhere;
