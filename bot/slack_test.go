@@ -493,3 +493,46 @@ func TestSlackInputRecordedBeforeTheAckSurvivesARestart(t *testing.T) {
 		return len(p) == 0
 	})
 }
+
+// TestSlackModalShowsValidatorErrors: a flow validator's rules (across
+// fields) land on the modal's fields, and computed fields are not in the
+// form.
+func TestSlackModalShowsValidatorErrors(t *testing.T) {
+	k, fake := slackKit(t, "http", `dns: {script: file-dns.sh, zone: ops.example.test, resolver: "127.0.0.1:53"}`)
+	in := inbound{t, k, fake, "http"}
+	in.slash("U0ALICE", "C0OPS", "new cluster-create")
+	var view map[string]any
+	waitFor(t, "the form to open", func() bool {
+		calls := fake.Calls("views.open")
+		if len(calls) == 1 && calls[0].Error == "" {
+			view = calls[0].View
+			return true
+		}
+		return false
+	})
+	if strings.Contains(fmt.Sprint(view), "k8s_ips_lookup") || strings.Contains(fmt.Sprint(view), "existing") {
+		t.Fatalf("computed fields in the form: %v", view)
+	}
+	ack := in.interaction(fake.SubmitPayload("U0ALICE", view, map[string]string{"name": "prod-sh-01", "ingress_ip": "10.20.0.10",
+		"domain": "prod-sh-01.ops.example.test", "k8s_ips": "10.0.0.1"}, map[string]string{"env": "uat", "location": "Ali", "size": "9+6"}))
+	var resp struct {
+		Action string            `json:"response_action"`
+		Errors map[string]string `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(ack), &resp); err != nil || resp.Action != "errors" {
+		t.Fatalf("ack %q", ack)
+	}
+	for field, want := range map[string]string{
+		"size":    "size 9+6 is for prod clusters only",
+		"k8s_ips": "location Ali has no k8s_ips field",
+		"lb_id":   "location Ali needs lb_id",
+		"k8s_id":  "location Ali needs k8s_id",
+	} {
+		if !strings.Contains(resp.Errors[field], want) {
+			t.Errorf("%s: %q, want %q", field, resp.Errors[field], want)
+		}
+	}
+	if _, err := k.Bot.Store().Get(context.Background(), "T-1"); err == nil {
+		t.Fatal("an invalid form created a ticket")
+	}
+}
