@@ -387,19 +387,36 @@ func splitList(s string) []string {
 	return out
 }
 
-// count counts one target.
-func (x *Executor) count(ctx context.Context, env Env, t Target) (TargetPlan, error) {
-	p := TargetPlan{Target: t.Name, Kind: t.Kind}
-	var err error
+// backend does the four operations on one kind of target.
+type backend interface {
+	count(ctx context.Context, t Target) ([]Count, error)
+	wipe(ctx context.Context, t Target) ([]Count, error)
+	backup(ctx context.Context, t Target, dir string) (int64, error)
+	restore(ctx context.Context, t Target, dir string) (int64, error)
+}
+
+func (x *Executor) backend(env Env, t Target) backend {
 	switch t.Kind {
 	case KindMongo:
-		p.Items, err = x.mongoCount(ctx, env, t)
+		return mongoBackend{x, env}
 	case KindRedis:
-		p.Items, err = x.redisCount(ctx, env, t)
-	case KindLogs:
-		p.Items, err = logsCount(t, x.cfg.Now())
+		return redisBackend{x, env}
 	}
-	return p, err
+	return logsBackend{now: x.cfg.Now()}
+}
+
+func total(counts []Count) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c.N
+	}
+	return n
+}
+
+// count counts one target.
+func (x *Executor) count(ctx context.Context, env Env, t Target) (TargetPlan, error) {
+	items, err := x.backend(env, t).count(ctx, t)
+	return TargetPlan{Target: t.Name, Kind: t.Kind, Items: items}, err
 }
 
 func (x *Executor) dryRun(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
@@ -469,24 +486,15 @@ func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targ
 			lines = append(lines, fmt.Sprintf("%s: 已备份 backed up before", t.Name))
 			continue
 		}
+		// A backup interrupted earlier is started again from nothing.
 		tdir := filepath.Join(dir, t.Name)
-		if err := os.RemoveAll(tdir); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
-			continue
-		}
-		if err := os.MkdirAll(tdir, 0o700); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
-			continue
+		err := os.RemoveAll(tdir)
+		if err == nil {
+			err = os.MkdirAll(tdir, 0o700)
 		}
 		var n int64
-		var err error
-		switch t.Kind {
-		case KindMongo:
-			n, err = x.mongoBackup(ctx, env, t, tdir)
-		case KindRedis:
-			n, err = x.redisBackup(ctx, env, t, tdir)
-		case KindLogs:
-			n, err = logsBackup(t, tdir, x.cfg.Now())
+		if err == nil {
+			n, err = x.backend(env, t).backup(ctx, t, tdir)
 		}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
@@ -551,16 +559,7 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 	var lines, failed []string
 	var audit []flows.AuditLine
 	for _, t := range todo {
-		var items []Count
-		var err error
-		switch t.Kind {
-		case KindMongo:
-			items, err = x.mongoWipe(ctx, env, t)
-		case KindRedis:
-			items, err = x.redisWipe(ctx, env, t)
-		case KindLogs:
-			items, err = logsWipe(t, x.cfg.Now())
-		}
+		items, err := x.backend(env, t).wipe(ctx, t)
 		p := TargetPlan{Target: t.Name, Kind: t.Kind, Items: items}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
@@ -601,15 +600,7 @@ func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flo
 				continue
 			}
 			tdir := filepath.Join(dir, e.Name())
-			var n int64
-			switch t.Kind {
-			case KindMongo:
-				n, err = x.mongoRestore(ctx, env, t, tdir)
-			case KindRedis:
-				n, err = x.redisRestore(ctx, env, t, tdir)
-			case KindLogs:
-				n, err = logsRestore(t, tdir)
-			}
+			n, err := x.backend(env, t).restore(ctx, t, tdir)
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
 				audit = append(audit, flows.AuditLine{Text: fmt.Sprintf("restore %s from %s: %v", t.Name, tdir, err), Failed: true})

@@ -3,6 +3,7 @@ package cleanup
 import (
 	"archive/tar"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -98,8 +99,12 @@ func byDir(t Target, files []logFile) []Count {
 	return out
 }
 
-func logsCount(t Target, now time.Time) ([]Count, error) {
-	root, files, err := logFiles(t, now)
+// logsBackend is the Executor's log-file side, with the clock for the age
+// filter.
+type logsBackend struct{ now time.Time }
+
+func (b logsBackend) count(_ context.Context, t Target) ([]Count, error) {
+	root, files, err := logFiles(t, b.now)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +112,8 @@ func logsCount(t Target, now time.Time) ([]Count, error) {
 	return byDir(t, files), nil
 }
 
-func logsWipe(t Target, now time.Time) ([]Count, error) {
-	root, files, err := logFiles(t, now)
+func (b logsBackend) wipe(_ context.Context, t Target) ([]Count, error) {
+	root, files, err := logFiles(t, b.now)
 	if err != nil {
 		return nil, err
 	}
@@ -123,10 +128,10 @@ func logsWipe(t Target, now time.Time) ([]Count, error) {
 	return byDir(t, gone), nil
 }
 
-// logsBackup archives the matching files as <dir>/logs.tar.gz, with their
+// backup archives the matching files as <dir>/logs.tar.gz, with their
 // paths relative to the root, modes and times.
-func logsBackup(t Target, dir string, now time.Time) (int64, error) {
-	root, files, err := logFiles(t, now)
+func (b logsBackend) backup(_ context.Context, t Target, dir string) (int64, error) {
+	root, files, err := logFiles(t, b.now)
 	if err != nil {
 		return 0, err
 	}
@@ -164,9 +169,9 @@ func archive(tw *tar.Writer, root *os.Root, f logFile) error {
 	return nil
 }
 
-// logsRestore puts archived files back under the root; a file that exists
+// restore puts archived files back under the root; a file that exists
 // again is kept as it is.
-func logsRestore(t Target, dir string) (int64, error) {
+func (logsBackend) restore(_ context.Context, t Target, dir string) (int64, error) {
 	f, err := os.Open(filepath.Join(dir, "logs.tar.gz"))
 	if err != nil {
 		return 0, err

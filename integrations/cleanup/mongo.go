@@ -41,56 +41,52 @@ func (x *Executor) collections(ctx context.Context, env Env, t Target) (*mongo.D
 	return db, out, nil
 }
 
-func (x *Executor) mongoCount(ctx context.Context, env Env, t Target) ([]Count, error) {
-	db, colls, err := x.collections(ctx, env, t)
+// mongoBackend is the Executor's Mongo side for one environment.
+type mongoBackend struct {
+	x   *Executor
+	env Env
+}
+
+// each runs fn on every collection of the target and collects its counts.
+func (b mongoBackend) each(ctx context.Context, t Target, verb string, fn func(c *mongo.Collection) (int64, error)) ([]Count, error) {
+	db, colls, err := b.x.collections(ctx, b.env, t)
 	if err != nil {
 		return nil, err
 	}
 	var out []Count
 	for _, name := range colls {
-		n, err := db.Collection(name).CountDocuments(ctx, bson.D{})
+		n, err := fn(db.Collection(name))
 		if err != nil {
-			return out, fmt.Errorf("count %s.%s: %w", t.Database, name, err)
+			return out, fmt.Errorf("%s %s.%s: %w", verb, t.Database, name, err)
 		}
 		out = append(out, Count{What: t.Database + "." + name, N: n})
 	}
 	return out, nil
 }
 
-// mongoWipe deletes every document of the target's collections, keeping
-// the collections and their indexes.
-func (x *Executor) mongoWipe(ctx context.Context, env Env, t Target) ([]Count, error) {
-	db, colls, err := x.collections(ctx, env, t)
-	if err != nil {
-		return nil, err
-	}
-	var out []Count
-	for _, name := range colls {
-		r, err := db.Collection(name).DeleteMany(ctx, bson.D{})
-		if err != nil {
-			return out, fmt.Errorf("delete from %s.%s: %w", t.Database, name, err)
-		}
-		out = append(out, Count{What: t.Database + "." + name, N: r.DeletedCount})
-	}
-	return out, nil
+func (b mongoBackend) count(ctx context.Context, t Target) ([]Count, error) {
+	return b.each(ctx, t, "count", func(c *mongo.Collection) (int64, error) { return c.CountDocuments(ctx, bson.D{}) })
 }
 
-// mongoBackup writes each collection as canonical extended JSON, one
-// document per line: <dir>/<collection>.jsonl.
-func (x *Executor) mongoBackup(ctx context.Context, env Env, t Target, dir string) (int64, error) {
-	db, colls, err := x.collections(ctx, env, t)
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, name := range colls {
-		n, err := exportCollection(ctx, db.Collection(name), filepath.Join(dir, name+".jsonl"))
-		total += n
+// wipe deletes every document of the target's collections, keeping the
+// collections and their indexes.
+func (b mongoBackend) wipe(ctx context.Context, t Target) ([]Count, error) {
+	return b.each(ctx, t, "delete from", func(c *mongo.Collection) (int64, error) {
+		r, err := c.DeleteMany(ctx, bson.D{})
 		if err != nil {
-			return total, fmt.Errorf("export %s.%s: %w", t.Database, name, err)
+			return 0, err
 		}
-	}
-	return total, nil
+		return r.DeletedCount, nil
+	})
+}
+
+// backup writes each collection as canonical extended JSON, one document
+// per line: <dir>/<collection>.jsonl.
+func (b mongoBackend) backup(ctx context.Context, t Target, dir string) (int64, error) {
+	counts, err := b.each(ctx, t, "export", func(c *mongo.Collection) (int64, error) {
+		return exportCollection(ctx, c, filepath.Join(dir, c.Name()+".jsonl"))
+	})
+	return total(counts), err
 }
 
 func exportCollection(ctx context.Context, c *mongo.Collection, path string) (int64, error) {
@@ -116,10 +112,10 @@ func exportCollection(ctx context.Context, c *mongo.Collection, path string) (in
 	return n, err
 }
 
-// mongoRestore inserts the backed-up documents again; documents that are
-// there already (same _id) are left as they are.
-func (x *Executor) mongoRestore(ctx context.Context, env Env, t Target, dir string) (int64, error) {
-	c, err := x.mongoClient(env)
+// restore inserts the backed-up documents again; documents that are there
+// already (same _id) are left as they are.
+func (b mongoBackend) restore(ctx context.Context, t Target, dir string) (int64, error) {
+	c, err := b.x.mongoClient(b.env)
 	if err != nil {
 		return 0, err
 	}

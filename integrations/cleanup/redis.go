@@ -41,15 +41,21 @@ func (x *Executor) scan(ctx context.Context, c *goredis.Client, pattern string, 
 	}
 }
 
-// redisCount counts each pattern's keys; a key matched by two patterns
+// redisBackend is the Executor's Redis side for one environment.
+type redisBackend struct {
+	x   *Executor
+	env Env
+}
+
+// count counts each pattern's keys; a key matched by two patterns
 // (or returned twice by SCAN while Redis resizes) counts once.
-func (x *Executor) redisCount(ctx context.Context, env Env, t Target) ([]Count, error) {
-	c := x.redisClient(env, t.DB)
+func (b redisBackend) count(ctx context.Context, t Target) ([]Count, error) {
+	c := b.x.redisClient(b.env, t.DB)
 	seen := map[string]struct{}{}
 	var out []Count
 	for _, p := range patterns(t) {
 		cnt := Count{What: fmt.Sprintf("db%d %s", t.DB, p)}
-		err := x.scan(ctx, c, p, func(keys []string) error {
+		err := b.x.scan(ctx, c, p, func(keys []string) error {
 			for _, k := range keys {
 				if _, dup := seen[k]; !dup {
 					seen[k] = struct{}{}
@@ -66,15 +72,15 @@ func (x *Executor) redisCount(ctx context.Context, env Env, t Target) ([]Count, 
 	return out, nil
 }
 
-// redisWipe deletes each pattern's keys with UNLINK (freed in the
+// wipe deletes each pattern's keys with UNLINK (freed in the
 // background) in SCAN-sized batches, so the server keeps answering other
 // clients; it never calls KEYS or FLUSHDB/FLUSHALL.
-func (x *Executor) redisWipe(ctx context.Context, env Env, t Target) ([]Count, error) {
-	c := x.redisClient(env, t.DB)
+func (b redisBackend) wipe(ctx context.Context, t Target) ([]Count, error) {
+	c := b.x.redisClient(b.env, t.DB)
 	var out []Count
 	for _, p := range patterns(t) {
 		cnt := Count{What: fmt.Sprintf("db%d %s", t.DB, p)}
-		err := x.scan(ctx, c, p, func(keys []string) error {
+		err := b.x.scan(ctx, c, p, func(keys []string) error {
 			n, err := c.Unlink(ctx, keys...).Result()
 			cnt.N += n
 			return err
@@ -95,14 +101,16 @@ type dumped struct {
 	Value []byte `json:"v"`
 }
 
-func (x *Executor) redisBackup(ctx context.Context, env Env, t Target, dir string) (int64, error) {
-	c := x.redisClient(env, t.DB)
+// backup writes every matching key's DUMP payload and TTL, one JSON line
+// each: <dir>/keys.jsonl.
+func (b redisBackend) backup(ctx context.Context, t Target, dir string) (int64, error) {
+	c := b.x.redisClient(b.env, t.DB)
 	seen := map[string]struct{}{}
 	var n int64
 	err := writeBackup(filepath.Join(dir, "keys.jsonl"), func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, p := range patterns(t) {
-			err := x.scan(ctx, c, p, func(keys []string) error {
+			err := b.x.scan(ctx, c, p, func(keys []string) error {
 				pipe := c.Pipeline()
 				dumps := make([]*goredis.StringCmd, len(keys))
 				ttls := make([]*goredis.DurationCmd, len(keys))
@@ -140,10 +148,10 @@ func (x *Executor) redisBackup(ctx context.Context, env Env, t Target, dir strin
 	return n, err
 }
 
-// redisRestore puts the keys back with RESTORE ... REPLACE and the time
+// restore puts the keys back with RESTORE ... REPLACE and the time
 // to live they had when they were dumped.
-func (x *Executor) redisRestore(ctx context.Context, env Env, t Target, dir string) (int64, error) {
-	c := x.redisClient(env, t.DB)
+func (b redisBackend) restore(ctx context.Context, t Target, dir string) (int64, error) {
+	c := b.x.redisClient(b.env, t.DB)
 	f, err := os.Open(filepath.Join(dir, "keys.jsonl"))
 	if err != nil {
 		return 0, err
@@ -169,7 +177,7 @@ func (x *Executor) redisRestore(ctx context.Context, env Env, t Target, dir stri
 		pipe.RestoreReplace(ctx, string(d.Key), time.Duration(d.TTLms)*time.Millisecond, string(d.Value))
 		queued++
 		n++
-		if queued == x.cfg.Batch {
+		if queued == b.x.cfg.Batch {
 			if err := flush(); err != nil {
 				return n, err
 			}
