@@ -5,11 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/silenceper/wechat/v2/util"
-
 	"opsbot/bot/bottest"
 	"opsbot/bot/slack/slackfake"
-	"opsbot/bot/wecom/wecomfake"
 	"opsbot/state"
 )
 
@@ -20,16 +17,8 @@ func TestCapacityWarningReachesTeamChannels(t *testing.T) {
 	sf := slackfake.New(t)
 	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", sf.BotToken)
 	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
-	wf := wecomfake.New(t)
-	old := util.DefaultHTTPClient
-	util.DefaultHTTPClient = wf.Client()
-	t.Cleanup(func() { util.DefaultHTTPClient = old })
-	t.Setenv("OPSBOT_WECOM_SECRET", wf.Secret)
-	t.Setenv("OPSBOT_WECOM_TOKEN", wf.Token)
-	t.Setenv("OPSBOT_WECOM_AES_KEY", wf.AESKey)
-	t.Setenv("OPSBOT_WECOM_ROBOT", "robot-golive-key")
+	wf := newWeComFake(t)
 	t.Setenv("OPSBOT_WECOM_ROBOT_INFRA", "robot-infra-key")
-	wf.AddRobot("robot-golive-key")
 	wf.AddRobot("robot-infra-key")
 	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q}\n%s\n%s", sf.APIURL(), wecomYAML(wf),
 		"channels: {infra: {slack: C0INFRA, wecom_robot_env: OPSBOT_WECOM_ROBOT_INFRA}}")))

@@ -60,6 +60,21 @@ func (in inbound) slash(user, channel, text string) string {
 	return in.post("/slack/commands", "application/x-www-form-urlencoded", []byte(in.fake.SlashForm(user, channel, text).Encode()))
 }
 
+// form waits for the n-th modal the bot opened (views.open) and returns it.
+func (in inbound) form(n int) map[string]any {
+	in.t.Helper()
+	var view map[string]any
+	waitFor(in.t, fmt.Sprintf("modal %d to open", n), func() bool {
+		calls := in.fake.Calls("views.open")
+		if len(calls) >= n && calls[n-1].Error == "" {
+			view = calls[n-1].View
+			return true
+		}
+		return false
+	})
+	return view
+}
+
 func (in inbound) interaction(payload []byte) string {
 	in.t.Helper()
 	if in.mode == "socket" {
@@ -290,15 +305,7 @@ flows:
 `)
 	in := inbound{t, k, fake, "http"}
 	in.slash("U0ALICE", "C0OPS", "new cluster")
-	var view map[string]any
-	waitFor(t, "the form to open", func() bool {
-		calls := fake.Calls("views.open")
-		if len(calls) == 1 && calls[0].Error == "" {
-			view = calls[0].View
-			return true
-		}
-		return false
-	})
+	view := in.form(1)
 	if !strings.Contains(fmt.Sprint(view), "static_select") {
 		t.Fatalf("env is not a select: %v", view)
 	}
@@ -335,15 +342,7 @@ flows:
 	in.slash("U0DAVE", "C0OPS", "show T-1") // links dave by e-mail
 	cardMsg := fake.Messages("C0OPS")[0]
 	in.interaction(fake.ClickPayload("U0DAVE", "C0OPS", cardMsg.TS, button(t, cardMsg, "Reject")))
-	var reasonView map[string]any
-	waitFor(t, "the reason form", func() bool {
-		calls := fake.Calls("views.open")
-		if len(calls) == 2 {
-			reasonView = calls[1].View
-			return true
-		}
-		return false
-	})
+	reasonView := in.form(2)
 	in.interaction(fake.SubmitPayload("U0DAVE", reasonView, map[string]string{"reason": "prod is frozen"}, nil))
 	tk = k.WaitStage("T-1", "rejected")
 	evs, _ := k.Bot.Store().Events(context.Background(), "T-1")
@@ -501,15 +500,7 @@ func TestSlackModalShowsValidatorErrors(t *testing.T) {
 	k, fake := slackKit(t, "http", `dns: {script: file-dns.sh, zone: ops.example.test, resolver: "127.0.0.1:53"}`)
 	in := inbound{t, k, fake, "http"}
 	in.slash("U0ALICE", "C0OPS", "new cluster-create")
-	var view map[string]any
-	waitFor(t, "the form to open", func() bool {
-		calls := fake.Calls("views.open")
-		if len(calls) == 1 && calls[0].Error == "" {
-			view = calls[0].View
-			return true
-		}
-		return false
-	})
+	view := in.form(1)
 	if strings.Contains(fmt.Sprint(view), "k8s_ips_lookup") || strings.Contains(fmt.Sprint(view), "existing") {
 		t.Fatalf("computed fields in the form: %v", view)
 	}

@@ -20,6 +20,15 @@ import (
 // client is pointed at the fake for the test.
 func wecomKit(t *testing.T) (*bottest.Kit, *wecomfake.Fake, string) {
 	t.Helper()
+	fake := newWeComFake(t)
+	k := bottest.New(t, bottest.WithYAML(wecomYAML(fake)))
+	return k, fake, "http://" + k.Bot.WeCom().Addr() + "/wecom/callback"
+}
+
+// newWeComFake starts the fake, points the WeCom library at it, and sets
+// the credentials and the golive robot's key that wecomYAML names.
+func newWeComFake(t *testing.T) *wecomfake.Fake {
+	t.Helper()
 	fake := wecomfake.New(t)
 	old := util.DefaultHTTPClient
 	util.DefaultHTTPClient = fake.Client()
@@ -29,8 +38,7 @@ func wecomKit(t *testing.T) (*bottest.Kit, *wecomfake.Fake, string) {
 	t.Setenv("OPSBOT_WECOM_AES_KEY", fake.AESKey)
 	t.Setenv("OPSBOT_WECOM_ROBOT", "robot-golive-key")
 	fake.AddRobot("robot-golive-key")
-	k := bottest.New(t, bottest.WithYAML(wecomYAML(fake)))
-	return k, fake, "http://" + k.Bot.WeCom().Addr() + "/wecom/callback"
+	return fake
 }
 
 func wecomYAML(fake *wecomfake.Fake) string {

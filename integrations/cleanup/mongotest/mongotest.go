@@ -4,14 +4,12 @@
 package mongotest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,24 +23,6 @@ type Server struct {
 	URI    string
 	Client *mongo.Client
 	cmd    *exec.Cmd
-	log    *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Binary finds bin/ferretdb above the working directory, or
@@ -79,10 +59,15 @@ func Start(t testing.TB) *Server {
 	addr := l.Addr().String()
 	l.Close()
 	dir := t.TempDir()
-	s := &Server{URI: "mongodb://" + addr + "/", log: &lockedBuffer{}}
+	s := &Server{URI: "mongodb://" + addr + "/"}
 	s.cmd = exec.Command(bin, "--handler=sqlite", "--sqlite-url=file:"+dir+"/", "--listen-addr="+addr,
 		"--telemetry=disable", "--debug-addr=-", "--state-dir="+dir, "--log-level=warn")
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	logf, err := os.Create(filepath.Join(dir, "ferretdb.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close() // the child keeps its own descriptor
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -102,7 +87,8 @@ func Start(t testing.TB) *Server {
 			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("FerretDB did not answer on %s: %v\n%s", addr, err, s.log.String())
+			log, _ := os.ReadFile(filepath.Join(dir, "ferretdb.log"))
+			t.Fatalf("FerretDB did not answer on %s: %v\n%s", addr, err, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -4,7 +4,6 @@
 package dnstest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,24 +27,6 @@ type Named struct {
 	Secret  string // base64 TSIG secret (hmac-sha256)
 	dir     string
 	cmd     *exec.Cmd
-	log     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Binary is where Debian's bind9 package puts named.
@@ -85,7 +65,7 @@ func Start(t testing.TB, zone string) *Named {
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("%s not found: run `make deps` (installs Debian's bind9)", Binary)
 	}
-	n := &Named{Zone: zone, KeyName: "opsbot-key", Secret: NewSecret(), dir: t.TempDir(), log: &syncBuffer{}}
+	n := &Named{Zone: zone, KeyName: "opsbot-key", Secret: NewSecret(), dir: t.TempDir()}
 	port := freePort(t)
 	n.Addr = "127.0.0.1:" + strconv.Itoa(port)
 	zoneFile := fmt.Sprintf(`$TTL 60
@@ -124,7 +104,12 @@ zone "%[5]s" {
 		args = append(args, "-u", "root")
 	}
 	n.cmd = exec.Command(Binary, args...)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	logf, err := os.Create(filepath.Join(n.dir, "named.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close() // named keeps its own descriptor
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -139,7 +124,7 @@ zone "%[5]s" {
 			return n
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("named did not answer on %s:\n%s", n.Addr, n.log.String())
+			t.Fatalf("named did not answer on %s:\n%s", n.Addr, n.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -162,7 +147,10 @@ func (n *Named) Stop() {
 }
 
 // Log is named's output so far.
-func (n *Named) Log() string { return n.log.String() }
+func (n *Named) Log() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "named.log"))
+	return string(b)
+}
 
 // Lookup asks named for the A records of name.
 func (n *Named) Lookup(name string) ([]string, error) {
