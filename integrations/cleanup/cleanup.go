@@ -226,15 +226,6 @@ type TargetPlan struct {
 	Items  []Count `json:"items"`
 }
 
-// Total is the target's count.
-func (p TargetPlan) Total() (n, bytes int64) {
-	for _, c := range p.Items {
-		n += c.N
-		bytes += c.Bytes
-	}
-	return n, bytes
-}
-
 func unit(kind string) string {
 	switch kind {
 	case KindMongo:
@@ -451,8 +442,7 @@ func planOf(t state.Ticket) (map[string]TargetPlan, error) {
 // changed compares a recount with the plan; it returns what moved beyond
 // the threshold, one line per target.
 func (x *Executor) changed(planned, now TargetPlan) string {
-	p, _ := planned.Total()
-	n, _ := now.Total()
+	p, n := total(planned.Items), total(now.Items)
 	if p == n {
 		return ""
 	}

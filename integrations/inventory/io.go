@@ -140,7 +140,7 @@ func list(s string) []string {
 // skipped, bad ones reported with the reason. Importing the same file
 // twice changes nothing the second time.
 func (inv *Inventory) Import(ctx context.Context, doc Document, rejected []Rejected, dryRun bool) (Report, error) {
-	rep := Report{Rejected: rejected, DryRun: dryRun, ClusterN: len(doc.Clusters), StoreN: len(doc.Stores)}
+	rep := Report{Rejected: rejected, DryRun: dryRun}
 	known := map[string]bool{}
 	for _, c := range inv.Clusters() {
 		known[c.Name] = true
