@@ -12,14 +12,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"opsbot/bot/endpoint"
 	"opsbot/bot/local"
 	"opsbot/bot/slack"
 	"opsbot/bot/wecom"
@@ -107,7 +110,13 @@ type Bot struct {
 	// deliverMu keeps two deliveries of the same outbox entry apart.
 	deliverMu sync.Mutex
 
+	refusals *refusals
+	// importing holds the one inventory import allowed at a time.
+	importing  chan struct{}
+	lastBackup atomic.Int64
+
 	srv      *http.Server
+	httpStop context.CancelFunc
 	addr     string
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -228,9 +237,17 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			}
 		}
 	}
-	store, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
+	statePath := cfg.Resolve(cfg.State.Path)
+	if err := os.MkdirAll(filepath.Dir(statePath), 0o750); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	key, err := state.LoadKey(cfg.State.KeyEnv, statePath+".key")
 	if err != nil {
 		return nil, err
+	}
+	store, err := state.Open(state.Options{Path: statePath, OpenTimeout: cfg.State.OpenTimeout.D(), Key: key})
+	if err != nil {
+		return nil, withRestoreHint(err, cfg)
 	}
 	b.store = store
 	if err := b.seedUsers(ctx); err != nil {
@@ -274,6 +291,8 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		Log: b.log, Redact: b.redact.Redact, Validators: validators})
 	b.runner = b.engine.NewRunner()
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
+	b.refusals = newRefusals(b.audit, b.log, b.now, cfg.Audit.RefusalWindow.D(), b.redact.Redact)
+	b.importing = make(chan struct{}, 1)
 	b.reg = commands.Default()
 
 	local := NewLocalLimiter(cfg.RateLimit.PerMinute, cfg.RateLimit.Burst)
@@ -283,8 +302,11 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		b.redis = redis.NewClient(redis.Options{Addr: cfg.Redis.Addr, Password: os.Getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
 		b.limiter = redis.NewLimiter(b.redis, cfg.RateLimit.PerMinute, cfg.RateLimit.Burst, local, b.log)
 	}
-	b.local = newLocal(b)
-	b.trans = append([]Transport{b.local}, o.Transports...)
+	if cfg.LocalEnabled() {
+		b.local = newLocal(b)
+		b.trans = append(b.trans, b.local)
+	}
+	b.trans = append(b.trans, o.Transports...)
 	if cfg.Slack.Mode != "" {
 		b.slack = newSlack(b)
 		b.trans = append(b.trans, b.slack)
@@ -318,8 +340,12 @@ func (b *Bot) seedUsers(ctx context.Context) error {
 	return nil
 }
 
-// FlushAudit writes queued audit entries now.
-func (b *Bot) FlushAudit(ctx context.Context) { b.audit.Flush(ctx) }
+// FlushAudit writes queued audit entries now, with the counts of
+// refusals sampled so far.
+func (b *Bot) FlushAudit(ctx context.Context) {
+	b.refusals.Flush(ctx, true)
+	b.audit.Flush(ctx)
+}
 
 // Engine returns the flow engine.
 func (b *Bot) Engine() *flows.Engine { return b.engine }
@@ -333,7 +359,7 @@ func (b *Bot) Slack() *slack.Transport { return b.slack }
 // WeCom returns the WeCom transport, or nil when it is off.
 func (b *Bot) WeCom() *wecom.Transport { return b.wecom }
 
-// Local returns the local chat transport.
+// Local returns the local chat transport, or nil when it is off.
 func (b *Bot) Local() *local.Transport { return b.local }
 
 // Inventory returns the store-cluster inventory.
@@ -371,11 +397,15 @@ func (b *Bot) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	b.srv = &http.Server{Handler: b.local.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	httpCtx, httpStop := context.WithCancel(context.WithoutCancel(ctx))
+	b.httpStop = httpStop
+	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
-	b.wg.Add(5)
+	b.wg.Add(7)
 	go func() { defer b.wg.Done(); b.audit.run(bg) }()
+	go func() { defer b.wg.Done(); b.refusals.run(bg) }()
+	go func() { defer b.wg.Done(); b.retentionLoop(bg) }()
 	go func() {
 		defer b.wg.Done()
 		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -385,8 +415,115 @@ func (b *Bot) Start(ctx context.Context) error {
 	go func() { defer b.wg.Done(); b.runner.Run(bg, b.grace) }()
 	go func() { defer b.wg.Done(); b.deliverLoop(bg) }()
 	go func() { defer b.wg.Done(); b.timerLoop(bg) }()
-	b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
+	for _, w := range b.cfg.Warnings() {
+		b.log.Warn("config: " + w)
+	}
+	if b.local != nil {
+		b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
+	} else {
+		b.log.Info("opsbot serving; the local chat is off (a chat platform is enabled)", "admin", "http://"+b.addr+"/admin/", "state", b.store.Path())
+	}
 	return nil
+}
+
+// timeouts are the HTTP limits every server of this bot uses.
+func (b *Bot) timeouts() endpoint.Timeouts {
+	h := b.cfg.HTTP
+	return endpoint.Timeouts{Read: h.ReadTimeout.D(), Write: h.WriteTimeout.D(), Idle: h.IdleTimeout.D()}
+}
+
+// handler is the loopback listener: /healthz, the admin API behind its
+// token, and the local chat when it is on, all behind the loopback guard.
+func (b *Bot) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("/admin/", adminAuth(os.Getenv(b.cfg.Admin.TokenEnv), b.cfg.Admin.TokenEnv, b.adminHandler(), b.refusals.Refuse))
+	if b.local != nil {
+		mux.Handle("/", b.local.Handler())
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			writeJSONReply(w, http.StatusNotFound, map[string]string{"error": "the local chat is off because a chat platform is enabled; " +
+				"set local.enabled: true to use it (development only: it has no login)"})
+		})
+	}
+	return guard(mux, b.refusals.Refuse)
+}
+
+// retentionLoop deletes audit entries older than the retention, a small
+// batch per transaction with a pause between, so it never holds the
+// writer long enough to delay a transition.
+func (b *Bot) retentionLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := b.PruneAudit(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("audit retention", "err", err)
+		} else if n > 0 {
+			b.log.Info("audit retention: deleted old entries", "entries", n, "older_than", b.cfg.Audit.Retention.D().String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PruneAudit deletes the audit entries older than the retention now and
+// returns how many.
+func (b *Bot) PruneAudit(ctx context.Context) (int, error) {
+	before := b.now().Add(-b.cfg.Audit.Retention.D())
+	total := 0
+	for ctx.Err() == nil {
+		n, err := b.store.PruneAudit(ctx, before, 500)
+		total += n
+		if err != nil || n < 500 {
+			return total, err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return total, ctx.Err()
+}
+
+// withRestoreHint adds to a damaged-state error the command that restores
+// the newest backup.
+func withRestoreHint(err error, cfg *Config) error {
+	var ce *state.CorruptError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	dir := cfg.Resolve(cfg.State.BackupDir)
+	newest := newestBackup(dir)
+	if newest == "" {
+		return fmt.Errorf("%w\nno backup found in %s: restore one you keep elsewhere with `opsbot restore FILE`, "+
+			"or move %s aside to start with an empty state", err, dir, ce.Path)
+	}
+	return fmt.Errorf("%w\nrestore the newest backup with: opsbot restore %s\n(the damaged file is kept beside it as %s.replaced-<time>)", err, newest, ce.Path)
+}
+
+// newestBackup is the most recently modified regular file in dir.
+func newestBackup(dir string) string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var best string
+	var bestAt time.Time
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || strings.Contains(e.Name(), ".tmp-") {
+			continue
+		}
+		if best == "" || info.ModTime().After(bestAt) {
+			best, bestAt = filepath.Join(dir, e.Name()), info.ModTime()
+		}
+	}
+	return best
 }
 
 // Stop stops serving and background work, lets running actions finish
@@ -394,6 +531,9 @@ func (b *Bot) Start(ctx context.Context) error {
 // marked running and are settled at the next start.
 func (b *Bot) Stop() {
 	b.stopOnce.Do(func() {
+		if b.httpStop != nil {
+			b.httpStop() // ends long polls, so Shutdown does not wait for them
+		}
 		if b.srv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = b.srv.Shutdown(sctx)

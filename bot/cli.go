@@ -1,9 +1,7 @@
 package bot
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,7 +23,11 @@ const usage = `opsbot: ChatOps approvals.
 usage:
   opsbot [run] [-config FILE]        start the bot (embedded example config by default)
   opsbot config check [FILE]         validate a config and say what is wrong
-  opsbot backup [-config FILE] DEST  hot, consistent copy of the state file
+  opsbot backup [-config FILE] DEST  hot, consistent, verified copy of the state (never over an existing file)
+  opsbot backup -verify FILE         check a backup (or a stopped bot's state file)
+  opsbot restore [-config FILE] BACKUP
+                                     replace the state file with a verified backup (the bot must be stopped;
+                                     the replaced file is kept beside it)
   opsbot diagram [-config FILE]      print each flow as a Mermaid diagram
   opsbot load [flags]                load test the local JSON API (see -h)
   opsbot inventory import [-config FILE] [-dry-run] FILE...
@@ -91,6 +93,9 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		for _, e := range errs {
 			fmt.Fprintln(stderr, "✗", e)
 		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(stderr, "⚠", w)
+		}
 		if len(errs) > 0 {
 			fmt.Fprintf(stderr, "%d problem(s) found\n", len(errs))
 			return 1
@@ -103,6 +108,32 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "config OK: %d users, flows: %s\n", len(cfg.Users), strings.Join(names, ", "))
 		return 0
 	case "backup":
+		verify := fs.Bool("verify", false, "check FILE instead of writing a backup")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		if *verify {
+			sum, err := state.Verify(fs.Arg(0))
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "backup OK: %s (%d bytes, schema %d, %d tickets, %d audit entries)\n", sum.Path, sum.Bytes, sum.Schema, sum.Tickets, sum.Audit)
+			return 0
+		}
+		cfg, err := load()
+		if err != nil {
+			return fail(err)
+		}
+		dest, _ := filepath.Abs(fs.Arg(0))
+		if err := BackupTo(cfg, dest, stdout); err != nil {
+			return fail(err)
+		}
+		return 0
+	case "restore":
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}
@@ -114,9 +145,13 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		dest, _ := filepath.Abs(fs.Arg(0))
-		if err := BackupTo(cfg, dest, stdout); err != nil {
+		aside, sum, err := state.Restore(fs.Arg(0), cfg.Resolve(cfg.State.Path))
+		if err != nil {
 			return fail(err)
+		}
+		fmt.Fprintf(stdout, "restored %s from %s (schema %d, %d tickets)\n", sum.Path, fs.Arg(0), sum.Schema, sum.Tickets)
+		if aside != "" {
+			fmt.Fprintf(stdout, "the file it replaced is kept as %s\n", aside)
 		}
 		return 0
 	case "diagram":
@@ -155,42 +190,40 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// BackupTo writes a hot copy of the state to dest and reports it on out.
+// BackupTo writes a hot, verified copy of the state to dest and reports
+// it on out.
 func BackupTo(cfg *Config, dest string, out io.Writer) error {
 	n, err := backup(cfg, dest)
 	if err == nil {
-		fmt.Fprintf(out, "backup written: %s (%d bytes)\n", dest, n)
+		fmt.Fprintf(out, "backup written and verified: %s (%d bytes)\n", dest, n)
 	}
 	return err
 }
 
-// backup asks a running bot for a hot copy; with no bot running it opens
-// the file read-only and copies it itself.
+// backup streams a hot copy from a running bot (with the admin token) and
+// writes it itself; with no bot running it opens the file read-only and
+// copies it. Either way dest is created exclusively and verified.
 func backup(cfg *Config, dest string) (int64, error) {
-	body, _ := json.Marshal(map[string]string{"path": dest})
-	client := &http.Client{Timeout: 2 * time.Minute}
-	resp, err := client.Post("http://"+cfg.Listen+"/admin/backup", "application/json", bytes.NewReader(body))
+	live := cfg.Resolve(cfg.State.Path)
+	resp, err := newAdminClient(cfg, 10*time.Minute).do(http.MethodGet, "/admin/backup", nil)
 	if err == nil {
 		defer resp.Body.Close()
-		var out struct {
-			Bytes int64  `json:"bytes"`
-			Error string `json:"error"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-			return 0, fmt.Errorf("backup through the running bot: %w", err)
-		}
 		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("backup through the running bot: %s", out.Error)
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return 0, fmt.Errorf("backup through the running bot: %s", strings.TrimSpace(string(body)))
 		}
-		return out.Bytes, nil
+		return state.WriteBackup(dest, live, func(w io.Writer) error {
+			_, err := io.Copy(w, resp.Body)
+			return err
+		})
 	}
-	st, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), ReadOnly: true, OpenTimeout: cfg.State.OpenTimeout.D()})
+	if !botDown(err) {
+		return 0, err
+	}
+	st, err := state.Open(state.Options{Path: live, ReadOnly: true, OpenTimeout: cfg.State.OpenTimeout.D()})
 	if err != nil {
 		return 0, err
 	}
 	defer st.Close()
-	if err := st.Backup(dest); err != nil {
-		return 0, err
-	}
-	return fileSize(dest), nil
+	return st.Backup(dest)
 }

@@ -24,9 +24,14 @@ import (
 // Config is opsbot's configuration file. Secrets are never written in it:
 // fields ending in _env name the environment variable that holds them.
 type Config struct {
-	// Listen is the local chat and API address; loopback by default.
+	// Listen is the local chat and admin API address; loopback only.
 	Listen string `yaml:"listen"`
-	// Platform names the transports to start; "local" is always on.
+	// Local is the local chat (a development transport).
+	Local LocalConfig `yaml:"local"`
+	// Admin guards the operator endpoints (/admin/...).
+	Admin AdminConfig `yaml:"admin"`
+	// HTTP bounds every server's connections.
+	HTTP      HTTPConfig      `yaml:"http"`
 	State     StateConfig     `yaml:"state"`
 	Redis     RedisConfig     `yaml:"redis"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"`
@@ -53,10 +58,39 @@ type Config struct {
 	dir string
 }
 
-// StateConfig locates the bbolt file.
+// StateConfig locates the bbolt file, its backups and its key.
 type StateConfig struct {
 	Path        string         `yaml:"path"`
 	OpenTimeout flows.Duration `yaml:"open_timeout"`
+	// BackupDir is the only directory backups requested over HTTP are
+	// written to (default: backups/ beside the state file).
+	BackupDir string `yaml:"backup_dir"`
+	// KeyEnv names the environment variable holding the key that seals
+	// chat input recorded before its ack; unset, a key file beside the
+	// state file (<path>.key, mode 0600) is created and used.
+	KeyEnv string `yaml:"key_env"`
+}
+
+// LocalConfig turns the local chat on or off. It has no login: anyone on
+// the bot's host can act as anyone, so it is a development transport. It
+// is on by default only when no chat platform is enabled.
+type LocalConfig struct {
+	Enabled *bool `yaml:"enabled"`
+}
+
+// AdminConfig guards /admin/... with a bearer token read from the
+// environment variable TokenEnv; with the variable unset the endpoints
+// are off.
+type AdminConfig struct {
+	TokenEnv string `yaml:"token_env"`
+}
+
+// HTTPConfig bounds every HTTP server: the whole request read, the answer
+// written, an idle keep-alive connection.
+type HTTPConfig struct {
+	ReadTimeout  flows.Duration `yaml:"read_timeout"`
+	WriteTimeout flows.Duration `yaml:"write_timeout"`
+	IdleTimeout  flows.Duration `yaml:"idle_timeout"`
 }
 
 // RedisConfig connects the optional Redis used by the rate limiter.
@@ -72,9 +106,15 @@ type RateLimitConfig struct {
 	Burst     int `yaml:"burst"`
 }
 
-// AuditConfig bounds audit payloads.
+// AuditConfig bounds audit payloads and how long entries are kept.
 type AuditConfig struct {
 	MaxArgs int `yaml:"max_args"`
+	// Retention is how long entries are kept (default 400d); older ones
+	// are deleted in the background, a small batch at a time.
+	Retention flows.Duration `yaml:"retention"`
+	// RefusalWindow groups refusals of one kind from one source: the
+	// first is written, the rest counted into one entry per window.
+	RefusalWindow flows.Duration `yaml:"refusal_window"`
 }
 
 // OutboxConfig paces notification retries.
@@ -324,6 +364,14 @@ func (c *Config) defaults() {
 	orDefault(&c.Listen, "127.0.0.1:8080")
 	orDefault(&c.State.Path, "data/opsbot.db")
 	orPositive(&c.State.OpenTimeout, flows.Duration(time.Second))
+	orDefault(&c.State.BackupDir, filepath.Join(filepath.Dir(c.State.Path), "backups"))
+	orDefault(&c.State.KeyEnv, "OPSBOT_STATE_KEY")
+	orDefault(&c.Admin.TokenEnv, "OPSBOT_ADMIN_TOKEN")
+	orPositive(&c.HTTP.ReadTimeout, flows.Duration(30*time.Second))
+	orPositive(&c.HTTP.WriteTimeout, flows.Duration(60*time.Second))
+	orPositive(&c.HTTP.IdleTimeout, flows.Duration(2*time.Minute))
+	orPositive(&c.Audit.Retention, flows.Duration(400*24*time.Hour))
+	orPositive(&c.Audit.RefusalWindow, flows.Duration(time.Minute))
 	orPositive(&c.RateLimit.PerMinute, 60)
 	orPositive(&c.RateLimit.Burst, 20)
 	orPositive(&c.Audit.MaxArgs, 500)
@@ -388,6 +436,29 @@ func orPositive[T ~int | ~int64](p *T, v T) {
 	if *p <= 0 {
 		*p = v
 	}
+}
+
+// LocalEnabled says whether the local chat serves: as configured, or by
+// default only when no chat platform is enabled.
+func (c *Config) LocalEnabled() bool {
+	if c.Local.Enabled != nil {
+		return *c.Local.Enabled
+	}
+	return c.Slack.Mode == "" && !c.WeCom.Enabled
+}
+
+// Warnings are settings that work but weaken what opsbot promises.
+func (c *Config) Warnings() []string {
+	var out []string
+	if c.Local.Enabled != nil && *c.Local.Enabled && (c.Slack.Mode != "" || c.WeCom.Enabled) {
+		out = append(out, "local.enabled is true while a chat platform is enabled: the local chat has no login, "+
+			"so anyone on this host can act as any user, including approving tickets requested in Slack or WeCom; "+
+			"remove local.enabled in production")
+	}
+	if tok := os.Getenv(c.Admin.TokenEnv); tok != "" && len(tok) < 16 {
+		out = append(out, fmt.Sprintf("%s is shorter than 16 characters: the admin endpoints stay off; use e.g. `openssl rand -hex 32`", c.Admin.TokenEnv))
+	}
+	return out
 }
 
 // Resolve makes a relative path relative to the config file.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,44 +19,6 @@ import (
 	"opsbot/integrations/inventory"
 	"opsbot/state"
 )
-
-// importRequest is the body of POST /admin/inventory/import.
-type importRequest struct {
-	Document inventory.Document   `json:"document"`
-	Rejected []inventory.Rejected `json:"rejected"`
-	DryRun   bool                 `json:"dry_run"`
-}
-
-// inventoryAdmin serves import and export to the CLI while the bot runs
-// (the bot holds the state file's lock).
-func (b *Bot) inventoryAdmin() map[string]http.HandlerFunc {
-	return map[string]http.HandlerFunc{
-		"POST /admin/inventory/import": func(w http.ResponseWriter, r *http.Request) {
-			var req importRequest
-			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<20)).Decode(&req); err != nil {
-				writeJSONReply(w, http.StatusBadRequest, map[string]string{"error": "bad import body: " + err.Error()})
-				return
-			}
-			rep, err := b.inv.Import(r.Context(), req.Document, req.Rejected, req.DryRun)
-			if err != nil {
-				writeJSONReply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-				return
-			}
-			b.audit.Add(r.Context(), state.AuditEntry{At: b.now(), User: "admin", Platform: "cli", Action: "inventory import",
-				Args:   fmt.Sprintf("clusters=%d stores=%d dry_run=%v", rep.Clusters, rep.Stores, req.DryRun),
-				Result: fmt.Sprintf("ok, %d rejected", len(rep.Rejected))})
-			writeJSONReply(w, http.StatusOK, rep)
-		},
-		"GET /admin/inventory/export": func(w http.ResponseWriter, r *http.Request) {
-			var buf bytes.Buffer
-			if err := b.inv.Export(&buf, r.URL.Query().Get("format")); err != nil {
-				writeJSONReply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-				return
-			}
-			_, _ = w.Write(buf.Bytes())
-		},
-	}
-}
 
 func writeJSONReply(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -123,8 +86,7 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 	if err != nil {
 		return fail(err)
 	}
-	client := &http.Client{Timeout: 5 * time.Minute}
-	base := "http://" + cfg.Listen + "/admin/inventory/"
+	admin := newAdminClient(cfg, 5*time.Minute)
 	ctx := context.Background()
 	withInventory := func(fn func(inv *inventory.Inventory) error) error {
 		st, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
@@ -150,7 +112,7 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 			defer f.Close()
 			out = f
 		}
-		resp, err := client.Get(base + "export?format=" + *format)
+		resp, err := admin.do(http.MethodGet, "/admin/inventory/export?format="+url.QueryEscape(*format), nil)
 		if err == nil {
 			defer resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
@@ -181,7 +143,7 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 	}
 	var rep inventory.Report
 	body, _ := json.Marshal(importRequest{Document: doc, Rejected: rejected, DryRun: *dry})
-	resp, err := client.Post(base+"import", "application/json", bytes.NewReader(body))
+	resp, err := admin.do(http.MethodPost, "/admin/inventory/import", bytes.NewReader(body))
 	switch {
 	case err == nil:
 		defer resp.Body.Close()

@@ -20,12 +20,5 @@ func newLocal(b *Bot) *local.Transport {
 			}
 			return out
 		},
-		Backup: func(path string) (int64, error) {
-			if err := b.store.Backup(path); err != nil {
-				return 0, err
-			}
-			return fileSize(path), nil
-		},
-		Admin: b.inventoryAdmin(),
 	})
 }

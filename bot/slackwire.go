@@ -6,7 +6,6 @@ import (
 
 	"opsbot/bot/slack"
 	"opsbot/integrations/redis"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -21,7 +20,7 @@ func newSlack(b *Bot) *slack.Transport {
 		pace = redis.NewLimiter(b.redis, cfg.PerChannelPerMinute, 1, pace, b.log)
 	}
 	return slack.New(slack.Config{
-		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now, Channels: b.cfg.SlackChannels(),
+		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now, Channels: b.cfg.SlackChannels(), Timeouts: b.timeouts(),
 		BotToken: os.Getenv(cfg.BotTokenEnv), SigningSecret: os.Getenv(cfg.SigningSecretEnv), AppToken: os.Getenv(cfg.AppTokenEnv),
 	}, slack.Deps{
 		Handle: func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },
@@ -41,9 +40,9 @@ func newSlack(b *Bot) *slack.Transport {
 			}
 			return ""
 		},
-		Store: b.store,
-		Pace:  pace,
-		Audit: func(ctx context.Context, e state.AuditEntry) { b.audit.Add(ctx, e) },
-		Log:   b.log,
+		Store:  b.store,
+		Pace:   pace,
+		Refuse: b.refusals.Refuse,
+		Log:    b.log,
 	})
 }

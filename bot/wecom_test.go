@@ -248,7 +248,7 @@ func TestWeComCallbackRecordedBeforeTheAckSurvivesARestart(t *testing.T) {
 	k, fake, _ := wecomKit(t)
 	plain := `<xml><ToUserName>corp</ToUserName><FromUserName>wangxiaoli</FromUserName><CreateTime>1700000000</CreateTime>` +
 		`<MsgType>text</MsgType><Content>/ops new golive service=payments version=v1 rollback_app=x</Content><MsgId>42</MsgId></xml>`
-	if _, err := k.Bot.Store().AddInbound(context.Background(), state.Inbound{Platform: "wecom", Kind: "callback", Payload: []byte(plain)}); err != nil {
+	if _, _, err := k.Bot.Store().AddInbound(context.Background(), state.Inbound{Platform: "wecom", Kind: "callback", Payload: []byte(plain)}, "", time.Now(), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	k.Bot.Stop()

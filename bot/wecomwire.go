@@ -8,7 +8,6 @@ import (
 
 	"opsbot/bot/wecom"
 	"opsbot/integrations/redis"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -26,15 +25,15 @@ func newWeCom(b *Bot) *wecom.Transport {
 	}
 	return wecom.New(wecom.Config{
 		Listen: cfg.Listen, CorpID: cfg.CorpID, AgentID: cfg.AgentID, Secret: os.Getenv(cfg.SecretEnv),
-		Token: os.Getenv(cfg.TokenEnv), EncodingAESKey: os.Getenv(cfg.AESKeyEnv), Robots: robots, Cache: tokens, Now: b.now,
+		Token: os.Getenv(cfg.TokenEnv), EncodingAESKey: os.Getenv(cfg.AESKeyEnv), Robots: robots, Cache: tokens, Now: b.now, Timeouts: b.timeouts(),
 		ChannelRobots: b.cfg.WeComChannelRobots(),
 	}, wecom.Deps{
 		Handle: func(ctx context.Context, in wecom.Input) []templates.Message {
 			return b.Handle(ctx, Incoming{Platform: "wecom", UserID: in.UserID, Text: in.Text, Click: in.Click, Key: in.Key})
 		},
-		Store: b.store,
-		Pace:  pace,
-		Audit: func(ctx context.Context, e state.AuditEntry) { b.audit.Add(ctx, e) },
-		Log:   b.log,
+		Store:  b.store,
+		Pace:   pace,
+		Refuse: b.refusals.Refuse,
+		Log:    b.log,
 	})
 }

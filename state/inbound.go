@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -11,28 +12,52 @@ import (
 // Inbound is chat input a platform was told we received (its request was
 // acknowledged) and that is not handled yet. It is written before the ack,
 // so a bot that stops right after acknowledging still handles it when it
-// starts again.
+// starts again. The payload is stored sealed (AES-GCM with the store's
+// key) and deleted once handled: what people typed never rests in clear.
 type Inbound struct {
 	ID       uint64    `json:"id"`
 	Platform string    `json:"platform"`
 	Kind     string    `json:"kind"`
-	Payload  []byte    `json:"payload"`
+	Payload  []byte    `json:"-"`
 	At       time.Time `json:"at"`
+	// Err says why a recorded payload could not be opened (another key).
+	Err error `json:"-"`
+}
+
+type inboundRecord struct {
+	Inbound
+	Sealed []byte `json:"sealed"`
+}
+
+func inboundAD(in Inbound) []byte {
+	return fmt.Appendf(nil, "inbound/%d/%s/%s", in.ID, in.Platform, in.Kind)
 }
 
 // AddInbound records input before it is acknowledged and returns its id.
-func (s *Store) AddInbound(ctx context.Context, in Inbound) (uint64, error) {
-	var id uint64
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+// With a dedup key, input whose key was seen before (until ttl passes) is
+// not recorded: dup is true and the caller must not handle it again. The
+// key and the record are written in one transaction, so a crash between
+// them cannot lose the input nor let a replay through.
+func (s *Store) AddInbound(ctx context.Context, in Inbound, dedup string, now time.Time, ttl time.Duration) (id uint64, dup bool, err error) {
+	err = s.db.Batch(func(tx *bolt.Tx) error {
+		id, dup = 0, false
+		if dedup != "" {
+			seen, err := remember(tx, dedup, now, ttl)
+			if err != nil || seen {
+				dup = seen
+				return err
+			}
+		}
 		b := tx.Bucket(bInbound)
 		var err error
 		if id, err = b.NextSequence(); err != nil {
 			return err
 		}
 		in.ID = id
-		return putJSON(b, u64(id), in)
+		rec := inboundRecord{Inbound: in, Sealed: s.seal.seal(in.Payload, inboundAD(in))}
+		return putJSON(b, u64(id), rec)
 	})
-	return id, err
+	return id, dup, err
 }
 
 // DoneInbound forgets handled input.
@@ -40,18 +65,23 @@ func (s *Store) DoneInbound(ctx context.Context, id uint64) error {
 	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bInbound).Delete(u64(id)) })
 }
 
-// PendingInbound returns a platform's unhandled input, oldest first.
+// PendingInbound returns a platform's unhandled input, oldest first. A
+// record that cannot be opened (sealed with another key) comes back with
+// Err set and no payload.
 func (s *Store) PendingInbound(ctx context.Context, platform string) ([]Inbound, error) {
 	var out []Inbound
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bInbound).ForEach(func(k, v []byte) error {
-			var in Inbound
-			if err := json.Unmarshal(v, &in); err != nil {
+			var rec inboundRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
 				return err
 			}
-			if in.Platform == platform {
-				out = append(out, in)
+			if rec.Platform != platform {
+				return nil
 			}
+			in := rec.Inbound
+			in.Payload, in.Err = s.seal.open(rec.Sealed, inboundAD(in))
+			out = append(out, in)
 			return nil
 		})
 	})

@@ -193,24 +193,28 @@ func (s *Store) DeleteTimer(ctx context.Context, t Timer) error {
 func (s *Store) Remember(ctx context.Context, key string, now time.Time, ttl time.Duration) (bool, error) {
 	var seen bool
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		seen = false
-		b := tx.Bucket(bIdem)
-		if v := b.Get([]byte(key)); len(v) == 8 {
-			if int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
-				seen = true
-				return nil
-			}
-			if err := tx.Bucket(bIdemExp).Delete(append(append([]byte{}, v...), key...)); err != nil {
-				return err
-			}
-		}
-		exp := u64(uint64(now.Add(ttl).UnixNano()))
-		if err := b.Put([]byte(key), exp); err != nil {
-			return err
-		}
-		return tx.Bucket(bIdemExp).Put(append(exp, key...), nil)
+		var err error
+		seen, err = remember(tx, key, now, ttl)
+		return err
 	})
 	return seen, err
+}
+
+func remember(tx *bolt.Tx, key string, now time.Time, ttl time.Duration) (bool, error) {
+	b := tx.Bucket(bIdem)
+	if v := b.Get([]byte(key)); len(v) == 8 {
+		if int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+			return true, nil
+		}
+		if err := tx.Bucket(bIdemExp).Delete(append(append([]byte{}, v...), key...)); err != nil {
+			return false, err
+		}
+	}
+	exp := u64(uint64(now.Add(ttl).UnixNano()))
+	if err := b.Put([]byte(key), exp); err != nil {
+		return false, err
+	}
+	return false, tx.Bucket(bIdemExp).Put(append(exp, key...), nil)
 }
 
 // SweepIdempotency deletes expired idempotency keys and returns how many.
@@ -243,7 +247,7 @@ func appendAudit(tx *bolt.Tx, a AuditEntry) error {
 		return err
 	}
 	a.Seq = seq
-	a.User = strings.ToLower(a.User)
+	a.User = NormName(a.User)
 	if err := putJSON(b, u64(seq), a); err != nil {
 		return err
 	}
@@ -292,7 +296,7 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) (
 			}
 			next = mergeDesc(tx.Bucket(bAuditTicket), []string{id})
 		case q.User != "":
-			next = mergeDesc(tx.Bucket(bAuditUser), []string{strings.ToLower(q.User)})
+			next = mergeDesc(tx.Bucket(bAuditUser), []string{NormName(q.User)})
 		default:
 			c := entries.Cursor()
 			k, _ := c.Last()
@@ -325,4 +329,43 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) (
 		}
 	})
 	return out, more, err
+}
+
+// PruneAudit deletes up to max of the oldest audit entries written before
+// before, with their index entries, in one short transaction, and returns
+// how many it deleted. Callers loop in small batches so that retention
+// never holds the writer long enough to delay a transition.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time, max int) (int, error) {
+	var n int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		entries := tx.Bucket(bAudit)
+		c := entries.Cursor()
+		for k, v := c.First(); k != nil && n < max; k, v = c.First() {
+			var a AuditEntry
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("audit entry %x: %w", k, err)
+			}
+			if !a.At.Before(before) {
+				return nil
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if a.Ticket != "" {
+				if err := tx.Bucket(bAuditTicket).Delete(idxKey(a.Ticket, seq)); err != nil {
+					return err
+				}
+			}
+			if a.User != "" {
+				if err := tx.Bucket(bAuditUser).Delete(idxKey(a.User, seq)); err != nil {
+					return err
+				}
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Bucket names. Index keys are "<prefix>\x00<8-byte ticket number>" so that
@@ -56,6 +55,9 @@ type Options struct {
 	// BatchDelay is how long a write waits to be grouped with concurrent
 	// writes into one fsync; 0 means 2ms.
 	BatchDelay time.Duration
+	// Key seals recorded chat input (see LoadKey); without one, a key for
+	// this process only is used.
+	Key []byte
 }
 
 // Store is opsbot's bbolt-backed state.
@@ -64,6 +66,7 @@ type Store struct {
 	// nextID hands out ticket numbers without a write transaction; this
 	// process holds the file lock, so nobody else allocates.
 	nextID atomic.Uint64
+	seal   *sealer
 }
 
 // Open opens or creates the state file and runs pending schema migrations.
@@ -78,20 +81,29 @@ func Open(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create state directory: %w", err)
 		}
 	}
+	if err := preflight(opts.Path); err != nil {
+		return nil, err
+	}
 	// A large initial mapping spares the writers the stalls of remapping
 	// while the file grows (address space only; the file is not grown).
 	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly, InitialMmapSize: 256 << 20})
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: the file is locked by another process (is the bot running?): %w", opts.Path, err)
-		}
-		return nil, fmt.Errorf("open %s: %w", opts.Path, err)
+		return nil, openError(opts.Path, err)
+	}
+	if err := check(db); err != nil {
+		db.Close()
+		return nil, err
 	}
 	db.MaxBatchDelay = opts.BatchDelay
 	if db.MaxBatchDelay <= 0 {
 		db.MaxBatchDelay = 2 * time.Millisecond
 	}
-	s := &Store{db: db}
+	seal, err := newSealer(opts.Key)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, seal: seal}
 	if opts.ReadOnly {
 		err = db.View(func(tx *bolt.Tx) error {
 			v, err := schemaVersion(tx)
@@ -187,31 +199,6 @@ func (s *Store) migrate() error {
 		}
 		return tx.Bucket(bMeta).Put([]byte("schema"), []byte(strconv.Itoa(len(migrations))))
 	})
-}
-
-// Backup writes a consistent copy of the whole file to path while the bot
-// keeps running; the copy appears atomically.
-func (s *Store) Backup(path string) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("create backup: %w", err)
-	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		_, err := tx.WriteTo(f)
-		return err
-	})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write backup: %w", err)
-	}
-	return os.Rename(tmp, path)
 }
 
 // WriteTo streams a consistent copy of the file.
@@ -613,7 +600,7 @@ func mergeDesc(b *bolt.Bucket, prefixes []string) func() (uint64, bool) {
 		} else {
 			k, _ = h.c.Prev()
 		}
-		h.set(k)
+		h.settle(k)
 		heads = append(heads, h)
 	}
 	var last uint64
@@ -630,7 +617,7 @@ func mergeDesc(b *bolt.Bucket, prefixes []string) func() (uint64, bool) {
 			}
 			n := best.num
 			k, _ := best.c.Prev()
-			best.set(k)
+			best.settle(k)
 			if n == last {
 				continue
 			}
@@ -647,7 +634,14 @@ type cursorHead struct {
 	ok     bool
 }
 
-func (h *cursorHead) set(k []byte) {
+// settle moves the head to the next well-formed key of its prefix at or
+// before k. Keys that share the prefix but are not "<prefix><8 bytes>"
+// (another name that starts with this one and a NUL, a key written by a
+// damaged or older build) are skipped, not taken as the prefix's end.
+func (h *cursorHead) settle(k []byte) {
+	for k != nil && bytes.HasPrefix(k, h.prefix) && len(k) != len(h.prefix)+8 {
+		k, _ = h.c.Prev()
+	}
 	h.ok = k != nil && len(k) == len(h.prefix)+8 && bytes.HasPrefix(k, h.prefix)
 	if h.ok {
 		h.num = binary.BigEndian.Uint64(k[len(h.prefix):])

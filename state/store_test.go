@@ -211,7 +211,7 @@ func TestSchemaVersionAndBackup(t *testing.T) {
 		t.Fatal("second open of a locked file succeeded")
 	}
 	backup := filepath.Join(dir, "copy.db")
-	if err := s.Backup(backup); err != nil {
+	if _, err := s.Backup(backup); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -10,11 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// NormName is the form user and role names are stored and compared in.
-func NormName(s string) string {
-	return strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "@")))
-}
-
 func platformKey(platform, id string) []byte { return []byte(platform + ":" + id) }
 
 // PutUser creates or updates a user's display name and platform ids. Roles
@@ -22,8 +17,16 @@ func platformKey(platform, id string) []byte { return []byte(platform + ":" + id
 // It fails when a platform id already belongs to another user.
 func (s *Store) PutUser(ctx context.Context, u User) (User, error) {
 	u.Name = NormName(u.Name)
-	if u.Name == "" {
-		return u, fmt.Errorf("user name is empty")
+	if err := CheckName("user name", u.Name); err != nil {
+		return u, err
+	}
+	for p, id := range u.IDs {
+		if id == "" {
+			continue
+		}
+		if err := CheckName(p+" id", id); err != nil {
+			return u, err
+		}
 	}
 	var out User
 	err := s.db.Batch(func(tx *bolt.Tx) error {
@@ -121,6 +124,9 @@ func (s *Store) Revoke(ctx context.Context, role, user string, audit ...AuditEnt
 
 func (s *Store) setRole(role, user string, grant bool, audit []AuditEntry) (bool, error) {
 	role, user = NormName(role), NormName(user)
+	if err := CheckName("role", role); err != nil {
+		return false, err
+	}
 	var changed bool
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		changed = false

@@ -89,6 +89,15 @@ users:
   - {name: root, roles: [admin]}
 `
 
+// AdminTokenEnv holds AdminToken for every kit's admin API (and the CLI
+// the tests run against it).
+const (
+	AdminTokenEnv = "OPSBOT_TEST_ADMIN_TOKEN"
+	AdminToken    = "test-admin-token-0123456789abcdef"
+)
+
+func init() { os.Setenv(AdminTokenEnv, AdminToken) }
+
 // Kit is a running bot under test.
 type Kit struct {
 	T     testing.TB
@@ -120,6 +129,14 @@ func WithTransport(t bot.Transport) Option {
 func ConfigYAML(dir, extra string) string {
 	if !strings.Contains(extra, "rate_limit:") {
 		extra += "\nrate_limit: {per_minute: 100000, burst: 10000}"
+	}
+	if !strings.Contains(extra, "\nadmin:") {
+		extra += "\nadmin: {token_env: " + AdminTokenEnv + "}"
+	}
+	if !strings.Contains(extra, "\nlocal:") {
+		// The kit drives every bot through the local chat, also when Slack
+		// or WeCom is on.
+		extra += "\nlocal: {enabled: true}"
 	}
 	return fmt.Sprintf("listen: 127.0.0.1:0\nstate: {path: %q}\nscripts: {dir: %q}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
 		filepath.Join(dir, "opsbot.db"), filepath.Join(dir, "scripts"), Users, extra)

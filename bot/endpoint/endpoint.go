@@ -12,14 +12,72 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"opsbot/state"
 )
 
 // WorkTimeout bounds the work after one ack.
 const WorkTimeout = 2 * time.Minute
+
+// ReplayTTL is how long a delivery's signature is remembered to refuse a
+// replay: well past the five-minute freshness window every platform
+// enforces plus the platforms' retry horizons (Slack and WeCom retry for
+// minutes, not hours), so a captured request is refused either as stale
+// or as seen.
+const ReplayTTL = 24 * time.Hour
+
+// Freshness is how far a signed request's timestamp may be from now.
+const Freshness = 5 * time.Minute
+
+// Timeouts bound every HTTP server: reading a whole request (headers and
+// body, so a client trickling a body cannot hold a connection), writing
+// the answer, and an idle keep-alive connection.
+type Timeouts struct {
+	Read, Write, Idle time.Duration
+}
+
+// MaxHeaderBytes bounds request headers on every server (Go's default is
+// 1 MiB); a larger header block gets 431 before any handler runs.
+const MaxHeaderBytes = 64 << 10
+
+// NewHTTPServer returns a server for h with the timeouts and header limit
+// set; requests' contexts derive from base, so cancelling base ends long
+// polls at shutdown.
+func NewHTTPServer(h http.Handler, to Timeouts, base context.Context) *http.Server {
+	if to.Read <= 0 {
+		to.Read = 30 * time.Second
+	}
+	if to.Write <= 0 {
+		to.Write = 60 * time.Second
+	}
+	if to.Idle <= 0 {
+		to.Idle = 120 * time.Second
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: min(5*time.Second, to.Read), ReadTimeout: to.Read,
+		WriteTimeout: to.Write, IdleTimeout: to.Idle, MaxHeaderBytes: MaxHeaderBytes,
+		BaseContext: func(net.Listener) context.Context { return base }}
+}
+
+// Refusal is a request refused at the edge, before any handling.
+type Refusal struct {
+	Platform string
+	// Remote is the client's address.
+	Remote string
+	// Action names what was asked, e.g. "POST /slack/commands".
+	Action string
+	// Class is the reason's kind: signature, freshness, replay, malformed,
+	// too_large, host, origin, content_type, token, off.
+	Class string
+	// Reason is the detail; the receiver truncates it.
+	Reason string
+}
+
+// Refuser records refusals (sampled and bounded by the bot).
+type Refuser func(ctx context.Context, r Refusal)
 
 // Server runs one platform's endpoint and its background work.
 type Server struct {
@@ -32,12 +90,17 @@ type Server struct {
 	wg       sync.WaitGroup
 	srv      *http.Server
 	addr     string
+	timeouts Timeouts
+	now      func() time.Time
 }
 
 // New returns a stopped server for platform; store keeps durable input.
-func New(log *slog.Logger, store *state.Store, platform string) *Server {
+func New(log *slog.Logger, store *state.Store, platform string, to Timeouts, now func() time.Time) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{log: log, store: store, platform: platform, ctx: ctx, cancel: cancel,
+	if now == nil {
+		now = time.Now
+	}
+	return &Server{log: log, store: store, platform: platform, ctx: ctx, cancel: cancel, timeouts: to, now: now,
 		handlers: map[string]func(context.Context, []byte){}}
 }
 
@@ -51,13 +114,22 @@ func (s *Server) Register(kind string, handle func(ctx context.Context, payload 
 // handles it in the background and forgets it once handled. A bot that
 // stops in between handles it at Replay. If it cannot be recorded, it is
 // handled anyway (and logged): refusing would make the platform retry.
-func (s *Server) Durable(kind string, payload []byte) {
+// With a replay key (the delivery's signature), input seen before is
+// neither recorded nor handled, and Durable returns false.
+func (s *Server) Durable(kind string, payload []byte, replayKey string) bool {
 	handle := s.handlers[kind]
 	if handle == nil {
 		s.log.Error("no handler for durable input", "kind", kind)
-		return
+		return true
 	}
-	id, err := s.store.AddInbound(s.ctx, state.Inbound{Platform: s.platform, Kind: kind, Payload: payload, At: time.Now()})
+	if replayKey != "" {
+		replayKey = s.platform + ":replay:" + replayKey
+	}
+	id, dup, err := s.store.AddInbound(s.ctx, state.Inbound{Platform: s.platform, Kind: kind, Payload: payload, At: s.now()},
+		replayKey, s.now(), ReplayTTL)
+	if dup {
+		return false
+	}
 	if err != nil {
 		s.log.Error("could not record input before acknowledging it", "kind", kind, "err", err)
 	}
@@ -67,6 +139,21 @@ func (s *Server) Durable(kind string, payload []byte) {
 			s.done(ctx, id)
 		}
 	})
+	return true
+}
+
+// Replayed remembers a delivery's signature that is handled without being
+// recorded, and reports whether it was seen before. If the key cannot be
+// stored, the delivery is taken as new (and logged).
+func (s *Server) Replayed(key string) bool {
+	if key == "" {
+		return false
+	}
+	seen, err := s.store.Remember(s.ctx, s.platform+":replay:"+key, s.now(), ReplayTTL)
+	if err != nil {
+		s.log.Error("remember a delivery's signature", "err", err)
+	}
+	return seen
 }
 
 // done forgets handled input, unless a shutdown cut the handling short:
@@ -89,6 +176,11 @@ func (s *Server) Replay(ctx context.Context) error {
 	}
 	for _, in := range pending {
 		handle := s.handlers[in.Kind]
+		if in.Err != nil {
+			s.log.Error("dropping recorded input that cannot be opened", "kind", in.Kind, "at", in.At, "err", in.Err)
+			_ = s.store.DoneInbound(ctx, in.ID)
+			continue
+		}
 		if handle == nil {
 			s.log.Error("dropping recorded input of an unknown kind", "kind", in.Kind)
 			_ = s.store.DoneInbound(ctx, in.ID)
@@ -113,7 +205,7 @@ func (s *Server) Listen(addr string, h http.Handler) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	s.addr = ln.Addr().String()
-	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = NewHTTPServer(h, s.timeouts, s.ctx)
 	s.Loop(func(context.Context) {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("endpoint stopped", "addr", s.addr, "err", err)
@@ -155,6 +247,42 @@ func (s *Server) Stop() {
 	}
 	s.cancel()
 	s.wg.Wait()
+}
+
+// Fresh checks a signed request's timestamp (Unix seconds) against now.
+func Fresh(ts string, now time.Time) error {
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("timestamp %q is not a number", Clip(ts, 32))
+	}
+	d := now.Sub(time.Unix(n, 0))
+	if d > Freshness || d < -Freshness {
+		return fmt.Errorf("timestamp %s is %s away from now; requests older or newer than %s are refused",
+			time.Unix(n, 0).UTC().Format(time.RFC3339), d.Round(time.Second), Freshness)
+	}
+	return nil
+}
+
+// Clip shortens s to at most n bytes (on a rune boundary) for a log line
+// or audit entry, saying how much was cut.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…(+%d bytes)", s[:cut], len(s)-cut)
+}
+
+// RemoteHost is the client's IP address without the port.
+func RemoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return Clip(r.RemoteAddr, 64)
+	}
+	return host
 }
 
 // Pacer spaces messages: Allow says whether key may send now and, if not,

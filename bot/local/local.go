@@ -11,12 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -34,10 +34,6 @@ type User struct {
 type Config struct {
 	Handle Handler
 	Users  func() []User
-	// Backup writes a consistent copy of the state to path.
-	Backup func(path string) (int64, error)
-	// Admin adds handlers by mux pattern (e.g. "POST /admin/inventory/import").
-	Admin map[string]http.HandlerFunc
 	// MaxInbox bounds each user's kept messages.
 	MaxInbox int
 	// Redact masks secrets in the echo of what the user typed.
@@ -214,42 +210,34 @@ func (t *Transport) Inbox(user string, after int64) ([]Entry, int64) {
 //go:embed page.html
 var page []byte
 
-// Handler serves the page and the JSON API.
+// Handler serves the page and the JSON API. The bot mounts it behind its
+// loopback guard (Host, Origin, JSON bodies only).
 func (t *Transport) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+		w.Header().Set("X-Frame-Options", "DENY")
 		w.Write(page)
 	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /api/users", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, t.cfg.Users()) })
 	mux.HandleFunc("POST /api/command", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, false) })
 	mux.HandleFunc("POST /api/click", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, true) })
 	mux.HandleFunc("GET /api/inbox", t.serveInbox)
-	mux.HandleFunc("POST /admin/backup", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Path string `json:"path"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || !strings.HasPrefix(req.Path, "/") {
-			writeJSON(w, 400, map[string]string{"error": "want {\"path\": \"/absolute/file\"}"})
-			return
-		}
-		if _, err := os.Stat(req.Path); err == nil {
-			writeJSON(w, 409, map[string]string{"error": req.Path + " already exists; pick a new file name"})
-			return
-		}
-		n, err := t.cfg.Backup(req.Path)
-		if err != nil {
-			writeJSON(w, 500, map[string]string{"error": err.Error()})
-			return
-		}
-		writeJSON(w, 200, map[string]any{"path": req.Path, "bytes": n})
-	})
-	for pattern, h := range t.cfg.Admin {
-		mux.HandleFunc(pattern, h)
-	}
 	return mux
+}
+
+// UserName checks and normalizes a user name given to the local API: the
+// same rules as every stored name, plus no spaces or separators.
+func UserName(s string) (string, error) {
+	n := state.NormName(s)
+	if err := state.CheckName("user", n); err != nil {
+		return "", err
+	}
+	if strings.ContainsAny(n, " \t\n:/#") || len(n) > 64 {
+		return "", errors.New("user: pick a user name without spaces, e.g. alice")
+	}
+	return n, nil
 }
 
 // CommandRequest is the body of /api/command and /api/click.
@@ -269,11 +257,12 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 		writeJSON(w, 400, map[string]string{"error": "want JSON {\"user\": \"alice\", \"text\": \"/ops help\"}"})
 		return
 	}
-	req.User = strings.ToLower(strings.TrimSpace(req.User))
-	if req.User == "" || len(req.User) > 64 || strings.ContainsAny(req.User, " \t\n:/") {
-		writeJSON(w, 400, map[string]string{"error": "user: pick a user name without spaces, e.g. alice"})
+	user, err := UserName(req.User)
+	if err != nil {
+		writeJSON(w, 400, map[string]string{"error": err.Error() + `; want JSON {"user": "alice", "text": "/ops help"}`})
 		return
 	}
+	req.User = user
 	replies := t.cfg.Handle(r.Context(), req.User, req.Text, click)
 	t.mu.Lock()
 	if !click {
@@ -288,7 +277,17 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 }
 
 func (t *Transport) serveInbox(w http.ResponseWriter, r *http.Request) {
-	user := strings.ToLower(r.URL.Query().Get("user"))
+	// A team channel's inbox is "#name".
+	q := r.URL.Query().Get("user")
+	channel, isChannel := strings.CutPrefix(q, "#")
+	user, err := UserName(channel)
+	if err != nil {
+		writeJSON(w, 400, map[string]string{"error": err.Error()})
+		return
+	}
+	if isChannel {
+		user = "#" + user
+	}
 	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
 	wait = min(wait, 25*time.Second)

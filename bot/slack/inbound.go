@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/slack-go/slack/slackevents"
 	"github.com/slack-go/slack/socketmode"
 
+	"opsbot/bot/endpoint"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -191,8 +193,7 @@ func (t *Transport) Handler() http.Handler {
 			http.Error(w, "bad slash command", http.StatusBadRequest)
 			return
 		}
-		t.ep.Durable("slash_form", body)
-		w.WriteHeader(http.StatusOK)
+		t.durable(w, r, "slash_form", body)
 	})
 	mux.HandleFunc("POST /slack/interactions", func(w http.ResponseWriter, r *http.Request) {
 		body, ok := t.verified(w, r)
@@ -205,7 +206,7 @@ func (t *Transport) Handler() http.Handler {
 			http.Error(w, "bad interaction payload", http.StatusBadRequest)
 			return
 		}
-		t.ack(w, cb, []byte(form.Get("payload")))
+		t.ack(w, r, cb, []byte(form.Get("payload")))
 	})
 	mux.HandleFunc("POST /slack/events", func(w http.ResponseWriter, r *http.Request) {
 		body, ok := t.verified(w, r)
@@ -225,7 +226,8 @@ func (t *Transport) Handler() http.Handler {
 			return
 		}
 		if _, ok := ev.InnerEvent.Data.(*slackevents.AppMentionEvent); ok {
-			t.ep.Durable("event", body)
+			t.durable(w, r, "event", body)
+			return
 		}
 		w.WriteHeader(http.StatusOK)
 	})
@@ -290,7 +292,14 @@ func replaySafe(cb slack.InteractionCallback) bool {
 
 // ack answers an interaction: errors for a form go in the answer; other
 // work is recorded (when safe to run again) and done after the answer.
-func (t *Transport) ack(w http.ResponseWriter, cb slack.InteractionCallback, payload []byte) {
+func (t *Transport) ack(w http.ResponseWriter, req *http.Request, cb slack.InteractionCallback, payload []byte) {
+	if !replaySafe(cb) && t.ep.Replayed(req.Header.Get("X-Slack-Signature")) {
+		// Applied before its ack (a new-ticket form): a replay would
+		// open a second ticket.
+		t.refuse(req, "replay", "this signed delivery was received before")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	r := t.interaction(cb)
 	if r.body != nil {
 		w.Header().Set("Content-Type", "application/json")
@@ -298,17 +307,45 @@ func (t *Transport) ack(w http.ResponseWriter, cb slack.InteractionCallback, pay
 		return
 	}
 	if r.work != nil && replaySafe(cb) {
-		t.ep.Durable("interaction", payload)
-	} else {
-		t.ep.Go(r.work)
+		t.durable(w, req, "interaction", payload)
+		return
+	}
+	t.ep.Go(r.work)
+	w.WriteHeader(http.StatusOK)
+}
+
+// durable records the input before the ack, unless this signed delivery
+// was received before (a replay): that is refused and audited, and gets
+// 200 so that a genuine retry of a slow ack stops.
+func (t *Transport) durable(w http.ResponseWriter, r *http.Request, kind string, payload []byte) {
+	if !t.ep.Durable(kind, payload, r.Header.Get("X-Slack-Signature")) {
+		t.refuse(r, "replay", "this signed delivery was received before")
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
-// verified reads the body once and checks Slack's signature over it.
+// MaxRequestBytes bounds a Slack request body (interaction payloads carry
+// the whole message they came from; Slack caps messages well below this).
+const MaxRequestBytes = 1 << 20
+
+// verified checks the signature headers and their freshness before it
+// reads the body (an unsigned or stale request costs no read), then reads
+// the body once and checks Slack's v0 signature over it.
 func (t *Transport) verified(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	ts, sig := r.Header.Get("X-Slack-Request-Timestamp"), r.Header.Get("X-Slack-Signature")
+	if ts == "" || sig == "" {
+		t.refuse(r, "signature", "no X-Slack-Signature or X-Slack-Request-Timestamp")
+		http.Error(w, "invalid signature", http.StatusUnauthorized)
+		return nil, false
+	}
+	if err := endpoint.Fresh(ts, time.Now()); err != nil {
+		t.refuse(r, "freshness", err.Error())
+		http.Error(w, "stale request", http.StatusUnauthorized)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
 	if err != nil {
+		t.refuse(r, "too_large", fmt.Sprintf("body over %d bytes", MaxRequestBytes))
 		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 		return nil, false
 	}
@@ -318,15 +355,16 @@ func (t *Transport) verified(w http.ResponseWriter, r *http.Request) ([]byte, bo
 		err = sv.Ensure()
 	}
 	if err != nil {
-		t.log.Warn("refused an unsigned or badly signed slack request", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-		if t.deps.Audit != nil {
-			t.deps.Audit(r.Context(), state.AuditEntry{At: t.cfg.Now(), User: "unknown", Platform: "slack", Action: "request refused",
-				Args: r.URL.Path, Result: "bad signature: " + err.Error()})
-		}
+		t.refuse(r, "signature", err.Error())
 		http.Error(w, "invalid signature", http.StatusUnauthorized)
 		return nil, false
 	}
 	return body, true
+}
+
+func (t *Transport) refuse(r *http.Request, class, reason string) {
+	t.deps.Refuse(r.Context(), endpoint.Refusal{Platform: "slack", Remote: endpoint.RemoteHost(r), Action: r.Method + " " + r.URL.Path,
+		Class: class, Reason: reason})
 }
 
 // runSocket serves Socket Mode until ctx ends, reconnecting by itself.
@@ -367,18 +405,18 @@ func (t *Transport) socketEvent(client *socketmode.Client, evt socketmode.Event)
 	var body any
 	switch evt.Type {
 	case socketmode.EventTypeSlashCommand:
-		t.ep.Durable("slash_json", evt.Request.Payload)
+		t.ep.Durable("slash_json", evt.Request.Payload, "")
 	case socketmode.EventTypeInteractive:
 		cb, _ := evt.Data.(slack.InteractionCallback)
 		if replaySafe(cb) {
-			t.ep.Durable("interaction", evt.Request.Payload)
+			t.ep.Durable("interaction", evt.Request.Payload, "")
 			break
 		}
 		r := t.interaction(cb)
 		body = r.body
 		t.ep.Go(r.work)
 	case socketmode.EventTypeEventsAPI:
-		t.ep.Durable("event", evt.Request.Payload)
+		t.ep.Durable("event", evt.Request.Payload, "")
 	default:
 		return
 	}

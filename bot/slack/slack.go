@@ -46,9 +46,9 @@ type Deps struct {
 	Mention Mentioner
 	Store   *state.Store
 	Pace    Pacer
-	// Audit records refused requests (bad signatures).
-	Audit func(ctx context.Context, e state.AuditEntry)
-	Log   *slog.Logger
+	// Refuse records requests refused at the edge (bounded, sampled).
+	Refuse endpoint.Refuser
+	Log    *slog.Logger
 }
 
 // Config configures the transport. Tokens come from the environment.
@@ -66,6 +66,8 @@ type Config struct {
 	// Channels maps opsbot's channel names (e.g. "infra") to Slack
 	// channel ids, for warnings posted to a team rather than a person.
 	Channels map[string]string
+	// Timeouts bound the HTTP mode's connections.
+	Timeouts endpoint.Timeouts
 }
 
 // Transport is the Slack transport.
@@ -96,9 +98,12 @@ func New(cfg Config, deps Deps) *Transport {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	if deps.Refuse == nil {
+		deps.Refuse = func(context.Context, endpoint.Refusal) {}
+	}
 	log := deps.Log.With("platform", "slack")
 	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: log,
-		ep: endpoint.New(log, deps.Store, "slack"), emails: map[string]string{}}
+		ep: endpoint.New(log, deps.Store, "slack", cfg.Timeouts, nil), emails: map[string]string{}}
 }
 
 // Platform implements the bot's Transport.

@@ -71,6 +71,8 @@ type Config struct {
 	// Cache keeps the access token: Redis when configured, memory otherwise.
 	Cache cache.Cache
 	Now   func() time.Time
+	// Timeouts bound the callback server's connections.
+	Timeouts endpoint.Timeouts
 }
 
 // Deps is what the transport needs from the bot.
@@ -78,7 +80,8 @@ type Deps struct {
 	Handle func(ctx context.Context, in Input) []templates.Message
 	Store  *state.Store
 	Pace   Pacer
-	Audit  func(ctx context.Context, e state.AuditEntry)
+	// Refuse records callbacks refused at the edge (bounded, sampled).
+	Refuse endpoint.Refuser
 	Log    *slog.Logger
 }
 
@@ -118,7 +121,10 @@ func New(cfg Config, deps Deps) *Transport {
 	wk := work.NewWork(&workcfg.Config{CorpID: cfg.CorpID, CorpSecret: cfg.Secret, AgentID: cfg.AgentID, Cache: cfg.Cache,
 		Token: cfg.Token, EncodingAESKey: cfg.EncodingAESKey})
 	log := deps.Log.With("platform", "wecom")
-	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log, deps.Store, "wecom"),
+	if deps.Refuse == nil {
+		deps.Refuse = func(context.Context, endpoint.Refusal) {}
+	}
+	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log, deps.Store, "wecom", cfg.Timeouts, nil),
 		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), settling: map[string]bool{}}
 }
 
@@ -413,15 +419,36 @@ type Callback struct {
 	ResponseCode string   `xml:"ResponseCode"`
 }
 
+// MaxCallbackBytes bounds a callback body. WeCom's callbacks are a few
+// KiB (a text message holds at most 2048 bytes before encryption).
+const MaxCallbackBytes = 64 << 10
+
+// refusal is a callback that failed a check, with the check's class.
+type refusal struct{ class, reason string }
+
+func (r *refusal) Error() string { return r.class + ": " + r.reason }
+
+func refused(class, format string, a ...any) *refusal {
+	return &refusal{class: class, reason: fmt.Sprintf(format, a...)}
+}
+
 // Handler serves the callback URL: GET verifies it (signature over token,
 // timestamp, nonce and echostr; decrypt and echo), POST receives messages
-// and card events. Anything that fails verification or decryption (wrong
-// signature, another corp id) gets 401 and an audit entry. Replies are
-// immediate; the work continues in the background.
+// and card events. Checks run cheapest first: the query's timestamp must
+// be within five minutes of now (before the body is read), the body at
+// most MaxCallbackBytes, the signature right, the message made for this
+// corp id, and the delivery not seen before (its signature and nonce are
+// remembered for endpoint.ReplayTTL). A failed check gets 401 (a replay:
+// 200, so a genuine retry stops) and a bounded, sampled audit entry.
+// Replies are immediate; the work continues in the background.
 func (t *Transport) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /wecom/callback", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		if err := endpoint.Fresh(q.Get("timestamp"), time.Now()); err != nil {
+			t.refuse(w, r, refused("freshness", "%v", err))
+			return
+		}
 		plain, err := t.open(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), q.Get("echostr"))
 		if err != nil {
 			t.refuse(w, r, err)
@@ -430,29 +457,42 @@ func (t *Transport) Handler() http.Handler {
 		_, _ = w.Write(plain)
 	})
 	mux.HandleFunc("POST /wecom/callback", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		q := r.URL.Query()
+		sig, ts, nonce := q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce")
+		if sig == "" || nonce == "" {
+			t.refuse(w, r, refused("signature", "no msg_signature or nonce"))
+			return
+		}
+		if err := endpoint.Fresh(ts, time.Now()); err != nil {
+			t.refuse(w, r, refused("freshness", "%v", err))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCallbackBytes))
 		if err != nil {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			t.refuse(w, r, refused("too_large", "body over %d bytes", MaxCallbackBytes))
 			return
 		}
 		var env envelope
 		if err := xml.Unmarshal(body, &env); err != nil {
-			t.refuse(w, r, fmt.Errorf("not a callback envelope: %w", err))
+			t.refuse(w, r, refused("malformed", "not a callback envelope: %v", err))
 			return
 		}
-		q := r.URL.Query()
-		plain, err := t.open(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), env.Encrypt)
+		plain, err := t.open(sig, ts, nonce, env.Encrypt)
 		if err != nil {
 			t.refuse(w, r, err)
 			return
 		}
 		var cb Callback
 		if err := xml.Unmarshal(plain, &cb); err != nil {
-			t.refuse(w, r, fmt.Errorf("bad callback: %w", err))
+			t.refuse(w, r, refused("malformed", "bad callback: %v", err))
 			return
 		}
-		t.ep.Durable("callback", plain) // recorded before the ack
-		w.WriteHeader(http.StatusOK)    // an empty 200 tells WeCom it arrived
+		// Recorded before the ack, unless this exact delivery was seen.
+		if !t.ep.Durable("callback", plain, sig+":"+nonce) {
+			t.deps.Refuse(r.Context(), endpoint.Refusal{Platform: "wecom", Remote: endpoint.RemoteHost(r), Action: r.Method + " " + r.URL.Path,
+				Class: "replay", Reason: "this signed delivery was received before"})
+		}
+		w.WriteHeader(http.StatusOK) // an empty 200 tells WeCom it arrived
 	})
 	return mux
 }
@@ -461,21 +501,23 @@ func (t *Transport) Handler() http.Handler {
 // message was made for this corp id.
 func (t *Transport) open(signature, timestamp, nonce, encrypted string) ([]byte, error) {
 	if signature == "" || encrypted == "" || SignatureOf(t.cfg.Token, timestamp, nonce, encrypted) != signature {
-		return nil, errors.New("bad msg_signature")
+		return nil, refused("signature", "bad msg_signature")
 	}
 	_, plain, err := util.DecryptMsg(t.cfg.CorpID, encrypted, t.cfg.EncodingAESKey)
 	if err != nil {
-		return nil, fmt.Errorf("decrypt: %w", err)
+		return nil, refused("signature", "decrypt: %v", err)
 	}
 	return plain, nil
 }
 
 func (t *Transport) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	t.log.Warn("refused a wecom callback", "remote", r.RemoteAddr, "err", err)
-	if t.deps.Audit != nil {
-		t.deps.Audit(r.Context(), state.AuditEntry{At: t.cfg.Now(), User: "unknown", Platform: "wecom", Action: "callback refused",
-			Args: r.Method + " " + r.URL.Path, Result: err.Error()})
+	class, reason := "malformed", err.Error()
+	var re *refusal
+	if errors.As(err, &re) {
+		class, reason = re.class, re.reason
 	}
+	t.deps.Refuse(r.Context(), endpoint.Refusal{Platform: "wecom", Remote: endpoint.RemoteHost(r), Action: r.Method + " " + r.URL.Path,
+		Class: class, Reason: reason})
 	http.Error(w, "verification failed", http.StatusUnauthorized)
 }
 
