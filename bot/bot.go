@@ -175,7 +175,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.log = slog.New(&redactingHandler{Handler: b.log.Handler(), r: b.redact})
 
 	scripts := script.New(script.Config{Dir: cfg.Resolve(cfg.Scripts.Dir), OutputLimit: cfg.Scripts.OutputLimit,
-		TransientExitCodes: cfg.Scripts.TransientExitCodes})
+		TransientExitCodes: cfg.Scripts.TransientExitCodes, Redact: b.redact.Redact})
 	// The inventory executor gets its inventory once the state is open.
 	invExec := &inventory.Executor{WarnChannel: cfg.Clusters.WarnChannel, Now: b.now,
 		Hook: inventory.Hook{Script: cfg.Clusters.Apply.Script, URL: cfg.Clusters.Apply.URL, Scripts: scripts}}

@@ -79,7 +79,8 @@ flows:
 	}
 	mustContain(t, bottest.Title(k.Say("dave", "/ops list all flow=golve")), `unknown flow "golve"`)
 	mustContain(t, bottest.Title(k.Say("bob", "/ops audit")), "only admins and auditors see the whole audit log")
-	mustContain(t, bottest.Title(k.Say("bob", "/ops audit T-1")), "you can see the audit log of your own tickets")
+	mustContain(t, bottest.Title(k.Say("ivan", "/ops audit T-1")), "you can see the audit log of tickets you may read")
+	mustContain(t, k.Say("bob", "/ops audit T-1")[0].Title, "Audit log · T-1") // a role of the flow
 	mustContain(t, k.Say("alice", "/ops audit T-3")[0].Body, "bob@local command approve T-3")
 	mustContain(t, k.Say("root", "/ops audit bob")[0].Body, "/ops approve T-3")
 	mustContain(t, k.Say("alice", "/ops show T-3")[1].Body, "bob approve (plan_review → test_signoff)")

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"opsbot/bot/endpoint"
 	"opsbot/commands"
 	"opsbot/flows"
 	"opsbot/integrations/zookeeper"
@@ -78,6 +79,13 @@ func (b *Bot) Submit(ctx context.Context, in Incoming, flow string, fields map[s
 func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]templates.Message, error) {
 	ref := newRef()
 	log := b.log.With("platform", in.Platform, "req", ref)
+	if err := state.CheckName(in.Platform+" user id", in.UserID); err != nil {
+		// Never stored, never an index key: a name with a NUL or a
+		// newline would break index scans and could pass for another.
+		ue := flows.Userf("bad_user", "例 e.g. alice", "用户名无效 · this user id cannot be used: %s", err)
+		b.refusals.Refuse(ctx, endpoint.Refusal{Platform: in.Platform, Remote: "chat", Action: "identify", Class: "bad_user", Reason: err.Error()})
+		return []templates.Message{b.userError(ue)}, ue
+	}
 	user, err := b.identify(ctx, in)
 	if err != nil {
 		log.Error("identify user", "err", err)
@@ -239,6 +247,9 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if err != nil {
 			return nil, err
 		}
+		if !b.canRead(u, t, evs) {
+			return nil, notReadable(t.ID)
+		}
 		return []templates.Message{e.CardFor(t), info("info", "历史 History "+t.ID, history(evs))}, nil
 	case commands.List:
 		return b.list(ctx, u, r)
@@ -271,6 +282,44 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.freeze(ctx, u, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
+}
+
+// canRead says whether u may read ticket t (its card, history, comments,
+// script output and audit): its requester; the holders of any role its
+// flow names (approvers, actors, operators, rollback); anyone who acted on
+// it or is named in its operators field; auditors and admins. evs may be
+// nil when the history is not at hand (lists).
+func (b *Bot) canRead(u state.User, t state.Ticket, evs []state.Event) bool {
+	switch {
+	case t.Requester == u.Name, t.Operator == u.Name:
+		return true
+	case b.dir.HasRole(u.Name, flows.AdminRole, "auditor"):
+		return true
+	}
+	if f, ok := b.engine.Flow(t.Flow); ok && b.dir.HasRole(u.Name, f.Roles()...) {
+		return true
+	}
+	for _, a := range t.Approvals {
+		if a.User == u.Name {
+			return true
+		}
+	}
+	for _, op := range strings.Split(t.Fields["operators"], ",") {
+		if state.NormName(op) == u.Name {
+			return true
+		}
+	}
+	for _, ev := range evs {
+		if ev.Actor == u.Name {
+			return true
+		}
+	}
+	return false
+}
+
+func notReadable(id string) error {
+	return flows.Userf("no_access", "/ops list mine",
+		"你无权查看 %s · you may not read %s: its requester, the people in its flow's roles, auditors and admins can", id, id)
 }
 
 func history(evs []state.Event) string {
@@ -341,7 +390,7 @@ func (b *Bot) list(ctx context.Context, u state.User, r commands.List) ([]templa
 			return nil, flows.Userf("unknown_flow", "flows: "+strings.Join(b.engine.FlowNames(), ", "), "没有流程 %s · unknown flow %q", r.Flow, r.Flow)
 		}
 	}
-	flowOK := func(t state.Ticket) bool { return r.Flow == "" || t.Flow == r.Flow }
+	flowOK := func(t state.Ticket) bool { return (r.Flow == "" || t.Flow == r.Flow) && b.canRead(u, t, nil) }
 	var ix state.Index
 	keep := flowOK
 	switch r.Scope {
@@ -417,8 +466,12 @@ func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]t
 	case r.User == u.Name:
 	case r.Ticket != "":
 		t, err := b.store.Get(ctx, r.Ticket)
-		if err != nil || t.Requester != u.Name {
-			return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只能查看自己的工单审计 · you can see the audit log of your own tickets and yourself; admins and auditors see all")
+		var evs []state.Event
+		if err == nil {
+			evs, err = b.store.Events(ctx, t.ID)
+		}
+		if err != nil || !b.canRead(u, t, evs) {
+			return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只能查看你参与的工单的审计 · you can see the audit log of tickets you may read (yours, your flows' roles) and of yourself; admins and auditors see all")
 		}
 	default:
 		return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只有管理员或审计员可以查看全部 · only admins and auditors see the whole audit log")

@@ -2,7 +2,6 @@ package bot_test
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -29,7 +28,10 @@ var secretFormats = []struct {
 	{"password word", func(r *rand.Rand) (string, string) { s := word(r, 10); return "password " + s, s }},
 	{"password is", func(r *rand.Rand) (string, string) { s := word(r, 10); return "the password is " + s, s }},
 	{"chinese password", func(r *rand.Rand) (string, string) { s := word(r, 10); return "密码 " + s, s }},
-	{"flag with space", func(r *rand.Rand) (string, string) { s := word(r, 12); return "mysql --db-password " + s + " -h db1", s }},
+	{"flag with space", func(r *rand.Rand) (string, string) {
+		s := word(r, 12)
+		return "mysql --db-password " + s + " -h db1", s
+	}},
 	{"flag with equals", func(r *rand.Rand) (string, string) { s := word(r, 12); return "--api-token=" + s, s }},
 	{"key=value", func(r *rand.Rand) (string, string) { s := word(r, 12); return "DB_PASSWORD=" + s, s }},
 	{"yaml", func(r *rand.Rand) (string, string) { s := word(r, 12); return "client_secret: " + s, s }},
@@ -46,7 +48,10 @@ var secretFormats = []struct {
 		s := "eyJ" + word(r, 20) + "." + word(r, 30) + "." + word(r, 20)
 		return "Authorization " + s, s
 	}},
-	{"bearer", func(r *rand.Rand) (string, string) { s := word(r, 30); return "curl -H 'Authorization: Bearer " + s + "'", s }},
+	{"bearer", func(r *rand.Rand) (string, string) {
+		s := word(r, 30)
+		return "curl -H 'Authorization: Bearer " + s + "'", s
+	}},
 	{"redis url without user", func(r *rand.Rand) (string, string) { s := word(r, 14); return "redis://:" + s + "@10.0.0.1:6379/0", s }},
 	{"mongodb url", func(r *rand.Rand) (string, string) {
 		s := word(r, 14)
@@ -153,5 +158,3 @@ func FuzzRedactorGeneratedSecrets(f *testing.F) {
 		}
 	})
 }
-
-var _ = hex.EncodeToString

@@ -610,3 +610,27 @@ func (c *Cond) match(fields map[string]string) bool {
 	}
 	return strings.EqualFold(v, c.Equals)
 }
+
+// Roles lists every role the flow names: its stages' approvers and
+// actors, its operators and who may roll back. Holders of these roles
+// take part in the flow's tickets, and so may read them.
+func (f *Flow) Roles() []string {
+	var out []string
+	add := func(rs []string) {
+		for _, r := range rs {
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	for _, st := range f.Stages {
+		add(st.Roles)
+	}
+	add(f.Operators)
+	for _, rb := range []*Rollback{f.Rollback, f.OnCancel} {
+		if rb != nil {
+			add(rb.Roles)
+		}
+	}
+	return out
+}

@@ -35,6 +35,13 @@ type Config struct {
 	OutputLimit int
 	// TransientExitCodes are retried by the engine.
 	TransientExitCodes []int
+	// Redact masks secrets in the output before it is cut to OutputLimit
+	// (a secret cut in half would no longer be recognized).
+	Redact func(string) string
+	// WaitDelay is how long, after the script exits, its output pipes may
+	// stay open (a background child holding stdout) before they are
+	// closed; 0 means 2s.
+	WaitDelay time.Duration
 }
 
 // Executor runs scripts.
@@ -44,6 +51,12 @@ type Executor struct{ cfg Config }
 func New(cfg Config) *Executor {
 	if cfg.OutputLimit <= 0 {
 		cfg.OutputLimit = 4000
+	}
+	if cfg.Redact == nil {
+		cfg.Redact = func(s string) string { return s }
+	}
+	if cfg.WaitDelay <= 0 {
+		cfg.WaitDelay = 2 * time.Second
 	}
 	return &Executor{cfg: cfg}
 }
@@ -96,8 +109,11 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	// Own process group so a timeout kills the script and its children; and
 	// die with the bot, so a killed bot leaves no orphan to race a retry.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out := &limitBuffer{max: x.cfg.OutputLimit}
+	out := &limitBuffer{max: x.cfg.OutputLimit, redact: x.cfg.Redact}
 	cmd.Stdout, cmd.Stderr = out, out
+	// A script that exits but leaves a child holding its output would
+	// otherwise keep Wait from returning until the stage times out.
+	cmd.WaitDelay = x.cfg.WaitDelay
 	if err := cmd.Start(); err != nil {
 		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("start %s: %v", argv[0], err)}
 	}
@@ -124,7 +140,9 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 		res.ExitCode, res.Err = -1, "超时 timed out"
 	case ctx.Err() != nil:
 		res.ExitCode, res.Err = -1, "stopped: "+ctx.Err().Error()
-	case werr == nil:
+	case werr == nil, errors.Is(werr, exec.ErrWaitDelay):
+		// ErrWaitDelay: the script exited 0; a child it left behind kept
+		// the output open and was cut off.
 		res.OK = true
 	case errors.As(werr, &ee):
 		res.ExitCode = ee.ExitCode()
@@ -157,6 +175,7 @@ func parseSet(out []byte) map[string]string {
 type limitBuffer struct {
 	mu      sync.Mutex
 	max     int
+	redact  func(string) string
 	full    bytes.Buffer
 	dropped int
 }
@@ -185,7 +204,7 @@ func (b *limitBuffer) String() string {
 			kept = append(kept, l)
 		}
 	}
-	s = strings.Join(kept, "\n")
+	s = b.redact(strings.Join(kept, "\n"))
 	extra := b.dropped
 	if len(s) > b.max {
 		cut := b.max

@@ -76,3 +76,46 @@ func TestCommandCannotLeaveTheScriptsDir(t *testing.T) {
 		t.Fatalf("escaped the scripts dir: %+v", r)
 	}
 }
+
+// TestBackgroundChildHoldingStdoutIsNotATimeout is finding 10: a script
+// that exits 0 but leaves a child holding its stdout used to be reported
+// as timed out, since Wait waited for the pipe to close.
+func TestBackgroundChildHoldingStdoutIsNotATimeout(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "spawn.sh"), []byte("#!/bin/sh\necho started\nsleep 30 &\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	x := script.New(script.Config{Dir: dir, WaitDelay: 200 * time.Millisecond})
+	// The stage's own timeout is long; without WaitDelay the run ends only
+	// when it expires, as a timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r := x.Run(ctx, input("spawn.sh"))
+	if !r.OK || r.Err != "" || !strings.Contains(r.Output, "started") {
+		t.Fatalf("a script that exited 0 is reported %+v", r)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the run waited for the stage timeout")
+	}
+}
+
+// TestOutputIsRedactedBeforeItIsCut is part of finding 5: a configured
+// secret straddling the output limit leaked its first characters because
+// the output was cut first and redacted after.
+func TestOutputIsRedactedBeforeItIsCut(t *testing.T) {
+	dir := t.TempDir()
+	secret := "S3cr3tValueThatStraddlesTheCut"
+	body := "#!/bin/sh\nprintf '%0190d' 0\necho ' " + secret + " and more output after it'\n"
+	if err := os.WriteFile(filepath.Join(dir, "leak.sh"), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	redact := func(s string) string { return strings.ReplaceAll(s, secret, "[REDACTED]") }
+	x := script.New(script.Config{Dir: dir, OutputLimit: 200, Redact: redact})
+	r := x.Run(context.Background(), input("leak.sh"))
+	if strings.Contains(r.Output, secret[:6]) {
+		t.Fatalf("the start of the secret leaked past the cut: %q", r.Output[180:])
+	}
+	if !r.OK {
+		t.Fatalf("%+v", r)
+	}
+}
