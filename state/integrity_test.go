@@ -54,7 +54,7 @@ func TestDamagedStateIsRefusedAndLeftAlone(t *testing.T) {
 			}
 			os.Truncate(path, sum.Bytes-4096)
 		},
-		"shorter than the meta pages": func(t *testing.T, path string) { os.Truncate(path, 5000) },
+		"shorter than the meta pages":  func(t *testing.T, path string) { os.Truncate(path, 5000) },
 		"flipped bytes in a meta page": func(t *testing.T, path string) { flip(t, path, 4096+40) },
 		"flipped bytes in both meta pages": func(t *testing.T, path string) {
 			flip(t, path, 40)
