@@ -56,7 +56,7 @@ var (
 	// --db-password x, --token=x, -p is left alone (too short to tell).
 	secretFlag = regexp.MustCompile(`(?i)(--[a-z0-9_-]*(?:` + secretNames + `)[a-z0-9_-]*)(=|[ \t]+)("[^"]*"|'[^']*'|[^\s"']+)`)
 	// key=value, key: value, "key": "value" and key="quoted value".
-	secretKV = regexp.MustCompile(`(?i)(["']?\b[a-z0-9_.-]*(?:` + secretNames + `)[a-z0-9_.-]*["']?)([ \t]*[=:：][ \t]*)("(?:[^"\\]|\\.)*"|'[^']*'|“[^”]*”|[^\s,;&"'}]+)`)
+	secretKV = regexp.MustCompile(`(?i)(\\?["']?\b[a-z0-9_.-]*(?:` + secretNames + `)[a-z0-9_.-]*\\?["']?)([ \t]*[=:：][ \t]*)(\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\]|\\.)*"|'[^']*'|“[^”]*”|[^\s,;&"'}\\]+)`)
 	// "password hunter2", "password is hunter2", "密码 hunter2".
 	secretWord = regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd)|密码|口令)([ \t]+(?:is[ \t]+)?|[ \t]*(?:是|为)[ \t]*)([^\s,;"'=:：]+)`)
 )

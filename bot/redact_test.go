@@ -158,3 +158,17 @@ func FuzzRedactorGeneratedSecrets(f *testing.F) {
 		}
 	})
 }
+
+func TestRedactorEscapedJSON(t *testing.T) {
+	red := bot.NewRedactor()
+	for in, secret := range map[string]string{
+		`note="{\"api_key\": \"jsonKeyValue7Qz\"}"`: "jsonKeyValue7Qz",
+		`{\"password\":\"esc4pedPass\",\"u\":1}`:    "esc4pedPass",
+		`'{"token": "tok\"en-with-quote", "x": 1}'`: `en-with-quote`,
+		`{"client_secret":"abc123XYZsecret"}`:       "abc123XYZsecret",
+	} {
+		if got := red.Redact(in); strings.Contains(got, secret) {
+			t.Errorf("Redact(%q) = %q", in, got)
+		}
+	}
+}

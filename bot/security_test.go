@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 
 	"opsbot/bot"
 	"opsbot/bot/bottest"
+	"opsbot/bot/wecom"
 	"opsbot/state"
 )
 
@@ -59,7 +61,7 @@ func (r request) send(t *testing.T, base string) (int, string) {
 func auditResults(t *testing.T, k *bottest.Kit) []string {
 	t.Helper()
 	k.Bot.FlushAudit(context.Background())
-	entries, _, err := k.Bot.Store().AuditLog(context.Background(), state.AuditQuery{}, 0, 1000)
+	entries, _, err := k.Bot.Store().AuditLog(context.Background(), state.AuditQuery{}, 0, 100000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,3 +374,439 @@ var _ = fmt.Sprint
 var _ = net.Dial
 var _ = sync.Mutex{}
 var _ = time.Second
+
+// Finding 3: WeCom callbacks had no freshness check; one stamped 1970 was
+// accepted and a captured body replayed 25 h later (past the 24 h
+// de-duplication) opened a second ticket.
+func TestFinding03WeComFreshnessAndReplay(t *testing.T) {
+	k, fake, endpoint := wecomKit(t)
+	open := func(at time.Time, msgID string) (string, []byte) {
+		u, body, err := fake.Capture(endpoint, wecom.Callback{FromUserName: "wangxiaoli", MsgType: "text", MsgID: msgID,
+			Content: `/ops new golive service=payments version=v1 rollback_app=x`}, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u, body
+	}
+	post := func(u string, body []byte) int {
+		resp, err := http.Post(u, "text/xml", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(open(time.Unix(0, 0), "m-1970")); code != 401 {
+		t.Fatalf("a callback stamped 1970: %d, want 401", code)
+	}
+	if code := post(open(time.Now().Add(-25*time.Hour), "m-old")); code != 401 {
+		t.Fatalf("a callback sealed 25 h ago: %d, want 401", code)
+	}
+	if code := post(open(time.Now().Add(10*time.Minute), "m-future")); code != 401 {
+		t.Fatalf("a callback from the future: %d, want 401", code)
+	}
+	u, body := open(time.Now(), "m-now")
+	if code := post(u, body); code != 200 {
+		t.Fatalf("a fresh callback: %d", code)
+	}
+	k.WaitStage("T-1", "plan_review")
+	// The same captured delivery again, with a new message id inside would
+	// need the keys; the identical bytes are refused by signature+nonce.
+	if code := post(u, body); code != 200 {
+		t.Fatalf("a replay: %d, want 200 (so a genuine retry stops)", code)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := k.Bot.Store().Get(context.Background(), "T-2"); err == nil {
+		t.Fatal("a replayed callback opened a second ticket")
+	}
+	audit := auditResults(t, k)
+	for _, want := range [][]string{{"POST /wecom/callback", "refused: freshness"}, {"POST /wecom/callback", "refused: replay"}} {
+		if countContaining(audit, want...) == 0 {
+			t.Errorf("audit lacks %q:\n%s", want, strings.Join(audit, "\n"))
+		}
+	}
+}
+
+// Finding 6 through the bot: a damaged state stops the start with a
+// message naming the file and the restore command; nothing is written.
+func TestFinding06BotRefusesADamagedState(t *testing.T) {
+	dir := t.TempDir()
+	k := bottest.Start(t, dir, bottest.NewClock())
+	k.Say("alice", goliveNew)
+	backup := filepath.Join(k.Cfg.Resolve(k.Cfg.State.BackupDir), "nightly.db")
+	if code, body := (request{method: "POST", path: "/admin/backup", ctype: "application/json", body: `{"name":"nightly.db"}`, token: bottest.AdminToken}).send(t, k.URL); code != 200 {
+		t.Fatalf("backup: %d %s", code, body)
+	}
+	k.Bot.Stop()
+	path := k.Cfg.Resolve(k.Cfg.State.Path)
+	os.Truncate(path, 0)
+	_, err := bot.New(context.Background(), bot.Options{Config: k.Cfg})
+	if err == nil {
+		t.Fatal("the bot started on an empty state file")
+	}
+	for _, want := range []string{path, "is damaged", "the file is empty", "opsbot restore " + backup} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal lacks %q:\n%v", want, err)
+		}
+	}
+	if st, _ := os.Stat(path); st.Size() != 0 {
+		t.Fatal("the damaged file was written to")
+	}
+	// opsbot restore brings back the ticket; the bot starts again.
+	cfgPath := filepath.Join(dir, "opsbot.yaml")
+	os.WriteFile(cfgPath, []byte(bottest.ConfigYAML(dir, "")), 0o644)
+	var out, errb bytes.Buffer
+	if code := bot.Main([]string{"restore", "-config", cfgPath, backup}, nil, &out, &errb); code != 0 {
+		t.Fatalf("restore: %d %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "1 tickets") || !strings.Contains(out.String(), "kept as") {
+		t.Fatalf("restore says: %s", out.String())
+	}
+	k2 := bottest.Start(t, dir, bottest.NewClock())
+	if got := k2.Ticket("T-1"); got.Requester != "alice" {
+		t.Fatalf("restored T-1: %+v", got)
+	}
+}
+
+// Finding 8: no read or idle timeouts (a trickled body and an idle
+// connection stayed open for good); shutdown waited on long polls.
+func TestFinding08TimeoutsAndShutdown(t *testing.T) {
+	k := bottest.New(t, bottest.WithYAML("http: {read_timeout: 1s, idle_timeout: 1s, write_timeout: 30s}"))
+	addr := strings.TrimPrefix(k.URL, "http://")
+	closedWithin := func(conn net.Conn, d time.Duration) bool {
+		conn.SetReadDeadline(time.Now().Add(d))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				var ne net.Error
+				return !(errors.As(err, &ne) && ne.Timeout())
+			}
+		}
+	}
+	// A body trickled a byte at a time is cut off by the read timeout.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/command HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	go func() {
+		for i := 0; i < 20; i++ {
+			time.Sleep(300 * time.Millisecond)
+			if _, err := conn.Write([]byte(" ")); err != nil {
+				return
+			}
+		}
+	}()
+	if !closedWithin(conn, 5*time.Second) {
+		t.Fatal("a trickling body kept its connection past the read timeout")
+	}
+	// An idle keep-alive connection is closed.
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !closedWithin(idle, 5*time.Second) {
+		t.Fatal("an idle connection stayed open")
+	}
+	// Shutdown ends a long poll instead of waiting for it.
+	polled := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(k.URL + "/api/inbox?user=bob&after=0&wait=25s")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		polled <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	stopped := make(chan struct{})
+	go func() { k.Bot.Stop(); close(stopped) }()
+	select {
+	case <-polled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long poll outlived the shutdown")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waited for the long poll")
+	}
+}
+
+// Finding 4: refused callbacks wrote the XML decoder's whole error (a
+// 900 KB element name) to the audit log and the log, one entry per
+// request; 80 requests grew state and log by 72 MB. Here 10,000 unsigned
+// or badly signed Slack and WeCom requests carry 600-900 KB of junk in
+// headers, element names and bodies; state and log grow by a bounded
+// amount (the figures are in docs/benchmarks.md).
+func TestFinding04RefusalFloodIsBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends 10,000 large requests")
+	}
+	wfake := newWeComFake(t)
+	k, _ := slackKit(t, "http", wecomYAML(wfake))
+	slackURL := "http://" + k.Bot.Slack().Addr()
+	wecomURL := "http://" + k.Bot.WeCom().Addr() + "/wecom/callback"
+	k.Bot.FlushAudit(context.Background())
+	used0, file0, log0 := k.Bot.Store().Used(), fileSizeOf(t, k.Cfg.Resolve(k.Cfg.State.Path)), len(k.LogText())
+	audit0 := len(auditResults(t, k))
+
+	const n = 10000
+	junk := bytes.Repeat([]byte("J"), 900<<10)
+	size := func(i int) int { return 600<<10 + (i*7919)%(300<<10) } // 600-900 KB
+	client := &http.Client{Timeout: 30 * time.Second}
+	send := func(i int) int {
+		var req *http.Request
+		ts := fmt.Sprint(time.Now().Unix())
+		switch i % 5 {
+		case 0: // Slack, unsigned, junk body
+			req, _ = http.NewRequest("POST", slackURL+"/slack/commands", bytes.NewReader(junk[:size(i)]))
+		case 1: // Slack, a forged signature over a junk body
+			req, _ = http.NewRequest("POST", slackURL+"/slack/interactions", bytes.NewReader(junk[:size(i)]))
+			req.Header.Set("X-Slack-Request-Timestamp", ts)
+			req.Header.Set("X-Slack-Signature", "v0="+strings.Repeat("0", 64))
+		case 2: // Slack, junk in a header
+			req, _ = http.NewRequest("POST", slackURL+"/slack/events", strings.NewReader("{}"))
+			req.Header.Set("X-Junk", string(junk[:size(i)]))
+		case 3: // WeCom, a junk element name in a junk body
+			body := append(append([]byte("<xml><"), junk[:size(i)]...), []byte(">x</y></xml>")...)
+			req, _ = http.NewRequest("POST", wecomURL+"?msg_signature=forged&nonce=1&timestamp="+ts, bytes.NewReader(body))
+		case 4: // WeCom, a 60 KB element name (under the body limit): the decoder's error names it
+			body := append(append([]byte("<xml><"), junk[:60<<10]...), []byte(">x</y></xml>")...)
+			req, _ = http.NewRequest("POST", wecomURL+"?msg_signature=forged&nonce=1&timestamp="+ts, bytes.NewReader(body))
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return -1 // the server closed the connection on an oversized request
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	codes := map[int]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c := send(i)
+				mu.Lock()
+				codes[c]++
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if codes[200] != 0 || codes[202] != 0 {
+		t.Fatalf("junk was accepted: %v", codes)
+	}
+	if _, err := k.Bot.Store().Get(context.Background(), "T-1"); err == nil {
+		t.Fatal("junk opened a ticket")
+	}
+	k.Bot.FlushAudit(context.Background())
+	audit := auditResults(t, k)
+	used, file, logN := k.Bot.Store().Used()-used0, fileSizeOf(t, k.Cfg.Resolve(k.Cfg.State.Path))-file0, len(k.LogText())-log0
+	t.Logf("refusal flood: %d requests (status counts %v): %d audit entries, state pages +%d bytes (%.2f B/request), file +%d bytes, log +%d bytes (%.2f B/request)",
+		n, codes, len(audit)-audit0, used, float64(used)/n, file, logN, float64(logN)/n)
+	if len(audit)-audit0 > 40 {
+		t.Errorf("%d audit entries for one source's refusals; want them counted", len(audit)-audit0)
+	}
+	for _, l := range audit {
+		if len(l) > 600 {
+			t.Errorf("an audit entry of %d bytes: %.200s…", len(l), l)
+		}
+	}
+	if float64(used)/n > 16 || float64(logN)/n > 16 {
+		t.Errorf("state +%d, log +%d bytes for %d refused requests", used, logN, n)
+	}
+	if countContaining(audit, "POST /wecom/callback", "more like this") == 0 {
+		t.Errorf("the counts of repeated refusals are missing:\n%s", strings.Join(audit, "\n"))
+	}
+}
+
+func fileSizeOf(t *testing.T, path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// Finding 4, retention: the audit log grew for ever.
+func TestFinding04AuditRetention(t *testing.T) {
+	k := bottest.New(t, bottest.WithYAML("audit: {retention: 30d}"))
+	ctx := context.Background()
+	for i := 0; i < 1200; i++ {
+		k.Say("alice", "/ops list mine")
+	}
+	k.Bot.FlushAudit(ctx)
+	before := len(auditResults(t, k))
+	k.Clock.Advance(60 * 24 * time.Hour)
+	k.Say("alice", "/ops help")
+	n, err := k.Bot.PruneAudit(ctx)
+	if err != nil || n != before {
+		t.Fatalf("pruned %d (%v), want all %d entries older than 30 days", n, err, before)
+	}
+	audit := auditResults(t, k)
+	if countContaining(audit, "list") != 0 || countContaining(audit, "command help") != 1 {
+		t.Fatalf("after retention:\n%s", strings.Join(audit, "\n"))
+	}
+}
+
+// leaks are secrets in every format the redactor must catch, as people
+// paste them; the part after the colon is what must never come out.
+var leaks = []string{
+	`{"api_key": "jsonKeyValue7Qz"}:jsonKeyValue7Qz`,
+	`password Hunter2Word9:Hunter2Word9`,
+	`mysql --db-password FlagPass88x -h db1:FlagPass88x`,
+	`aws secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`,
+	`github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678:github_pat_11ABCDEFG0123456789_abcdef`,
+	`redis://:RedisUrlPass5@10.0.0.1:6379:RedisUrlPass5`,
+	"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUPEMBODY\n-----END OPENSSH PRIVATE KEY-----:b3BlbnNzaC1rZXktdjEAAAAABG5vbmUPEMBODY",
+	"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGPGPBODYxyz\n-----END PGP PRIVATE KEY BLOCK-----:lQOYBGPGPBODYxyz",
+}
+
+func leakParts() (texts, secrets []string) {
+	for _, l := range leaks {
+		i := strings.LastIndex(l, ":")
+		texts, secrets = append(texts, l[:i]), append(secrets, l[i+1:])
+	}
+	// A configured secret, printed by a script where the output is cut.
+	secrets = append(secrets, configuredSecret[:12])
+	return texts, secrets
+}
+
+const configuredSecret = "ConfiguredDeployKey-3f9a7c"
+
+// Finding 5: secrets typed into commands, fields and comments, and
+// printed by scripts, reached the audit, the state file, backups and
+// chat. Every format above, typed into a field, a comment and a reject
+// reason, sent through Slack (recorded before the ack) and printed by a
+// script (one straddling the output cut): absent from replies, audit, the
+// log, the raw state file, a backup and the inbox.
+func TestFinding05SecretsNeverAtRestOrShown(t *testing.T) {
+	t.Setenv("OPSBOT_TEST_DEPLOY_KEY", configuredSecret)
+	texts, secrets := leakParts()
+	k, fake := slackKit(t, "http", `
+secrets_env: [OPSBOT_TEST_DEPLOY_KEY]
+flows:
+  - name: leaky
+    fields: [{name: note, required: true}]
+    stages:
+      - {name: approval, kind: approval, roles: [ops]}
+      - {name: run, kind: action, executor: script, params: {command: leak.sh}}
+`)
+	var script strings.Builder
+	// The configured secret straddles the 4000-byte output limit.
+	script.WriteString("#!/bin/sh\nprintf '%03990d'\necho \" $OPSBOT_TEST_DEPLOY_KEY tail\"\n")
+	for _, tx := range texts {
+		script.WriteString("cat <<'EOF'\n" + tx + "\nEOF\n")
+	}
+	os.WriteFile(filepath.Join(k.Dir, "scripts", "leak.sh"), []byte(script.String()), 0o755)
+
+	var replies []string
+	say := func(user, text string) {
+		for _, m := range k.Say(user, text) {
+			b, _ := json.Marshal(m)
+			replies = append(replies, string(b))
+		}
+	}
+	for i, tx := range texts {
+		q, _ := json.Marshal(tx)
+		say("alice", fmt.Sprintf("/ops new leaky note=%s", q))
+		id := fmt.Sprintf("T-%d", i+1)
+		say("dave", "/ops approve "+id+" "+strings.ReplaceAll(tx, "\n", " "))
+		k.WaitStage(id, "done")
+	}
+	say("alice", "/ops new leaky note=x")
+	say("dave", fmt.Sprintf("/ops reject T-%d %s", len(texts)+1, strings.ReplaceAll(texts[1], "\n", " ")))
+	// Through Slack: the slash command is recorded before its ack.
+	in := inbound{t: t, k: k, fake: fake, mode: "http"}
+	for _, tx := range texts[:3] {
+		in.slash("U0ALICE", "C0OPS", "new leaky note=“"+tx+"”")
+	}
+	waitFor(t, "the Slack tickets", func() bool {
+		_, err := k.Bot.Store().Get(context.Background(), fmt.Sprintf("T-%d", len(texts)+4))
+		return err == nil
+	})
+	for i := range texts {
+		say("alice", fmt.Sprintf("/ops show T-%d", i+1))
+	}
+	k.Deliver()
+	code, body := request{method: "POST", path: "/admin/backup", ctype: "application/json", body: `{"name":"leak-check.db"}`, token: bottest.AdminToken}.send(t, k.URL)
+	if code != 200 {
+		t.Fatalf("backup: %d %s", code, body)
+	}
+	var inbox []string
+	for _, u := range []string{"alice", "dave", "bob"} {
+		for _, e := range k.Inbox(u) {
+			b, _ := json.Marshal(e)
+			inbox = append(inbox, string(b))
+		}
+	}
+	var slackSeen []string
+	for _, c := range fake.Calls("") {
+		b, _ := json.Marshal(c)
+		slackSeen = append(slackSeen, string(b))
+	}
+	for _, r := range fake.Responses() {
+		b, _ := json.Marshal(r)
+		slackSeen = append(slackSeen, string(b))
+	}
+	k.Bot.FlushAudit(context.Background())
+	raw, _ := os.ReadFile(k.Cfg.Resolve(k.Cfg.State.Path))
+	bak, _ := os.ReadFile(filepath.Join(k.Cfg.Resolve(k.Cfg.State.BackupDir), "leak-check.db"))
+	where := map[string]string{
+		"replies":         strings.Join(replies, "\n"),
+		"audit":           strings.Join(auditResults(t, k), "\n"),
+		"log":             k.LogText(),
+		"state file":      string(raw),
+		"backup":          string(bak),
+		"inbox":           strings.Join(inbox, "\n"),
+		"slack":           strings.Join(slackSeen, "\n"),
+		"ticket outputs":  ticketsText(t, k, len(texts)+4),
+	}
+	for name, text := range where {
+		for _, s := range secrets {
+			if strings.Contains(text, s) || strings.Contains(text, jsonEscaped(s)) {
+				i := max(0, strings.Index(text, s)-200)
+				t.Errorf("%s holds %q: %q", name, s, text[i:min(len(text), i+300)])
+			}
+		}
+	}
+	// The check can fail: the script's output did reach the ticket.
+	if !strings.Contains(where["ticket outputs"], "[REDACTED]") || !strings.Contains(where["ticket outputs"], "0000000000") {
+		t.Fatalf("the script output is not on the ticket: %.400s", where["ticket outputs"])
+	}
+}
+
+func jsonEscaped(s string) string {
+	b, _ := json.Marshal(s)
+	return strings.Trim(string(b), `"`)
+}
+
+func ticketsText(t *testing.T, k *bottest.Kit, n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		tk, err := k.Bot.Store().Get(context.Background(), fmt.Sprintf("T-%d", i))
+		if err != nil {
+			continue
+		}
+		j, _ := json.Marshal(tk)
+		b.Write(j)
+		evs, _ := k.Bot.Store().Events(context.Background(), tk.ID)
+		j, _ = json.Marshal(evs)
+		b.Write(j)
+	}
+	return b.String()
+}

@@ -647,3 +647,14 @@ func (h *cursorHead) settle(k []byte) {
 		h.num = binary.BigEndian.Uint64(k[len(h.prefix):])
 	}
 }
+
+// Used is the size of the pages in use: what the state takes, without the
+// room a file keeps at its end for growth.
+func (s *Store) Used() int64 {
+	var n int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Size()
+		return nil
+	})
+	return n
+}

@@ -375,6 +375,23 @@ func (f *Fake) Post(endpoint, corpID, token string, plain []byte) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// Capture seals cb as WeCom would have at the given time and returns the
+// callback URL and body, so a test can send (and send again) exactly what
+// an eavesdropper captured.
+func (f *Fake) Capture(endpoint string, cb wecom.Callback, at time.Time) (string, []byte, error) {
+	cb.ToUserName, cb.AgentID, cb.CreateTime = f.CorpID, f.AgentID, at.Unix()
+	plain, err := xml.Marshal(cb)
+	if err != nil {
+		return "", nil, err
+	}
+	ts, nonce := fmt.Sprint(at.Unix()), fmt.Sprintf("n%d", time.Now().UnixNano())
+	body, sig, err := wecom.Seal(f.CorpID, f.Token, f.AESKey, ts, nonce, plain)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("%s?msg_signature=%s&timestamp=%s&nonce=%s", endpoint, sig, ts, nonce), body, nil
+}
+
 // VerifyURL performs WeCom's GET URL verification with corpID and token
 // and returns the status and echoed text.
 func (f *Fake) VerifyURL(endpoint, corpID, token, echo string) (int, string, error) {
