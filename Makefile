@@ -40,9 +40,17 @@ test: deps ## install test dependencies, then run every test with the race detec
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-fuzz: ## fuzz the command parser and the redactor for a while
-	$(GO) test ./commands -run '^$$' -fuzz FuzzParse -fuzztime 30s
-	$(GO) test ./bot -run '^$$' -fuzz FuzzRedactorNeverLeaksConfiguredSecret -fuzztime 15s
+FUZZTIME ?= 10s
+
+fuzz: ## run every fuzzer of untrusted input briefly (FUZZTIME=10s each)
+	$(GO) test ./commands -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot -run '^$$' -fuzz '^FuzzRedactorNeverLeaksConfiguredSecret$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot -run '^$$' -fuzz '^FuzzRedactorGeneratedSecrets$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot/slack -run '^$$' -fuzz '^FuzzSlackInbound$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot/wecom -run '^$$' -fuzz '^FuzzWeComCallback$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot/local -run '^$$' -fuzz '^FuzzLocalAPI$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportCSV$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportJSON$$' -fuzztime $(FUZZTIME)
 
 bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -202,7 +203,7 @@ func (t *Transport) Handler() http.Handler {
 		}
 		form, err := url.ParseQuery(string(body))
 		var cb slack.InteractionCallback
-		if err != nil || json.Unmarshal([]byte(form.Get("payload")), &cb) != nil {
+		if err != nil || json.Unmarshal([]byte(form.Get("payload")), &cb) != nil || cb.User.ID == "" {
 			http.Error(w, "bad interaction payload", http.StatusBadRequest)
 			return
 		}
@@ -225,7 +226,11 @@ func (t *Transport) Handler() http.Handler {
 			_, _ = w.Write([]byte(c.Challenge))
 			return
 		}
-		if _, ok := ev.InnerEvent.Data.(*slackevents.AppMentionEvent); ok {
+		if m, ok := ev.InnerEvent.Data.(*slackevents.AppMentionEvent); ok {
+			if m.User == "" {
+				http.Error(w, "mention without a user", http.StatusBadRequest)
+				return
+			}
 			t.durable(w, r, "event", body)
 			return
 		}
@@ -273,13 +278,19 @@ func (t *Transport) run(ctx context.Context, r reply) {
 	}
 }
 
+// parseSlashForm decodes a slash command; Slack always names the user and
+// the trigger, so one without them is malformed, not anonymous.
 func parseSlashForm(body []byte) (slack.SlashCommand, error) {
 	r, err := http.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
 	if err != nil {
 		return slack.SlashCommand{}, err
 	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return slack.SlashCommandParse(r)
+	cmd, err := slack.SlashCommandParse(r)
+	if err == nil && (cmd.UserID == "" || cmd.TriggerID == "") {
+		err = errors.New("slash command without user_id or trigger_id")
+	}
+	return cmd, err
 }
 
 // replaySafe says whether an interaction's work may be recorded and run

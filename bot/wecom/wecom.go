@@ -487,6 +487,11 @@ func (t *Transport) Handler() http.Handler {
 			t.refuse(w, r, refused("malformed", "bad callback: %v", err))
 			return
 		}
+		if cb.FromUserName == "" || cb.MsgType == "" {
+			// WeCom always says who sent what; nothing is anonymous.
+			t.refuse(w, r, refused("malformed", "callback without FromUserName or MsgType"))
+			return
+		}
 		// Recorded before the ack, unless this exact delivery was seen.
 		if !t.ep.Durable("callback", plain, sig+":"+nonce) {
 			t.deps.Refuse(r.Context(), endpoint.Refusal{Platform: "wecom", Remote: endpoint.RemoteHost(r), Action: r.Method + " " + r.URL.Path,
