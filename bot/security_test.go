@@ -767,14 +767,14 @@ flows:
 	raw, _ := os.ReadFile(k.Cfg.Resolve(k.Cfg.State.Path))
 	bak, _ := os.ReadFile(filepath.Join(k.Cfg.Resolve(k.Cfg.State.BackupDir), "leak-check.db"))
 	where := map[string]string{
-		"replies":         strings.Join(replies, "\n"),
-		"audit":           strings.Join(auditResults(t, k), "\n"),
-		"log":             k.LogText(),
-		"state file":      string(raw),
-		"backup":          string(bak),
-		"inbox":           strings.Join(inbox, "\n"),
-		"slack":           strings.Join(slackSeen, "\n"),
-		"ticket outputs":  ticketsText(t, k, len(texts)+4),
+		"replies":        strings.Join(replies, "\n"),
+		"audit":          strings.Join(auditResults(t, k), "\n"),
+		"log":            k.LogText(),
+		"state file":     string(raw),
+		"backup":         string(bak),
+		"inbox":          strings.Join(inbox, "\n"),
+		"slack":          strings.Join(slackSeen, "\n"),
+		"ticket outputs": ticketsText(t, k, len(texts)+4),
 	}
 	for name, text := range where {
 		for _, s := range secrets {

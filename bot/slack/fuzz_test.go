@@ -32,9 +32,11 @@ func fuzzTransport(f *testing.F) (*Transport, *[]Input, *sync.Mutex) {
 			mu.Unlock()
 			return nil
 		},
-		Form:   func(string) (templates.Form, bool) { return templates.Form{}, false },
-		Submit: func(context.Context, Input, string, map[string]string) ([]templates.Message, map[string]string) { return nil, nil },
-		Store:  st,
+		Form: func(string) (templates.Form, bool) { return templates.Form{}, false },
+		Submit: func(context.Context, Input, string, map[string]string) ([]templates.Message, map[string]string) {
+			return nil, nil
+		},
+		Store: st,
 	})
 	tr.registerDurable()
 	f.Cleanup(tr.Stop)
