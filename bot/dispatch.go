@@ -108,7 +108,8 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 		return msgs, refusal
 	}
 	if in.Key != "" {
-		seen, err := b.store.Remember(ctx, in.Platform+":"+in.Key, b.now(), idempotencyTTL)
+		key := in.Platform + ":" + in.Key
+		seen, err := b.store.Seen(ctx, key, b.now())
 		if err != nil {
 			log.Error("idempotency key", "err", err)
 			return finish("internal "+ref, b.internal(ref))
@@ -116,6 +117,16 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 		if seen {
 			return finish("duplicate delivery ignored")
 		}
+		// The first ticket write records the key in its own transaction;
+		// a command that writes no ticket records it when it is done.
+		ctx = state.WithDelivery(ctx, key, b.now(), idempotencyTTL)
+		defer func() {
+			if !state.DeliveryRecorded(ctx) {
+				if _, err := b.store.Remember(ctx, key, b.now(), idempotencyTTL); err != nil {
+					log.Error("idempotency key", "err", err)
+				}
+			}
+		}()
 	}
 	if ok, wait := b.limiter.Allow(ctx, user.Name); !ok {
 		ue := &flows.UserError{Code: "rate_limited",
@@ -137,6 +148,9 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 		if err == nil {
 			return finish("ok", msgs...)
 		}
+	}
+	if errors.Is(err, state.ErrDuplicate) {
+		return finish("duplicate delivery ignored")
 	}
 	var ue *flows.UserError
 	if errors.As(err, &ue) {

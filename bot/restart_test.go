@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +26,25 @@ type proc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	logs *bytes.Buffer
+	logs *syncBuf
+}
+
+// syncBuf collects a process's output while tests read it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func buildBinary(t *testing.T) string {
@@ -49,9 +68,16 @@ func freePort(t *testing.T) string {
 
 func startProc(t *testing.T, bin, cfg string) *proc {
 	t.Helper()
-	p := &proc{t: t, logs: &bytes.Buffer{}}
+	p := &proc{t: t, logs: &syncBuf{}}
 	p.cmd = exec.Command(bin, "run", "-config", cfg)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	return p.start(cfg)
+}
+
+// start starts the prepared command and waits until it serves.
+func (p *proc) start(cfg string) *proc {
+	t := p.t
+	t.Helper()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +100,22 @@ func startProc(t *testing.T, bin, cfg string) *proc {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// try sends a command and returns the replies, or the error when the
+// bot did not answer (it may have been killed).
+func (p *proc) try(user, text string) ([]templates.Message, error) {
+	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
+	resp, err := http.Post(p.url+"/api/command", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out local.CommandResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return out.Replies, nil
 }
 
 func (p *proc) say(user, text string) []templates.Message {

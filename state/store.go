@@ -312,7 +312,11 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 	}
 	ch.Ticket.ID = FormatID(num)
 	var out Ticket
+	d := pendingDelivery(ctx)
 	err = s.db.Batch(func(tx *bolt.Tx) error {
+		if err := recordDelivery(tx, d); err != nil {
+			return err
+		}
 		b := tx.Bucket(bTickets)
 		if b.Sequence() < num {
 			if err := b.SetSequence(num); err != nil {
@@ -323,6 +327,9 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 		out, err = apply(tx, num, nil, ch)
 		return err
 	})
+	if err == nil && d != nil {
+		d.used.Store(true)
+	}
 	return out, err
 }
 
@@ -358,6 +365,7 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 		}
 		ch.Ticket.ID = cur.ID
 		var out Ticket
+		d := pendingDelivery(ctx)
 		err = s.db.Batch(func(tx *bolt.Tx) error {
 			now, err := loadTicket(tx, num)
 			if err != nil {
@@ -366,11 +374,17 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			if now.Version != cur.Version {
 				return errConflict
 			}
+			if err := recordDelivery(tx, d); err != nil {
+				return err
+			}
 			out, err = apply(tx, num, &cur, ch)
 			return err
 		})
 		if errors.Is(err, errConflict) && attempt < 100 {
 			continue
+		}
+		if err == nil && d != nil {
+			d.used.Store(true)
 		}
 		return out, err
 	}
