@@ -42,6 +42,10 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 	defer b.deliverMu.Unlock()
 	delivered := 0
 	for {
+		if ctx.Err() != nil {
+			// Stopping: what is left is delivered after the next start.
+			return delivered, nil
+		}
 		pending, err := b.store.Pending(ctx, b.now(), 200)
 		if err != nil || len(pending) == 0 {
 			return delivered, err
@@ -53,6 +57,9 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 			if err == nil {
 				done = append(done, n.ID)
 				continue
+			}
+			if ctx.Err() != nil {
+				break // cut short by a shutdown, not a failed attempt
 			}
 			delay := b.cfg.Outbox.RetryMin.D() << min(n.Attempts, 16)
 			delay = min(delay, b.cfg.Outbox.RetryMax.D())

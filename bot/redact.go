@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"opsbot/bot/endpoint"
 )
 
 // Redactor removes secrets from text before it reaches a log, the audit
@@ -153,9 +155,5 @@ func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	cut := n
-	for cut > 0 && (s[cut]&0xC0) == 0x80 {
-		cut--
-	}
-	return s[:cut] + "…(truncated)"
+	return s[:endpoint.CutIndex(s, n)] + "…(truncated)"
 }

@@ -23,6 +23,7 @@ import (
 	"opsbot/bot/bottest"
 	"opsbot/bot/wecom"
 	"opsbot/state"
+	"opsbot/templates"
 )
 
 // request sends one raw request to the kit's loopback listener.
@@ -809,4 +810,45 @@ func ticketsText(t *testing.T, k *bottest.Kit, n int) string {
 		b.Write(j)
 	}
 	return b.String()
+}
+
+// blockingCards is a transport whose card updates hang until the bot
+// stops (a chat API that stopped answering).
+type blockingCards struct{}
+
+func (blockingCards) Platform() string { return "blocking" }
+func (blockingCards) Send(ctx context.Context, user string, msg templates.Message) error {
+	return nil
+}
+func (blockingCards) UpdateCards(ctx context.Context, ticket string, msg templates.Message) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A shutdown in the middle of delivering cuts the delivery short instead
+// of counting every queued notification as a failed attempt (which kept a
+// stopping bot churning through its whole outbox, one write per entry).
+func TestShutdownLeavesTheOutboxAsItWas(t *testing.T) {
+	dir := t.TempDir()
+	k := bottest.Start(t, dir, bottest.NewClock(), bottest.WithTransport(blockingCards{}))
+	for i := 0; i < 50; i++ {
+		k.Say("alice", fmt.Sprintf("/ops new golive service=s%d version=v1 rollback_app=x", i))
+	}
+	go k.Bot.DeliverDue(context.Background())
+	time.Sleep(300 * time.Millisecond)
+	k.Bot.Stop()
+	st, err := state.Open(state.Options{Path: k.Cfg.Resolve(k.Cfg.State.Path), ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pending, _ := st.Pending(context.Background(), time.Now().Add(24*time.Hour), 10000)
+	if len(pending) == 0 {
+		t.Fatal("no card updates were queued")
+	}
+	for _, n := range pending {
+		if n.Attempts > 1 {
+			t.Fatalf("notification %d was counted %d failed attempts during the shutdown: %s", n.ID, n.Attempts, n.LastError)
+		}
+	}
 }

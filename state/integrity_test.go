@@ -322,3 +322,18 @@ func TestPruneAudit(t *testing.T) {
 		}
 	}
 }
+
+func TestNormName(t *testing.T) {
+	for in, want := range map[string]string{
+		" @Alice ": "alice", "ＡＬＩＣＥ": "alice", "@ａｌｉｃｅ": "alice", "Straße": "strasse", "ΣΊΣΥΦΟΣ": "σίσυφοσ", "dave": "dave",
+	} {
+		if got := state.NormName(in); got != want {
+			t.Errorf("NormName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, bad := range []string{"", "a\x00b", "a\nb", "bob\u202e", "zero\u200bwidth"} {
+		if state.CheckName("user", bad) == nil {
+			t.Errorf("CheckName(%q) passed", bad)
+		}
+	}
+}

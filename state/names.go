@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
@@ -12,15 +13,28 @@ import (
 // maxNameLen bounds user, role and platform id lengths in bytes.
 const maxNameLen = 128
 
-var fold = cases.Fold()
-
 // NormName is the form user and role names are stored and compared in:
 // Unicode NFKC (so a full-width "ａｌｉｃｅ" is "alice"), trimmed, without a
 // leading "@", case-folded. It does not refuse anything; CheckName does.
+// It runs on every look-up, so ASCII names (nearly all) take a short path
+// that gives the same result.
 func NormName(s string) string {
+	if isASCII(s) {
+		return strings.ToLower(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), "@")))
+	}
 	s = norm.NFKC.String(strings.TrimSpace(s))
 	s = strings.TrimSpace(strings.TrimPrefix(s, "@"))
-	return fold.String(s)
+	// A Caser keeps state: one per call, never shared between goroutines.
+	return cases.Fold().String(s)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckName says what is wrong with a user name, role name or platform id

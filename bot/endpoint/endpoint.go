@@ -269,11 +269,21 @@ func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	cut := CutIndex(s, n)
+	return fmt.Sprintf("%s…(+%d bytes)", s[:cut], len(s)-cut)
+}
+
+// CutIndex is where to cut s to keep at most n bytes without splitting a
+// UTF-8 sequence.
+func CutIndex(s string, n int) int {
+	if len(s) <= n {
+		return len(s)
+	}
 	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return fmt.Sprintf("%s…(+%d bytes)", s[:cut], len(s)-cut)
+	return cut
 }
 
 // RemoteHost is the client's IP address without the port.
