@@ -44,7 +44,7 @@ func FuzzLocalAPI(f *testing.F) {
 			if err := state.CheckName("user", users[0]); err != nil || users[0] != state.NormName(users[0]) {
 				t.Fatalf("user %q reached the bot: %v", users[0], err)
 			}
-		case 400:
+		case 400, 429: // malformed, or more people than the page takes
 			if len(users) != 0 || !bytes.Contains(w.Body.Bytes(), []byte("alice")) {
 				t.Fatalf("a refusal handled input or does not show an example: %s", w.Body)
 			}
@@ -52,4 +52,28 @@ func FuzzLocalAPI(f *testing.F) {
 			t.Fatalf("answered %d", w.Code)
 		}
 	})
+}
+
+// Each new name is a new user and inbox: their number is bounded.
+func TestLocalUsersAreBounded(t *testing.T) {
+	tr := New(Config{MaxUsers: 3, Users: func() []User { return nil },
+		Handle: func(ctx context.Context, user, text string, click bool) []templates.Message { return nil }})
+	h := tr.Handler()
+	post := func(user string) int {
+		req := httptest.NewRequest("POST", "/api/command", bytes.NewReader([]byte(`{"user":"`+user+`","text":"/ops help"}`)))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if code := post(u); code != 200 {
+			t.Fatalf("%s: %d", u, code)
+		}
+	}
+	if code := post("u4"); code != 429 {
+		t.Fatalf("a fourth person: %d, want 429", code)
+	}
+	if code := post("u2"); code != 200 {
+		t.Fatalf("a known person: %d", code)
+	}
 }

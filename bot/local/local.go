@@ -10,6 +10,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ type Config struct {
 	Users  func() []User
 	// MaxInbox bounds each user's kept messages.
 	MaxInbox int
+	// MaxUsers bounds how many people may speak through the page (each
+	// new name is a new user and inbox); 0 means 1000.
+	MaxUsers int
 	// Redact masks secrets in the echo of what the user typed.
 	Redact func(string) string
 }
@@ -67,6 +71,9 @@ type Transport struct {
 func New(cfg Config) *Transport {
 	if cfg.MaxInbox <= 0 {
 		cfg.MaxInbox = 500
+	}
+	if cfg.MaxUsers <= 0 {
+		cfg.MaxUsers = 1000
 	}
 	if cfg.Redact == nil {
 		cfg.Redact = func(s string) string { return s }
@@ -263,6 +270,14 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 		return
 	}
 	req.User = user
+	t.mu.Lock()
+	_, known := t.inbox[user]
+	full := !known && len(t.inbox) >= t.cfg.MaxUsers
+	t.mu.Unlock()
+	if full {
+		writeJSON(w, 429, map[string]string{"error": fmt.Sprintf("the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers)})
+		return
+	}
 	replies := t.cfg.Handle(r.Context(), req.User, req.Text, click)
 	t.mu.Lock()
 	if !click {
