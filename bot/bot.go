@@ -631,4 +631,3 @@ func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *redactingHandler) WithGroup(name string) slog.Handler {
 	return &redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
 }
-
