@@ -57,7 +57,7 @@ bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figur
 	$(GO) test -run '^$$' -bench Release40Zones -benchtime 1x ./integrations/puppet
 	$(GO) test -run '^$$' -bench Propose -benchtime 5000x ./integrations/inventory
 	$(GO) test -run '^$$' -bench RedisWipe1M -benchtime 1x ./integrations/cleanup
-	$(GO) run . load
+	$(GO) run ./cmd/opsbot-load
 
 lint: ## go vet and staticcheck
 	$(GO) vet ./...

@@ -29,7 +29,6 @@ usage:
                                      replace the state file with a verified backup (the bot must be stopped;
                                      the replaced file is kept beside it)
   opsbot diagram [-config FILE]      print each flow as a Mermaid diagram
-  opsbot load [flags]                load test the local JSON API (see -h)
   opsbot inventory import [-config FILE] [-dry-run] FILE...
                                      import clusters/stores (CSV or JSON); idempotent,
                                      reports each rejected row and why
@@ -172,8 +171,6 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "\n## %s: %s\n\n```mermaid\n%s```\n", f.Name, f.Title, f.Mermaid())
 		}
 		return 0
-	case "load":
-		return LoadMain(args, embedded, stdout, stderr)
 	case "inventory":
 		return inventoryMain(args, func(path string) (*Config, error) {
 			if path == "" {

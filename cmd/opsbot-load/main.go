@@ -1,4 +1,8 @@
-package bot
+// Command opsbot-load drives an in-process opsbot on 127.0.0.1 through its
+// local JSON API (and Slack's HTTP endpoint) and prints throughput and
+// latency next to a raw bbolt baseline measured in the same run. It is the
+// second half of `make bench`, kept out of the production binary.
+package main
 
 import (
 	"bytes"
@@ -24,6 +28,7 @@ import (
 	slackapi "github.com/slack-go/slack"
 	bolt "go.etcd.io/bbolt"
 
+	"opsbot/bot"
 	"opsbot/bot/local"
 	opsslack "opsbot/bot/slack"
 )
@@ -44,11 +49,13 @@ flows:
     stages: [{name: review, kind: approval, roles: [techlead]}]
 `
 
-// LoadMain drives the local JSON API of an in-process bot on 127.0.0.1
+// run drives the local JSON API of an in-process bot on 127.0.0.1
 // and prints throughput and latency next to a raw bbolt batched-write
 // baseline measured in the same run. It stops by itself.
-func LoadMain(args []string, _ []byte, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("opsbot load", flag.ContinueOnError)
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("opsbot-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 2000, "tickets in the throughput phase (each: create, approve, show)")
 	conc := fs.Int("c", 32, "concurrent clients in the throughput phase")
@@ -93,7 +100,7 @@ type loader struct {
 	out io.Writer
 	dir string
 	url string
-	b   *Bot
+	b   *bot.Bot
 	hc  *http.Client
 }
 
@@ -200,14 +207,14 @@ func (l *loader) run(n, conc, rate int, dur time.Duration, seed int, withSlack b
 }
 
 // boot starts a quiet bot on config with its state in db.
-func (l *loader) boot(ctx context.Context, config, db string) (*Bot, error) {
-	cfg, err := ParseConfig([]byte(config), l.dir)
+func (l *loader) boot(ctx context.Context, config, db string) (*bot.Bot, error) {
+	cfg, err := bot.ParseConfig([]byte(config), l.dir)
 	if err != nil {
 		return nil, err
 	}
 	cfg.State.Path = filepath.Join(l.dir, db)
 	cfg.Scripts.Dir = l.dir
-	b, err := New(ctx, Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b, err := bot.New(ctx, bot.Options{Config: cfg, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, err
 	}
