@@ -111,6 +111,9 @@ type Bot struct {
 	deliverMu sync.Mutex
 
 	refusals *refusals
+	// flowRoles are the roles each flow names: their holders may read its
+	// tickets.
+	flowRoles map[string][]string
 	// importing holds the one inventory import allowed at a time.
 	importing  chan struct{}
 	lastBackup atomic.Int64
@@ -290,6 +293,10 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
 		Log: b.log, Redact: b.redact.Redact, Validators: validators})
 	b.runner = b.engine.NewRunner()
+	b.flowRoles = map[string][]string{}
+	for _, f := range fl {
+		b.flowRoles[f.Name] = f.Roles()
+	}
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.refusals = newRefusals(b.audit, b.log, b.now, cfg.Audit.RefusalWindow.D(), b.redact.Redact)
 	b.importing = make(chan struct{}, 1)

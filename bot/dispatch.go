@@ -310,7 +310,7 @@ func (b *Bot) canRead(u state.User, t state.Ticket, evs []state.Event) bool {
 	case b.dir.HasRole(u.Name, flows.AdminRole, "auditor"):
 		return true
 	}
-	if f, ok := b.engine.Flow(t.Flow); ok && b.dir.HasRole(u.Name, f.Roles()...) {
+	if b.dir.HasRole(u.Name, b.flowRoles[t.Flow]...) {
 		return true
 	}
 	for _, a := range t.Approvals {
