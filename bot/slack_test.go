@@ -535,3 +535,22 @@ func TestSlackModalShowsValidatorErrors(t *testing.T) {
 		t.Fatal("an invalid form created a ticket")
 	}
 }
+
+// The Chinese alias of "new" takes the same path as "new": the card is
+// posted in the channel and the ticket's progress goes to its thread; the
+// alias alone with a flow opens the form.
+func TestSlackNewAliasPostsTheChannelCard(t *testing.T) {
+	k, fake := slackKit(t, "http", "")
+	in := inbound{t, k, fake, "http"}
+	in.slash("U0ALICE", "C0OPS", `新建 golive service=payments version=v1.4.2 rollback_app="redeploy v1.4.1" hotfix=true`)
+	card := waitMessages(t, k, fake, "C0OPS", 1)[0]
+	if !strings.Contains(blocksText(card.Blocks), "T-1 payments v1.4.2") {
+		t.Fatalf("channel card: %s", blocksText(card.Blocks))
+	}
+	refs, err := k.Bot.Store().CardRefs(context.Background(), "T-1", "slack")
+	if err != nil || !slices.ContainsFunc(refs, func(r state.CardRef) bool { return r.Thread && r.Channel == "C0OPS" && r.TS == card.TS }) {
+		t.Fatalf("the channel card is not the ticket's home: %+v %v", refs, err)
+	}
+	in.slash("U0ALICE", "C0OPS", "@opsbot 新建 golive")
+	in.form(1)
+}

@@ -23,7 +23,8 @@ func newSlack(b *Bot) *slack.Transport {
 		Mode: cfg.Mode, Listen: cfg.Listen, APIURL: cfg.APIURL, Now: b.now, Channels: b.cfg.SlackChannels(), Timeouts: b.timeouts(),
 		BotToken: os.Getenv(cfg.BotTokenEnv), SigningSecret: os.Getenv(cfg.SigningSecretEnv), AppToken: os.Getenv(cfg.AppTokenEnv),
 	}, slack.Deps{
-		Handle: func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },
+		Handle:  func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },
+		Command: b.reg.Command,
 		Form: func(flow string) (templates.Form, bool) {
 			f, ok := b.engine.Flow(flow)
 			if !ok {

@@ -47,6 +47,32 @@ func (r *Registry) Parse(text string) (Request, error) {
 	return spec.Parse(toks[1:])
 }
 
+// Command names the command text asks for (its canonical name, aliases
+// resolved, "/ops" and a leading mention removed) and its arguments, without
+// checking them: what a transport needs to decide how to present the answer
+// (open a form for "new <flow>", post a new ticket's card in the channel).
+// ok is false when text names no known command.
+func (r *Registry) Command(text string) (name string, args []string, ok bool) {
+	if len(text) > MaxInput {
+		return "", nil, false
+	}
+	text = strings.TrimSpace(mentionRe.ReplaceAllString(strings.TrimSpace(text), ""))
+	if t, cut := cutWord(text, "/ops"); cut {
+		text = t
+	} else if t, cut := cutWord(text, "ops"); cut {
+		text = t
+	}
+	toks, err := Tokenize(text)
+	if err != nil || len(toks) == 0 {
+		return "", nil, false
+	}
+	spec, found := r.Lookup(strings.ToLower(toks[0]))
+	if !found {
+		return "", nil, false
+	}
+	return spec.Name, toks[1:], true
+}
+
 var mentionRe = regexp.MustCompile(`^(<@[A-Za-z0-9]+>|@opsbot\b)[\s:：,，]*`)
 
 func cutWord(s, w string) (string, bool) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"opsbot/commands"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -32,7 +33,8 @@ func fuzzTransport(f *testing.F) (*Transport, *[]Input, *sync.Mutex) {
 			mu.Unlock()
 			return nil
 		},
-		Form: func(string) (templates.Form, bool) { return templates.Form{}, false },
+		Form:    func(string) (templates.Form, bool) { return templates.Form{}, false },
+		Command: commands.Default().Command,
 		Submit: func(context.Context, Input, string, map[string]string) ([]templates.Message, map[string]string) {
 			return nil, nil
 		},

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -30,13 +29,14 @@ type reply struct {
 	work func(ctx context.Context)
 }
 
-var newFormRe = regexp.MustCompile(`^(?i)(new|新建|create)\s+([a-z][a-z0-9_-]*)\s*$`)
-
-// slash handles "/ops ...".
+// slash handles "/ops ...". "new <flow>" alone (in any of its spellings)
+// opens the flow's form; a new ticket's card is posted in the channel,
+// where it becomes the ticket's home with a thread.
 func (t *Transport) slash(cmd slack.SlashCommand) reply {
 	text := strings.TrimSpace(cmd.Text)
-	if m := newFormRe.FindStringSubmatch(text); m != nil {
-		if form, ok := t.deps.Form(strings.ToLower(m[2])); ok {
+	name, args, _ := t.deps.Command(text)
+	if name == "new" && len(args) == 1 {
+		if form, ok := t.deps.Form(strings.ToLower(args[0])); ok {
 			return reply{work: func(ctx context.Context) {
 				view := FormView(form, "new", form.Flow+"\n"+cmd.ChannelID)
 				if _, err := t.api.OpenViewContext(ctx, cmd.TriggerID, view); err != nil {
@@ -49,7 +49,7 @@ func (t *Transport) slash(cmd slack.SlashCommand) reply {
 	return reply{work: func(ctx context.Context) {
 		in := Input{UserID: cmd.UserID, Name: cmd.UserName, Email: t.email(ctx, cmd.UserID), Text: "/ops " + text, Key: "slash:" + cmd.TriggerID}
 		replies := t.deps.Handle(ctx, in)
-		if strings.HasPrefix(strings.ToLower(text), "new ") {
+		if name == "new" {
 			replies = t.postCards(ctx, cmd.ChannelID, replies)
 		}
 		t.respond(ctx, cmd.ResponseURL, replies)

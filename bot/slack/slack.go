@@ -39,6 +39,10 @@ type Deps struct {
 	Handle func(ctx context.Context, in Input) []templates.Message
 	// Form describes a flow's fields for the "new ticket" modal.
 	Form func(flow string) (templates.Form, bool)
+	// Command names the command a text asks for and its arguments (the
+	// chat grammar's, aliases included), so the transport never matches
+	// command words itself.
+	Command func(text string) (name string, args []string, ok bool)
 	// Submit opens a ticket from a modal; it returns the replies, or the
 	// errors to show next to each field.
 	Submit func(ctx context.Context, in Input, flow string, fields map[string]string) ([]templates.Message, map[string]string)
