@@ -699,14 +699,14 @@ func (e *Engine) CardFor(t state.Ticket) templates.Message {
 func (e *Engine) View(t state.Ticket) templates.TicketView {
 	f, ok := e.flows[t.Flow]
 	if !ok {
-		return templates.TicketView{ID: t.ID, Flow: t.Flow, FlowTitle: t.Flow, Title: t.Title, Stage: t.Stage, StageTitle: t.Stage}
+		return templates.TicketView{ID: t.ID, Flow: t.Flow, FlowTitle: t.Flow, Title: t.Title, Stage: t.Stage, StageTitle: t.Stage, Ended: Ended(t.Stage)}
 	}
 	return e.view(f, t, t.Version)
 }
 
 func (e *Engine) view(f *Flow, t state.Ticket, version int64) templates.TicketView {
 	v := templates.TicketView{ID: t.ID, Flow: f.Name, FlowTitle: f.Title, Title: t.Title, Stage: t.Stage,
-		StageTitle: t.Stage, Open: t.Open, Version: version, StageKey: fmt.Sprintf("%s@%d", t.Stage, t.StageVersion), Requester: t.Requester, Operator: t.Operator,
+		StageTitle: t.Stage, Open: t.Open, Ended: Ended(t.Stage), Version: version, StageKey: fmt.Sprintf("%s@%d", t.Stage, t.StageVersion), Requester: t.Requester, Operator: t.Operator,
 		Waiting: t.WaitingRoles, Note: t.Note, Created: t.Created, Updated: t.Updated}
 	st, _ := f.Stage(t.Stage)
 	if st != nil {

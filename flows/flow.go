@@ -38,6 +38,17 @@ const (
 var reserved = []string{StageSubmitted, StageDone, StageRejected, StageCancelled, StageExpired,
 	StageFailed, StageRollingBack, StageRolledBack}
 
+// Ended reports whether a ticket in stage has come to a result people are
+// told about (done, rejected, cancelled, expired, failed, rolled back);
+// a failed ticket may still be retried.
+func Ended(stage string) bool {
+	switch stage {
+	case StageDone, StageRejected, StageCancelled, StageExpired, StageFailed, StageRolledBack:
+		return true
+	}
+	return false
+}
+
 // Duration is a time.Duration written as "90s", "4h" or "3d" in YAML.
 type Duration time.Duration
 

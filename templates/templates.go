@@ -35,6 +35,10 @@ type Message struct {
 	// Stage names the stage instance the buttons act on ("plan_review@3"):
 	// a redrawn card keeps live buttons only while this is unchanged.
 	Stage string `json:"stage,omitempty"`
+	// StageTitle is the ticket's stage as people read it, and Ended says
+	// the ticket came to a result: renderers use these, never the labels.
+	StageTitle string `json:"stage_title,omitempty"`
+	Ended      bool   `json:"ended,omitempty"`
 }
 
 // Field is a label and a value shown side by side.
@@ -128,6 +132,16 @@ func Render(name string, data any) (Message, error) {
 	}
 	m.Kind = name
 	m.Body = strings.Trim(m.Body, "\n")
+	var v *TicketView
+	switch d := data.(type) {
+	case TicketView:
+		v = &d
+	case NoticeView:
+		v = &d.Ticket
+	}
+	if v != nil && v.ID != "" {
+		m.StageTitle, m.Ended = StageLabel(v.StageTitle), v.Ended
+	}
 	return m, nil
 }
 

@@ -11,7 +11,10 @@ type TicketView struct {
 	Stage      string
 	StageTitle string
 	Open       bool
-	Version    int64
+	// Ended says the ticket came to a result (done, rejected, cancelled,
+	// expired, failed, rolled back).
+	Ended   bool
+	Version int64
 	// StageKey identifies the stage instance: name@version it was entered.
 	StageKey  string
 	Requester string

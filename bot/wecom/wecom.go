@@ -302,7 +302,7 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 		if r.Version >= m.Version || r.Stage == m.Stage || r.TS == "" || t.isSettling(r.Task) {
 			continue
 		}
-		err := t.update(ctx, r.Channel, r.TS, "已处理 · "+chinese(stageOf(m)))
+		err := t.update(ctx, r.Channel, r.TS, "已处理 · "+chinese(m.StageTitle))
 		if err != nil && isTokenOrTransport(err) {
 			errs = append(errs, err)
 			continue
@@ -320,29 +320,12 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 			errs = append(errs, err)
 		}
 	}
-	if terminal(m.Stage) {
+	if m.Ended {
 		errs = append(errs, t.broadcast(ctx, ticket, m))
 	}
 	return errors.Join(errs...)
 }
 
-func stageOf(m templates.Message) string {
-	for _, f := range m.Fields {
-		if strings.HasPrefix(f.Label, "阶段") {
-			return f.Value
-		}
-	}
-	return m.Stage
-}
-
-func terminal(stageKey string) bool {
-	name, _, _ := strings.Cut(stageKey, "@")
-	switch name {
-	case "done", "rejected", "cancelled", "expired", "failed", "rolled_back":
-		return true
-	}
-	return false
-}
 
 // PostProgress implements the bot's ProgressPoster: a step's progress
 // goes to the group robots of the ticket's flow or environment.
