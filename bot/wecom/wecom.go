@@ -326,7 +326,6 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 	return errors.Join(errs...)
 }
 
-
 // PostProgress implements the bot's ProgressPoster: a step's progress
 // goes to the group robots of the ticket's flow or environment.
 func (t *Transport) PostProgress(ctx context.Context, ticket string, m templates.Message) error {
