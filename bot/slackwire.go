@@ -41,7 +41,8 @@ func newSlack(b *Bot) *slack.Transport {
 			}
 			return ""
 		},
-		Store:  b.store,
+		Cards:  platformStore{b.store, "slack"},
+		Inbox:  platformStore{b.store, "slack"},
 		Pace:   pace,
 		Refuse: b.refusals.Refuse,
 		Log:    b.log,

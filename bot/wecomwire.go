@@ -31,7 +31,12 @@ func newWeCom(b *Bot) *wecom.Transport {
 		Handle: func(ctx context.Context, in wecom.Input) []templates.Message {
 			return b.Handle(ctx, Incoming{Platform: "wecom", UserID: in.UserID, Text: in.Text, Click: in.Click, Key: in.Key})
 		},
-		Store:  b.store,
+		Cards: platformStore{b.store, "wecom"},
+		Inbox: platformStore{b.store, "wecom"},
+		Scope: func(ctx context.Context, ticket string) (string, string, error) {
+			t, err := b.store.Get(ctx, ticket)
+			return t.Flow, t.Fields["env"], err
+		},
 		Pace:   pace,
 		Refuse: b.refusals.Refuse,
 		Log:    b.log,

@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"opsbot/state"
 )
 
 // WorkTimeout bounds the work after one ack.
@@ -82,7 +80,7 @@ type Refuser func(ctx context.Context, r Refusal)
 // Server runs one platform's endpoint and its background work.
 type Server struct {
 	log      *slog.Logger
-	store    *state.Store
+	inbox    Inbox
 	platform string
 	handlers map[string]func(ctx context.Context, payload []byte)
 	ctx      context.Context
@@ -94,13 +92,13 @@ type Server struct {
 	now      func() time.Time
 }
 
-// New returns a stopped server for platform; store keeps durable input.
-func New(log *slog.Logger, store *state.Store, platform string, to Timeouts, now func() time.Time) *Server {
+// New returns a stopped server for platform; inbox keeps durable input.
+func New(log *slog.Logger, inbox Inbox, platform string, to Timeouts, now func() time.Time) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	if now == nil {
 		now = time.Now
 	}
-	return &Server{log: log, store: store, platform: platform, ctx: ctx, cancel: cancel, timeouts: to, now: now,
+	return &Server{log: log, inbox: inbox, platform: platform, ctx: ctx, cancel: cancel, timeouts: to, now: now,
 		handlers: map[string]func(context.Context, []byte){}}
 }
 
@@ -125,8 +123,7 @@ func (s *Server) Durable(kind string, payload []byte, replayKey string) bool {
 	if replayKey != "" {
 		replayKey = s.platform + ":replay:" + replayKey
 	}
-	id, dup, err := s.store.AddInbound(s.ctx, state.Inbound{Platform: s.platform, Kind: kind, Payload: payload, At: s.now()},
-		replayKey, s.now(), ReplayTTL)
+	id, dup, err := s.inbox.Record(s.ctx, kind, payload, replayKey, s.now(), ReplayTTL)
 	if dup {
 		return false
 	}
@@ -149,7 +146,7 @@ func (s *Server) Replayed(key string) bool {
 	if key == "" {
 		return false
 	}
-	seen, err := s.store.Remember(s.ctx, s.platform+":replay:"+key, s.now(), ReplayTTL)
+	seen, err := s.inbox.Remember(s.ctx, s.platform+":replay:"+key, s.now(), ReplayTTL)
 	if err != nil {
 		s.log.Error("remember a delivery's signature", "err", err)
 	}
@@ -162,7 +159,7 @@ func (s *Server) done(ctx context.Context, id uint64) {
 	if s.ctx.Err() != nil {
 		return
 	}
-	if err := s.store.DoneInbound(context.WithoutCancel(ctx), id); err != nil {
+	if err := s.inbox.Done(context.WithoutCancel(ctx), id); err != nil {
 		s.log.Error("forget handled input", "err", err)
 	}
 }
@@ -170,7 +167,7 @@ func (s *Server) done(ctx context.Context, id uint64) {
 // Replay handles input recorded by a previous process that stopped before
 // handling it.
 func (s *Server) Replay(ctx context.Context) error {
-	pending, err := s.store.PendingInbound(ctx, s.platform)
+	pending, err := s.inbox.Pending(ctx)
 	if err != nil {
 		return err
 	}
@@ -178,12 +175,12 @@ func (s *Server) Replay(ctx context.Context) error {
 		handle := s.handlers[in.Kind]
 		if in.Err != nil {
 			s.log.Error("dropping recorded input that cannot be opened", "kind", in.Kind, "at", in.At, "err", in.Err)
-			_ = s.store.DoneInbound(ctx, in.ID)
+			_ = s.inbox.Done(ctx, in.ID)
 			continue
 		}
 		if handle == nil {
 			s.log.Error("dropping recorded input of an unknown kind", "kind", in.Kind)
-			_ = s.store.DoneInbound(ctx, in.ID)
+			_ = s.inbox.Done(ctx, in.ID)
 			continue
 		}
 		s.log.Info("handling input received before a restart", "kind", in.Kind, "at", in.At)

@@ -21,7 +21,7 @@ func FuzzLocalAPI(f *testing.F) {
 	f.Add(false, []byte(`{"user":"ａｌｉｃｅ","text":"x"}`))
 	f.Add(false, []byte(`not json`))
 	var users []string
-	tr := New(Config{Users: func() []User { return nil }, Handle: func(ctx context.Context, user, text string, click bool) []templates.Message {
+	tr := New(Config{Name: stateName, Users: func() []User { return nil }, Handle: func(ctx context.Context, user, text string, click bool) []templates.Message {
 		users = append(users, user)
 		return []templates.Message{{Title: "ok"}}
 	}})
@@ -56,7 +56,7 @@ func FuzzLocalAPI(f *testing.F) {
 
 // Each new name is a new user and inbox: their number is bounded.
 func TestLocalUsersAreBounded(t *testing.T) {
-	tr := New(Config{MaxUsers: 3, Users: func() []User { return nil },
+	tr := New(Config{Name: stateName, MaxUsers: 3, Users: func() []User { return nil },
 		Handle: func(ctx context.Context, user, text string, click bool) []templates.Message { return nil }})
 	h := tr.Handler()
 	post := func(user string) int {
@@ -76,4 +76,10 @@ func TestLocalUsersAreBounded(t *testing.T) {
 	if code := post("u2"); code != 200 {
 		t.Fatalf("a known person: %d", code)
 	}
+}
+
+// stateName is the rule the bot gives the transport: the state's.
+func stateName(s string) (string, error) {
+	n := state.NormName(s)
+	return n, state.CheckName("user", n)
 }

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -35,6 +34,8 @@ type User struct {
 type Config struct {
 	Handle Handler
 	Users  func() []User
+	// Name normalizes a user name and refuses one that cannot be stored.
+	Name func(string) (string, error)
 	// MaxInbox bounds each user's kept messages.
 	MaxInbox int
 	// MaxUsers bounds how many people may speak through the page (each
@@ -234,11 +235,12 @@ func (t *Transport) Handler() http.Handler {
 	return mux
 }
 
-// UserName checks and normalizes a user name given to the local API: the
-// same rules as every stored name, plus no spaces or separators.
-func UserName(s string) (string, error) {
-	n := state.NormName(s)
-	if err := state.CheckName("user", n); err != nil {
+// userName checks and normalizes a user name given to the local API: the
+// bot's rules for every stored name (Config.Name), plus no spaces or
+// separators.
+func (t *Transport) userName(s string) (string, error) {
+	n, err := t.cfg.Name(s)
+	if err != nil {
 		return "", err
 	}
 	if strings.ContainsAny(n, " \t\n:/#") || len(n) > 64 {
@@ -264,7 +266,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 		writeJSON(w, 400, map[string]string{"error": "want JSON {\"user\": \"alice\", \"text\": \"/ops help\"}"})
 		return
 	}
-	user, err := UserName(req.User)
+	user, err := t.userName(req.User)
 	if err != nil {
 		writeJSON(w, 400, map[string]string{"error": err.Error() + `; want JSON {"user": "alice", "text": "/ops help"}`})
 		return
@@ -295,7 +297,7 @@ func (t *Transport) serveInbox(w http.ResponseWriter, r *http.Request) {
 	// A team channel's inbox is "#name".
 	q := r.URL.Query().Get("user")
 	channel, isChannel := strings.CutPrefix(q, "#")
-	user, err := UserName(channel)
+	user, err := t.userName(channel)
 	if err != nil {
 		writeJSON(w, 400, map[string]string{"error": err.Error()})
 		return

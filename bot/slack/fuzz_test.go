@@ -5,25 +5,20 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"opsbot/bot/endpoint"
 	"opsbot/commands"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
 // fuzzTransport is an HTTP-mode transport whose bot side only records
 // what reached it; the Web API points nowhere.
 func fuzzTransport(f *testing.F) (*Transport, *[]Input, *sync.Mutex) {
-	st, err := state.Open(state.Options{Path: filepath.Join(f.TempDir(), "s.db")})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
+	st := endpoint.NewMemStore()
 	var mu sync.Mutex
 	var got []Input
 	tr := New(Config{Mode: "http", SigningSecret: "fuzz-secret", APIURL: "http://127.0.0.1:1/api/"}, Deps{
@@ -38,7 +33,8 @@ func fuzzTransport(f *testing.F) (*Transport, *[]Input, *sync.Mutex) {
 		Submit: func(context.Context, Input, string, map[string]string) ([]templates.Message, map[string]string) {
 			return nil, nil
 		},
-		Store: st,
+		Cards: st,
+		Inbox: st,
 	})
 	tr.registerDurable()
 	f.Cleanup(tr.Stop)

@@ -17,7 +17,6 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"opsbot/bot/endpoint"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -71,7 +70,7 @@ func (t *Transport) postCards(ctx context.Context, channel string, replies []tem
 			rest = append(rest, m)
 			continue
 		}
-		if err := t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: channel, TS: ts, Stage: m.Stage, Version: m.Version, Thread: true}); err != nil {
+		if err := t.deps.Cards.AddCard(ctx, m.Ticket, endpoint.CardRef{Channel: channel, TS: ts, Stage: m.Stage, Version: m.Version, Thread: true}); err != nil {
 			t.log.Error("remember card", "ticket", m.Ticket, "err", err)
 		}
 	}

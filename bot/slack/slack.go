@@ -15,7 +15,6 @@ import (
 	"github.com/slack-go/slack"
 
 	"opsbot/bot/endpoint"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -48,8 +47,11 @@ type Deps struct {
 	Submit func(ctx context.Context, in Input, flow string, fields map[string]string) ([]templates.Message, map[string]string)
 	// Mention maps an opsbot user name to "<@U…>", or "".
 	Mention Mentioner
-	Store   *state.Store
-	Pace    Pacer
+	// Cards keeps where this platform's cards are; Inbox keeps input
+	// recorded before its ack.
+	Cards endpoint.Cards
+	Inbox endpoint.Inbox
+	Pace  Pacer
 	// Refuse records requests refused at the edge (bounded, sampled).
 	Refuse endpoint.Refuser
 	Log    *slog.Logger
@@ -107,7 +109,7 @@ func New(cfg Config, deps Deps) *Transport {
 	}
 	log := deps.Log.With("platform", "slack")
 	return &Transport{cfg: cfg, deps: deps, api: slack.New(cfg.BotToken, opts...), log: log,
-		ep: endpoint.New(log, deps.Store, "slack", cfg.Timeouts, nil), emails: map[string]string{}}
+		ep: endpoint.New(log, deps.Inbox, "slack", cfg.Timeouts, nil), emails: map[string]string{}}
 }
 
 // Platform implements the bot's Transport.
@@ -187,7 +189,7 @@ func (t *Transport) Send(ctx context.Context, userID string, m templates.Message
 		return fmt.Errorf("slack: message %s: %w", userID, err)
 	}
 	if m.Ticket != "" {
-		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "slack", Channel: userID, TS: ts, Stage: m.Stage, Version: m.Version})
+		return t.deps.Cards.AddCard(ctx, m.Ticket, endpoint.CardRef{Channel: userID, TS: ts, Stage: m.Stage, Version: m.Version})
 	}
 	return nil
 }
@@ -210,7 +212,7 @@ func (t *Transport) PostChannel(ctx context.Context, channel string, m templates
 // current state with live buttons; a DM card drawn in the current stage
 // does too; every other card loses its buttons and says it was handled.
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.Message) error {
-	refs, err := t.deps.Store.CardRefs(ctx, ticket, "slack")
+	refs, err := t.deps.Cards.Cards(ctx, ticket)
 	if err != nil {
 		return err
 	}
@@ -242,7 +244,7 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 // PostProgress posts a step's progress as a thread reply under the
 // ticket's channel card.
 func (t *Transport) PostProgress(ctx context.Context, ticket string, m templates.Message) error {
-	refs, err := t.deps.Store.CardRefs(ctx, ticket, "slack")
+	refs, err := t.deps.Cards.Cards(ctx, ticket)
 	if err != nil {
 		return err
 	}

@@ -8,14 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/silenceper/wechat/v2/util"
 
-	"opsbot/state"
+	"opsbot/bot/endpoint"
 	"opsbot/templates"
 )
 
@@ -40,15 +39,11 @@ func FuzzWeComCallback(f *testing.F) {
 	old := util.DefaultHTTPClient
 	util.DefaultHTTPClient = &http.Client{Transport: noNetwork{}}
 	f.Cleanup(func() { util.DefaultHTTPClient = old })
-	st, err := state.Open(state.Options{Path: filepath.Join(f.TempDir(), "s.db")})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
+	st := endpoint.NewMemStore()
 	var mu sync.Mutex
 	var got []Input
 	tr := New(Config{CorpID: fuzzCorp, AgentID: "1000002", Token: fuzzToken, EncodingAESKey: fuzzAES},
-		Deps{Store: st, Handle: func(ctx context.Context, in Input) []templates.Message {
+		Deps{Cards: st, Inbox: st, Scope: func(context.Context, string) (string, string, error) { return "", "", nil }, Handle: func(ctx context.Context, in Input) []templates.Message {
 			mu.Lock()
 			got = append(got, in)
 			mu.Unlock()
@@ -72,6 +67,7 @@ func FuzzWeComCallback(f *testing.F) {
 		ts, nonce := fmt.Sprint(time.Now().Unix()), fmt.Sprintf("n%d", n)
 		body := data
 		var sig string
+		var err error
 		if sealed {
 			body, sig, err = Seal(fuzzCorp, fuzzToken, fuzzAES, ts, nonce, data)
 			if err != nil {

@@ -23,7 +23,6 @@ import (
 	"github.com/silenceper/wechat/v2/work/robot"
 
 	"opsbot/bot/endpoint"
-	"opsbot/state"
 	"opsbot/templates"
 )
 
@@ -78,8 +77,14 @@ type Config struct {
 // Deps is what the transport needs from the bot.
 type Deps struct {
 	Handle func(ctx context.Context, in Input) []templates.Message
-	Store  *state.Store
-	Pace   Pacer
+	// Cards keeps where this platform's cards are; Inbox keeps input
+	// recorded before its ack.
+	Cards endpoint.Cards
+	Inbox endpoint.Inbox
+	// Scope returns a ticket's flow and env field, which pick the group
+	// robots that hear about it.
+	Scope func(ctx context.Context, ticket string) (flow, env string, err error)
+	Pace  Pacer
 	// Refuse records callbacks refused at the edge (bounded, sampled).
 	Refuse endpoint.Refuser
 	Log    *slog.Logger
@@ -124,7 +129,7 @@ func New(cfg Config, deps Deps) *Transport {
 	if deps.Refuse == nil {
 		deps.Refuse = func(context.Context, endpoint.Refusal) {}
 	}
-	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log, deps.Store, "wecom", cfg.Timeouts, nil),
+	return &Transport{cfg: cfg, deps: deps, log: log, work: wk, ep: endpoint.New(log, deps.Inbox, "wecom", cfg.Timeouts, nil),
 		msg: message.NewClient(wk.GetContext()), robot: robot.NewClient(wk.GetContext()), settling: map[string]bool{}}
 }
 
@@ -245,7 +250,7 @@ func (t *Transport) Send(ctx context.Context, user string, m templates.Message) 
 		return err
 	}
 	if task != "" {
-		return t.deps.Store.AddCardRef(ctx, m.Ticket, state.CardRef{Platform: "wecom", Channel: user, TS: code, Task: task,
+		return t.deps.Cards.AddCard(ctx, m.Ticket, endpoint.CardRef{Channel: user, TS: code, Task: task,
 			Stage: m.Stage, Version: m.Version})
 	}
 	return nil
@@ -292,7 +297,7 @@ func isTokenOrTransport(err error) bool {
 // code has expired or was used, a new card with the current state is sent
 // instead, so nothing is lost. Results also go to the group robots.
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.Message) error {
-	refs, err := t.deps.Store.CardRefs(ctx, ticket, "wecom")
+	refs, err := t.deps.Cards.Cards(ctx, ticket)
 	if err != nil {
 		return err
 	}
@@ -316,7 +321,7 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, m templates.
 		}
 	}
 	if changed {
-		if err := t.deps.Store.SetCardRefs(ctx, ticket, "wecom", refs); err != nil {
+		if err := t.deps.Cards.SetCards(ctx, ticket, refs); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -359,13 +364,13 @@ func (t *Transport) broadcast(ctx context.Context, ticket string, m templates.Me
 	if len(t.cfg.Robots) == 0 {
 		return nil
 	}
-	tk, err := t.deps.Store.Get(ctx, ticket)
+	flow, env, err := t.deps.Scope(ctx, ticket)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, r := range t.cfg.Robots {
-		if (r.Flow != "" && r.Flow != tk.Flow) || (r.Env != "" && r.Env != tk.Fields["env"]) {
+		if (r.Flow != "" && r.Flow != flow) || (r.Env != "" && r.Env != env) {
 			continue
 		}
 		if err := t.robotSend(r.Key, m); err != nil {
@@ -570,7 +575,7 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 				}
 			}
 		}
-	} else if err := t.deps.Store.SpendCardCode(ctx, cardTicket(cb.TaskID), "wecom", cb.TaskID); err != nil {
+	} else if err := t.deps.Cards.SpendCode(ctx, cardTicket(cb.TaskID), cb.TaskID); err != nil {
 		t.log.Error("remember the spent card code", "err", err)
 	}
 }
