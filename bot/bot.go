@@ -48,6 +48,15 @@ type Transport interface {
 	Send(ctx context.Context, userID string, msg templates.Message) error
 }
 
+// Listener is a transport with an inbound side (an HTTP endpoint, a
+// socket): Start begins receiving and returns; Stop ends it and waits for
+// the work in progress. The bot starts them in order and stops them in
+// reverse.
+type Listener interface {
+	Start(ctx context.Context) error
+	Stop()
+}
+
 // ProgressPoster is a transport that shows a step's progress in the
 // ticket's thread.
 type ProgressPoster interface {
@@ -96,16 +105,15 @@ type Bot struct {
 	limiter Limiter
 	redis   *goredis.Client
 	redact  *Redactor
-	local   *local.Transport
-	slack   *slack.Transport
-	wecom   *wecom.Transport
 	zk      map[string]*zookeeper.Store
 	inv     *inventory.Inventory
 	cleanup *cleanup.Executor
-	trans   []Transport
-	audit   *auditWriter
-	tick    time.Duration
-	grace   time.Duration
+	// trans are the chat transports; listeners those of them started.
+	trans     []Transport
+	listeners []Listener
+	audit     *auditWriter
+	tick      time.Duration
+	grace     time.Duration
 
 	// deliverMu keeps two deliveries of the same outbox entry apart.
 	deliverMu sync.Mutex
@@ -310,17 +318,14 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		b.limiter = redis.NewLimiter(b.redis, cfg.RateLimit.PerMinute, cfg.RateLimit.Burst, local, b.log)
 	}
 	if cfg.LocalEnabled() {
-		b.local = newLocal(b)
-		b.trans = append(b.trans, b.local)
+		b.trans = append(b.trans, newLocal(b))
 	}
 	b.trans = append(b.trans, o.Transports...)
 	if cfg.Slack.Mode != "" {
-		b.slack = newSlack(b)
-		b.trans = append(b.trans, b.slack)
+		b.trans = append(b.trans, newSlack(b))
 	}
 	if cfg.WeCom.Enabled {
-		b.wecom = newWeCom(b)
-		b.trans = append(b.trans, b.wecom)
+		b.trans = append(b.trans, newWeCom(b))
 	}
 	return b, nil
 }
@@ -361,13 +366,24 @@ func (b *Bot) Engine() *flows.Engine { return b.engine }
 func (b *Bot) Store() *state.Store { return b.store }
 
 // Slack returns the Slack transport, or nil when it is off.
-func (b *Bot) Slack() *slack.Transport { return b.slack }
+func (b *Bot) Slack() *slack.Transport { return transportOf[*slack.Transport](b) }
 
 // WeCom returns the WeCom transport, or nil when it is off.
-func (b *Bot) WeCom() *wecom.Transport { return b.wecom }
+func (b *Bot) WeCom() *wecom.Transport { return transportOf[*wecom.Transport](b) }
 
 // Local returns the local chat transport, or nil when it is off.
-func (b *Bot) Local() *local.Transport { return b.local }
+func (b *Bot) Local() *local.Transport { return transportOf[*local.Transport](b) }
+
+// transportOf finds the running transport of type T, or T's zero value.
+func transportOf[T Transport](b *Bot) T {
+	for _, t := range b.trans {
+		if x, ok := t.(T); ok {
+			return x
+		}
+	}
+	var zero T
+	return zero
+}
 
 // Inventory returns the store-cluster inventory.
 func (b *Bot) Inventory() *inventory.Inventory { return b.inv }
@@ -392,17 +408,17 @@ func (b *Bot) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = ln.Addr().String()
-	if b.slack != nil {
-		if err := b.slack.Start(ctx); err != nil {
-			ln.Close()
-			return err
+	for _, t := range b.trans {
+		l, ok := t.(Listener)
+		if !ok {
+			continue
 		}
-	}
-	if b.wecom != nil {
-		if err := b.wecom.Start(ctx); err != nil {
+		if err := l.Start(ctx); err != nil {
+			b.stopListeners()
 			ln.Close()
-			return err
+			return fmt.Errorf("start %s: %w", t.Platform(), err)
 		}
+		b.listeners = append(b.listeners, l)
 	}
 	httpCtx, httpStop := context.WithCancel(context.WithoutCancel(ctx))
 	b.httpStop = httpStop
@@ -425,12 +441,20 @@ func (b *Bot) Start(ctx context.Context) error {
 	for _, w := range b.cfg.Warnings() {
 		b.log.Warn("config: " + w)
 	}
-	if b.local != nil {
+	if b.Local() != nil {
 		b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
 	} else {
 		b.log.Info("opsbot serving; the local chat is off (a chat platform is enabled)", "admin", "http://"+b.addr+"/admin/", "state", b.store.Path())
 	}
 	return nil
+}
+
+// stopListeners stops the transports' inbound sides, last started first.
+func (b *Bot) stopListeners() {
+	for i := len(b.listeners) - 1; i >= 0; i-- {
+		b.listeners[i].Stop()
+	}
+	b.listeners = nil
 }
 
 // timeouts are the HTTP limits every server of this bot uses.
@@ -447,8 +471,8 @@ func (b *Bot) handler() http.Handler {
 		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("/admin/", adminAuth(os.Getenv(b.cfg.Admin.TokenEnv), b.cfg.Admin.TokenEnv, b.adminHandler(), b.refusals.Refuse))
-	if b.local != nil {
-		mux.Handle("/", b.local.Handler())
+	if lc := b.Local(); lc != nil {
+		mux.Handle("/", lc.Handler())
 	} else {
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			writeJSONReply(w, http.StatusNotFound, map[string]string{"error": "the local chat is off because a chat platform is enabled; " +
@@ -546,12 +570,7 @@ func (b *Bot) Stop() {
 			_ = b.srv.Shutdown(sctx)
 			cancel()
 		}
-		if b.slack != nil {
-			b.slack.Stop()
-		}
-		if b.wecom != nil {
-			b.wecom.Stop()
-		}
+		b.stopListeners()
 		if b.cancel != nil {
 			b.cancel()
 		}
