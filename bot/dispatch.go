@@ -99,9 +99,10 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 	args := Truncate(b.redact.Redact(in.Text), b.cfg.Audit.MaxArgs)
 	audit := state.AuditEntry{At: b.now(), User: user.Name, Platform: in.Platform, Action: action, Args: args}
 	var refusal error
+	stored := false // a transition wrote the entry in its own transaction
 	finish := func(result string, msgs ...templates.Message) ([]templates.Message, error) {
 		audit.Result = result
-		if result == "ok" && audit.Seq == written {
+		if result == "ok" && stored {
 			return msgs, nil // the transition wrote it in its own transaction
 		}
 		b.audit.Add(ctx, audit)
@@ -144,7 +145,7 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 			audit.Ticket = t
 		}
 		var msgs []templates.Message
-		msgs, err = b.execute(ctx, user, req, &audit)
+		msgs, err = b.execute(ctx, user, req, &audit, &stored)
 		if err == nil {
 			return finish("ok", msgs...)
 		}
@@ -230,12 +231,9 @@ func info(level, title, body string) templates.Message {
 	return templates.MustRender("info", templates.InfoView{Level: level, Title: title, Body: body})
 }
 
-// written marks an audit entry that a transition already stored.
-const written = ^uint64(0)
-
 // execute runs a request. A ticket command that succeeds stores audit
-// (with result "ok") in its transition and marks it written.
-func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, audit *state.AuditEntry) ([]templates.Message, error) {
+// (with result "ok") in its transition and sets *stored.
+func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, audit *state.AuditEntry, stored *bool) ([]templates.Message, error) {
 	e := b.engine
 	ok := *audit
 	ok.Result = "ok"
@@ -247,7 +245,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if err != nil {
 			return nil, err
 		}
-		audit.Seq, audit.Ticket = written, t.ID
+		*stored, audit.Ticket = true, t.ID
 		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), e.CardFor(t)}, nil
 	case commands.Show:
 		t, err := b.store.Get(ctx, r.Ticket)
@@ -273,7 +271,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if err != nil {
 			return nil, err
 		}
-		audit.Seq = written
+		*stored = true
 		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, templates.StageLabel(e.View(t).StageTitle)), ""), e.CardFor(t)}, nil
 	case commands.Role:
 		return b.role(ctx, u, r)
@@ -286,7 +284,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if err != nil {
 			return nil, err
 		}
-		audit.Seq = written
+		*stored = true
 		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), e.CardFor(t)}, nil
 	case commands.Cluster:
 		return b.cluster(ctx, r)
