@@ -142,7 +142,7 @@ flows:
 
 func startProcEnv(t *testing.T, bin, cfg string, env []string) *proc {
 	t.Helper()
-	p := &proc{t: t, logs: &syncBuf{}}
+	p := &proc{t: t, logs: &bottest.SyncBuffer{}}
 	p.cmd = exec.Command(bin, "run", "-config", cfg)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,25 +25,7 @@ type proc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	logs *syncBuf
-}
-
-// syncBuf collects a process's output while tests read it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *bottest.SyncBuffer
 }
 
 func buildBinary(t *testing.T) string {
@@ -68,7 +49,7 @@ func freePort(t *testing.T) string {
 
 func startProc(t *testing.T, bin, cfg string) *proc {
 	t.Helper()
-	p := &proc{t: t, logs: &syncBuf{}}
+	p := &proc{t: t, logs: &bottest.SyncBuffer{}}
 	p.cmd = exec.Command(bin, "run", "-config", cfg)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	return p.start(cfg)

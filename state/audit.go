@@ -72,16 +72,7 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) (
 		case q.User != "":
 			next = mergeDesc(tx.Bucket(bAuditUser), []string{NormName(q.User)})
 		default:
-			c := entries.Cursor()
-			k, _ := c.Last()
-			next = func() (uint64, bool) {
-				if k == nil {
-					return 0, false
-				}
-				n := binary.BigEndian.Uint64(k)
-				k, _ = c.Prev()
-				return n, true
-			}
+			next = descNumbers(entries)
 		}
 		for i := 0; ; i++ {
 			seq, ok := next()

@@ -560,16 +560,7 @@ func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offs
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var next func() (uint64, bool)
 		if ix.Kind == "all" {
-			c := tx.Bucket(bucket).Cursor()
-			k, _ := c.Last()
-			next = func() (uint64, bool) {
-				if k == nil {
-					return 0, false
-				}
-				n := binary.BigEndian.Uint64(k)
-				k, _ = c.Prev()
-				return n, true
-			}
+			next = descNumbers(tx.Bucket(bucket))
 		} else {
 			next = mergeDesc(tx.Bucket(bucket), keys)
 		}
@@ -598,6 +589,20 @@ func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offs
 		}
 	})
 	return page, err
+}
+
+// descNumbers walks a bucket keyed by 8-byte numbers, highest first.
+func descNumbers(b *bolt.Bucket) func() (uint64, bool) {
+	c := b.Cursor()
+	k, _ := c.Last()
+	return func() (uint64, bool) {
+		if k == nil {
+			return 0, false
+		}
+		n := binary.BigEndian.Uint64(k)
+		k, _ = c.Prev()
+		return n, true
+	}
 }
 
 // mergeDesc merges the index entries of several prefixes, highest ticket

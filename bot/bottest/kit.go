@@ -105,7 +105,7 @@ type Kit struct {
 	Clock *Clock
 	Dir   string
 	URL   string
-	Log   *bytes.Buffer
+	Log   *SyncBuffer
 	Cfg   *bot.Config
 }
 
@@ -173,8 +173,8 @@ func Start(t testing.TB, dir string, clock *Clock, opts ...Option) *Kit {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logBuf := &syncBuffer{}
-	k := &Kit{T: t, Clock: clock, Dir: dir, Cfg: cfg, Log: &logBuf.buf}
+	logBuf := &SyncBuffer{}
+	k := &Kit{T: t, Clock: clock, Dir: dir, Cfg: cfg, Log: logBuf}
 	o := s.opts
 	o.Config = cfg
 	o.Now = clock.Now
@@ -193,15 +193,24 @@ func Start(t testing.TB, dir string, clock *Clock, opts ...Option) *Kit {
 	return k
 }
 
-type syncBuffer struct {
+// SyncBuffer collects output written from several goroutines (a bot's
+// log, a child process's output) while a test reads it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
 }
 
 // LogText returns what the bot logged so far.
