@@ -26,7 +26,11 @@ type Inbound struct {
 
 type inboundRecord struct {
 	Inbound
-	Sealed []byte `json:"sealed"`
+	Sealed []byte `json:"sealed,omitempty"`
+	// Clear is the payload of a record written before payloads were
+	// sealed (schema 5 and earlier): still handled after an upgrade, so an
+	// acknowledged command is not lost, and deleted once handled like any.
+	Clear []byte `json:"payload,omitempty"`
 }
 
 func inboundAD(in Inbound) []byte {
@@ -80,7 +84,11 @@ func (s *Store) PendingInbound(ctx context.Context, platform string) ([]Inbound,
 				return nil
 			}
 			in := rec.Inbound
-			in.Payload, in.Err = s.seal.open(rec.Sealed, inboundAD(in))
+			if rec.Sealed == nil && rec.Clear != nil {
+				in.Payload = rec.Clear
+			} else {
+				in.Payload, in.Err = s.seal.open(rec.Sealed, inboundAD(in))
+			}
 			out = append(out, in)
 			return nil
 		})

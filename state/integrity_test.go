@@ -337,3 +337,33 @@ func TestNormName(t *testing.T) {
 		}
 	}
 }
+
+// Input recorded by a build that stored payloads in clear (before they
+// were sealed) is still handled after the upgrade, not dropped.
+func TestInboundRecordedBeforeSealingIsStillHandled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := state.Open(state.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the earlier build wrote: the payload as JSON bytes, no seal.
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("inbound")).Put([]byte{0, 0, 0, 0, 0, 0, 0, 1},
+			[]byte(`{"id":1,"platform":"slack","kind":"slash_form","payload":"dGV4dD1uZXcrZ29saXZl","at":"2026-05-09T10:00:00Z"}`))
+	})
+	db.Close()
+	s, err = state.Open(state.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	in, err := s.PendingInbound(context.Background(), "slack")
+	if err != nil || len(in) != 1 || in[0].Err != nil || string(in[0].Payload) != "text=new+golive" {
+		t.Fatalf("legacy input: %+v %v", in, err)
+	}
+}
