@@ -44,6 +44,7 @@ FUZZTIME ?= 10s
 
 fuzz: ## run every fuzzer of untrusted input briefly (FUZZTIME=10s each)
 	$(GO) test ./commands -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./commands -run '^$$' -fuzz '^FuzzEncodeRoundTrip$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bot -run '^$$' -fuzz '^FuzzRedactorNeverLeaksConfiguredSecret$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bot -run '^$$' -fuzz '^FuzzRedactorGeneratedSecrets$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bot/slack -run '^$$' -fuzz '^FuzzSlackInbound$$' -fuzztime $(FUZZTIME)

@@ -36,6 +36,7 @@ import (
 	"opsbot/integrations/redis"
 	"opsbot/integrations/script"
 	"opsbot/integrations/zookeeper"
+	"opsbot/present"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -100,6 +101,7 @@ type Bot struct {
 	store   *state.Store
 	dir     *flows.Directory
 	engine  *flows.Engine
+	present *present.Presenter
 	runner  *flows.Runner
 	reg     *commands.Registry
 	limiter Limiter
@@ -298,8 +300,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			return nil, fmt.Errorf("flow %s: unknown validator %q (%s)", f.Name, f.Validator, strings.Join(names, ", "))
 		}
 	}
+	b.present = present.New(fl)
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact, Validators: validators})
+		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present})
 	b.runner = b.engine.NewRunner()
 	b.flowRoles = map[string][]string{}
 	for _, f := range fl {
@@ -657,3 +660,6 @@ func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *redactingHandler) WithGroup(name string) slog.Handler {
 	return &redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
 }
+
+// Card draws a ticket's card as it is now.
+func (b *Bot) Card(t state.Ticket) templates.Message { return b.present.TicketCard(t) }

@@ -104,7 +104,7 @@ func TestCleanupDryRunApproveWipe(t *testing.T) {
 	if tk.Outputs["plan"] != plan {
 		t.Fatalf("plan %q", tk.Outputs["plan"])
 	}
-	card := k.Bot.Engine().CardFor(tk)
+	card := k.Bot.Card(tk)
 	found := false
 	for _, f := range card.Fields {
 		found = found || (f.Label == "试运行结果 Dry run (to be deleted)" && f.Value == plan)

@@ -270,7 +270,7 @@ func TestClusterCreateDNSEditAndRetry(t *testing.T) {
 	if got, _ := ck.named.Lookup("prod-sh-02.ops.example.test"); len(got) != 0 {
 		t.Fatalf("refused update left %v", got)
 	}
-	if _, ok := bottest.Button(k.Bot.Engine().CardFor(tk), "Retry"); !ok {
+	if _, ok := bottest.Button(k.Bot.Card(tk), "Retry"); !ok {
 		t.Fatal("no retry button")
 	}
 	if _, _, ok := k.Bot.Inventory().Cluster("prod-sh-02"); ok {
@@ -310,7 +310,7 @@ func TestClusterCreateDNSTimeout(t *testing.T) {
 	k.Bot.Runner().RunDue(ctx)
 	tk := k.WaitStage("T-1", "failed")
 	mustContain(t, tk.Results["dns_pending"].Error, "等待超时 timed out after 30m0s waiting for dns. DNS-uat-x: uat-x.ops.example.test 尚未解析到 10.30.0.10 · does not resolve to 10.30.0.10 yet")
-	if _, ok := bottest.Button(k.Bot.Engine().CardFor(tk), "Retry"); !ok {
+	if _, ok := bottest.Button(k.Bot.Card(tk), "Retry"); !ok {
 		t.Fatal("no retry button")
 	}
 	// The DNS team adds the record; a retry checks again and finishes.
@@ -484,7 +484,7 @@ func TestClusterChangeProposesAndWarnsOnce(t *testing.T) {
 		tk.Fields["runner_up"] != "prod-b 10→11/20 (55%)" || tk.Fields["target"] != "prod-a" {
 		t.Fatalf("proposal %v", tk.Fields)
 	}
-	card := k.Bot.Engine().CardFor(tk)
+	card := k.Bot.Card(tk)
 	var labels []string
 	for _, f := range card.Fields {
 		labels = append(labels, f.Label)

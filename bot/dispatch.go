@@ -246,7 +246,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored, audit.Ticket = true, t.ID
-		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), e.CardFor(t)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Show:
 		t, err := b.store.Get(ctx, r.Ticket)
 		if errors.Is(err, state.ErrNotFound) {
@@ -262,17 +262,17 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if !b.canRead(u, t, evs) {
 			return nil, notReadable(t.ID)
 		}
-		return []templates.Message{e.CardFor(t), info("info", "历史 History "+t.ID, history(evs))}, nil
+		return []templates.Message{b.present.TicketCard(t), info("info", "历史 History "+t.ID, history(evs))}, nil
 	case commands.List:
 		return b.list(ctx, u, r)
 	case commands.Act:
-		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Comment: r.Comment,
+		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Batch: r.Batch, Comment: r.Comment,
 			Audit: []state.AuditEntry{ok}})
 		if err != nil {
 			return nil, err
 		}
 		*stored = true
-		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, templates.StageLabel(e.View(t).StageTitle)), ""), e.CardFor(t)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, b.present.TicketView(t).StageTitle), ""), b.present.TicketCard(t)}, nil
 	case commands.Role:
 		return b.role(ctx, u, r)
 	case commands.Audit:
@@ -285,7 +285,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored = true
-		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), e.CardFor(t)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Cluster:
 		return b.cluster(ctx, r)
 	case commands.Store:
@@ -431,7 +431,7 @@ func (b *Bot) list(ctx context.Context, u state.User, r commands.List) ([]templa
 	}
 	v := templates.ListView{Scope: r.Scope, Filter: r.Flow, Page: r.Page, More: page.More}
 	for _, t := range page.Tickets {
-		v.Tickets = append(v.Tickets, b.engine.View(t))
+		v.Tickets = append(v.Tickets, b.present.TicketView(t))
 	}
 	return []templates.Message{templates.MustRender("list", v)}, nil
 }

@@ -92,7 +92,7 @@ func TestGoLiveRequestApprovalsScriptDone(t *testing.T) {
 		}
 	}
 	// The done card offers only a rollback.
-	c := k.Bot.Engine().CardFor(tk)
+	c := k.Bot.Card(tk)
 	if len(c.Buttons) != 1 || !strings.Contains(c.Buttons[0].Label, "Rollback") {
 		t.Fatalf("done card buttons %+v", c.Buttons)
 	}
@@ -293,7 +293,7 @@ func TestFailureRetryAndRollback(t *testing.T) {
 	if tk.FailedStage != "deploy" || !tk.Open || tk.Results["deploy"].ExitCode != 3 {
 		t.Fatalf("failed ticket %+v", tk)
 	}
-	card := k.Bot.Engine().CardFor(tk)
+	card := k.Bot.Card(tk)
 	mustContain(t, card.Body, "deploy failed: disk full")
 	for _, l := range []string{"Retry", "Rollback", "Cancel"} {
 		if _, ok := bottest.Button(card, l); !ok {

@@ -142,7 +142,7 @@ func TestReviewPublishBothEnsemblesInOrder(t *testing.T) {
 	if tk.FailedStage != "write_production" || !tk.Results["write_review"].OK {
 		t.Fatalf("half-done state not shown: failed %q results %+v", tk.FailedStage, tk.Results)
 	}
-	card := g.k.Bot.Engine().CardFor(tk)
+	card := g.k.Bot.Card(tk)
 	if _, ok := bottest.Button(card, "Retry"); !ok {
 		t.Fatal("no retry on the half-done card")
 	}

@@ -72,7 +72,7 @@ func TestPuppetReleaseHappyPath(t *testing.T) {
 	k, fake := puppetKit(t)
 	mustContain(t, bottest.Title(k.Say("alice", releaseNew)), "T-1 submitted")
 	tk := toReleasing(t, k, "T-1")
-	card := k.Bot.Engine().CardFor(tk)
+	card := k.Bot.Card(tk)
 	mustContain(t, fmt.Sprint(card.Fields), "zone01 (S001,S002)")
 	mustContain(t, fmt.Sprint(card.Fields), "zone03 (无门店 no stores)")
 	mustContain(t, fmt.Sprint(card.Fields), "{批次1门店 Batch 1 stores S001,S002,S003}")
@@ -126,7 +126,7 @@ func TestPuppetConflictStopsTheRelease(t *testing.T) {
 	if fake.Head("zone01") != zoneBefore {
 		t.Fatal("a zone was merged past the conflict")
 	}
-	card := k.Bot.Engine().CardFor(tk)
+	card := k.Bot.Card(tk)
 	mustContain(t, fmt.Sprint(card.Fields), "production !2 conflict [manifests/site.pp]")
 	mustContain(t, fmt.Sprint(card.Fields), "Next safe step")
 	if _, ok := bottest.Button(card, "Release batch"); ok {

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"opsbot/present"
 	"os"
 
 	"opsbot/bot/slack"
@@ -25,12 +26,13 @@ func newSlack(b *Bot) *slack.Transport {
 	}, slack.Deps{
 		Handle:  func(ctx context.Context, in slack.Input) []templates.Message { return b.Handle(ctx, slackInput(in)) },
 		Command: b.reg.Command,
+		Act:     b.reg.DecodeAct,
 		Form: func(flow string) (templates.Form, bool) {
 			f, ok := b.engine.Flow(flow)
 			if !ok {
 				return templates.Form{}, false
 			}
-			return f.Form(), true
+			return present.Form(f), true
 		},
 		Submit: func(ctx context.Context, in slack.Input, flow string, fields map[string]string) ([]templates.Message, map[string]string) {
 			return b.Submit(ctx, slackInput(in), flow, fields)

@@ -58,7 +58,7 @@ func TestWaitStagePollsUntilTrueOrTimesOut(t *testing.T) {
 	k.Bot.Runner().RunDue(ctx)
 	tk := k.WaitStage("T-2", "failed")
 	mustContain(t, tk.Results["resolve"].Error, "timed out after 5m0s waiting for script")
-	if _, ok := bottest.Button(k.Bot.Engine().CardFor(tk), "Retry"); !ok {
+	if _, ok := bottest.Button(k.Bot.Card(tk), "Retry"); !ok {
 		t.Fatal("timed-out wait offers no retry")
 	}
 	waitFor(t, "the cancelled ticket's check to be cancelled", func() bool {

@@ -31,6 +31,7 @@ func newWeCom(b *Bot) *wecom.Transport {
 		Handle: func(ctx context.Context, in wecom.Input) []templates.Message {
 			return b.Handle(ctx, Incoming{Platform: "wecom", UserID: in.UserID, Text: in.Text, Click: in.Click, Key: in.Key})
 		},
+		Act:   b.reg.DecodeAct,
 		Cards: platformStore{b.store, "wecom"},
 		Inbox: platformStore{b.store, "wecom"},
 		Scope: func(ctx context.Context, ticket string) (string, string, error) {

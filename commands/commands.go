@@ -36,12 +36,16 @@ type List struct {
 	Page  int
 }
 
-// Act is approve, reject, cancel, retry or rollback on a ticket; Version
-// comes from a card button ("T-42#7") and is 0 when typed.
+// Act is a person's action on a ticket: approve, reject, cancel, retry,
+// release or rollback. Version comes from a card button ("T-42#7") and
+// is 0 when typed; Batch is the batch a release or rollback button names
+// ("batch=2"), 0 when none is named. Encode writes an Act as the command
+// a button carries; Parse reads it back.
 type Act struct {
-	Event   string
+	Event   flows.Event
 	Ticket  string
 	Version int64
+	Batch   int
 	Comment string
 }
 
@@ -97,7 +101,7 @@ func (Help) Command() string    { return "help" }
 func (New) Command() string     { return "new" }
 func (Show) Command() string    { return "show" }
 func (List) Command() string    { return "list" }
-func (a Act) Command() string   { return a.Event }
+func (a Act) Command() string   { return string(a.Event) }
 func (Role) Command() string    { return "role" }
 func (Audit) Command() string   { return "audit" }
 func (Version) Command() string { return "version" }
@@ -180,19 +184,22 @@ func specs() []Spec {
 		Spec{Name: "list", Aliases: []string{"ls", "列表"}, Usage: "/ops list [mine|waiting|open|all] [flow=NAME] [page=N]",
 			Summary: "工单列表 list tickets", Example: "/ops list waiting flow=golive"},
 	)
-	for _, a := range []struct{ name, zh, summary, usage, example string }{
+	for _, a := range []struct {
+		name                        flows.Event
+		zh, summary, usage, example string
+	}{
 		{flows.EvApprove, "同意", "同意 approve a ticket's current stage", "/ops approve T-42 [comment]", "/ops approve T-42 looks good"},
 		{flows.EvReject, "驳回", "驳回 reject a ticket (reason required)", "/ops reject T-42 <reason>", "/ops reject T-42 window collides with the sale"},
 		{flows.EvCancel, "取消", "取消 cancel your ticket and release its locks", "/ops cancel T-42", "/ops cancel T-42"},
 		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
 		{flows.EvRollback, "回滚", "回滚 run the flow's rollback (a batch release: the newest released batch; a data cleanup: restore its backup)", "/ops rollback T-42", "/ops rollback T-42"},
-		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42", "/ops release T-42"},
+		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42 [batch=N]", "/ops release T-42"},
 	} {
 		aliases := []string{a.zh}
 		if a.name == flows.EvRollback {
 			aliases = append(aliases, "restore", "恢复") // a cleanup's rollback restores its backup
 		}
-		out = append(out, Spec{Name: a.name, Aliases: aliases, Usage: a.usage, Summary: a.summary, Example: a.example})
+		out = append(out, Spec{Name: string(a.name), Aliases: aliases, Usage: a.usage, Summary: a.summary, Example: a.example})
 	}
 	out = append(out,
 		Spec{Name: "role", Aliases: []string{"角色"}, Usage: "/ops role grant|revoke <role> <user> · /ops role list [user]",
@@ -227,7 +234,7 @@ func specs() []Spec {
 			}
 		case "list":
 			s.Parse = func(a []string) (Request, error) { return parseList(s, a) }
-		case flows.EvApprove, flows.EvReject, flows.EvCancel, flows.EvRetry, flows.EvRollback, flows.EvRelease:
+		case string(flows.EvApprove), string(flows.EvReject), string(flows.EvCancel), string(flows.EvRetry), string(flows.EvRollback), string(flows.EvRelease):
 			s.Parse = func(a []string) (Request, error) { return parseAct(s, a) }
 		case "role":
 			s.Parse = func(a []string) (Request, error) { return parseRole(s, a) }
@@ -368,14 +375,10 @@ func parseList(s *Spec, a []string) (Request, error) {
 }
 
 func parseAct(s *Spec, a []string) (Request, error) {
-	if len(a) == 0 {
-		return nil, usageErr(s, "需要工单号 which ticket?")
-	}
-	id, ver, err := ticketRef(s, a[0])
+	req, err := readAct(s, a)
 	if err != nil {
 		return nil, err
 	}
-	req := Act{Event: s.Name, Ticket: id, Version: ver, Comment: strings.TrimSpace(strings.Join(a[1:], " "))}
 	if req.Event == flows.EvReject && req.Comment == "" {
 		return nil, usageErr(s, "驳回需要原因 a rejection needs a reason")
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"opsbot/state"
-	"opsbot/templates"
 )
 
 // Executor runs an action or checks a wait condition. Run must honour ctx
@@ -22,28 +21,38 @@ type Executor interface {
 }
 
 // ExecInput is what an executor gets: the ticket, the stage's parameters
-// and the attempt number (from 1). Kind is "action", "wait", "undo",
-// "cleanup", or for a release stage "release" / "revert" of the batch
-// whose index is Params["batch"].
+// and the attempt number (from 1). Kind says what the job does; for a
+// batch release it is release or revert of the batch whose index is
+// Params["batch"].
 type ExecInput struct {
 	Ticket  state.Ticket
 	Stage   string
-	Kind    string
+	Kind    state.JobKind
 	Params  map[string]string
 	Attempt int
+	// Undo is what the side effects to reverse registered, newest first:
+	// for the flow's rollback every step of the ticket not undone yet, for
+	// a batch revert the steps of that batch's release.
+	Undo []state.UndoStep
 }
 
-// ExecResult is what an executor reports. Transient failures are retried
-// with backoff up to the stage's max_attempts. Set holds values the action
-// wants recorded on the ticket (e.g. the deployed commit), which later
-// stages and the rollback receive.
+// ExecResult is what an executor reports. Err keeps its type: a
+// *UserError (what to fix, with a hint), a transient error (Transient;
+// retried with backoff up to the stage's max_attempts) or a
+// *ConflictError naming the files. Set holds values the action wants
+// recorded on the ticket (e.g. the deployed commit), which later stages
+// receive.
 type ExecResult struct {
-	OK        bool
-	ExitCode  int
-	Output    string
-	Err       string
-	Transient bool
-	Set       map[string]string
+	OK       bool
+	ExitCode int
+	Output   string
+	Err      error
+	Set      map[string]string
+	// Undo registers how to reverse what this run changed, one step per
+	// side effect, in the order they were made (saga style): kept on the
+	// job and the ticket, and handed to the rollback in reverse order.
+	// A failed run registers the steps it made before it failed.
+	Undo []state.UndoStep
 	// Batch is a release or revert job's batch with its steps recorded.
 	Batch *state.Batch
 	// Redo says the approved plan is out of date: the ticket goes back to
@@ -61,6 +70,25 @@ type AuditLine struct {
 	Failed bool
 }
 
+// Presenter draws what people see of a ticket. The engine calls it inside
+// a transition, with the ticket as it ends up, and stores what it returns
+// in the outbox: the ticket's card, redrawn wherever it was posted, and
+// notices to people or to the ticket's thread. The engine never reads
+// what it returns.
+type Presenter interface {
+	Card(f *Flow, t state.Ticket) (json.RawMessage, error)
+	Notice(f *Flow, t state.Ticket, n Notice) (json.RawMessage, error)
+}
+
+// Notice is what happened, for the presenter to word.
+type Notice struct {
+	Event   NoticeEvent
+	Actor   string
+	Comment string
+	// Roles are the roles the notice is addressed as (approvals needed).
+	Roles []string
+}
+
 // Config wires an Engine.
 type Config struct {
 	Store     *state.Store
@@ -74,6 +102,8 @@ type Config struct {
 	Redact func(string) string
 	// Validators check fields across each other (flows name them).
 	Validators map[string]Validator
+	// Presenter draws cards and notices; required.
+	Presenter Presenter
 }
 
 // Engine applies events to tickets through their flow's transitions table.
@@ -89,6 +119,7 @@ type Engine struct {
 	// validators and serial: see Validator.
 	validators map[string]Validator
 	serial     serial
+	present    Presenter
 	// jobs and outbox are poked after a commit that queued work.
 	jobs   chan struct{}
 	outbox chan struct{}
@@ -97,8 +128,11 @@ type Engine struct {
 // New builds an engine. Flows must already be validated.
 func New(cfg Config) *Engine {
 	e := &Engine{store: cfg.Store, dir: cfg.Directory, flows: map[string]*Flow{}, exec: cfg.Executors,
-		now: cfg.Now, log: cfg.Log, clean: cfg.Redact, validators: cfg.Validators,
+		now: cfg.Now, log: cfg.Log, clean: cfg.Redact, validators: cfg.Validators, present: cfg.Presenter,
 		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1)}
+	if e.present == nil {
+		panic("flows.New: a Presenter is required")
+	}
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -153,13 +187,17 @@ type step struct {
 	t     state.Ticket
 	ch    state.Change
 	actor string
+	// event is the table's event this step applies.
+	event Event
 	// notices are rendered by finish, once the ticket is in its new stage.
 	notices []notice
 	// progress events go to the ticket's thread where a platform has one.
-	progress []string
+	progress []NoticeEvent
+	// extra are notices already rendered (a step's own result).
+	extra []state.Notification
 }
 
-func (e *Engine) newStep(f *Flow, cur state.Ticket, actor, event string) *step {
+func (e *Engine) newStep(f *Flow, cur state.Ticket, actor string, event Event) *step {
 	t := cur
 	t.Fields = cloneMap(cur.Fields)
 	t.Results = cloneResults(cur.Results)
@@ -167,10 +205,11 @@ func (e *Engine) newStep(f *Flow, cur state.Ticket, actor, event string) *step {
 	t.WaitingRoles = slices.Clone(cur.WaitingRoles)
 	t.Locks = slices.Clone(cur.Locks)
 	t.Outputs = cloneMap(cur.Outputs)
+	t.Saga = slices.Clone(cur.Saga)
 	now := e.now()
 	t.Updated = now
-	return &step{e: e, f: f, now: now, old: cur, t: t, actor: actor,
-		ch: state.Change{Event: state.Event{Type: event, Actor: actor, At: now, From: cur.Stage}}}
+	return &step{e: e, f: f, now: now, old: cur, t: t, actor: actor, event: event,
+		ch: state.Change{Event: state.Event{Type: string(event), Actor: actor, At: now, From: cur.Stage}}}
 }
 
 func cloneMap(m map[string]string) map[string]string {
@@ -198,50 +237,56 @@ func cloneResults(m map[string]state.Result) map[string]state.Result {
 // version is the ticket version this step writes.
 func (s *step) version() int64 { return s.old.Version + 1 }
 
-// finish renders the notifications from the ticket as it ends up and
-// returns the change to write.
+// finish checks the step against the flow's transitions table, renders
+// the notifications from the ticket as it ends up and returns the change
+// to write.
 func (s *step) finish() (state.Change, error) {
+	if s.t.Stage != s.old.Stage || s.event == EvSubmit {
+		if !s.f.leads(s.event, s.old.Stage, s.t.Stage) {
+			return s.ch, fmt.Errorf("flow %s: %s took %s from %s to %s, which its transitions table does not list",
+				s.f.Name, s.event, s.t.ID, s.old.Stage, s.t.Stage)
+		}
+	} else if !s.f.allows(s.event, s.old.Stage) {
+		return s.ch, fmt.Errorf("flow %s: %s is not in the transitions table of stage %s", s.f.Name, s.event, s.old.Stage)
+	}
 	s.t.Version = s.version()
 	s.ch.Ticket = s.t
 	s.ch.Event.To = s.t.Stage
 	s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: s.actor, Action: "transition " + s.ch.Event.Type,
 		Ticket: s.t.ID, Args: s.old.Stage + " -> " + s.t.Stage, Result: "ok"})
-	view := s.e.view(s.f, s.t, s.t.Version)
+	p := s.e.present
+	s.ch.Notify = append(s.ch.Notify, s.extra...)
 	for _, n := range s.notices {
-		msg, err := templates.Render("notice", templates.NoticeView{Ticket: view, Event: n.event, Actor: s.actor,
-			Comment: s.ch.Event.Comment, Roles: n.roles})
+		raw, err := p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles})
 		if err != nil {
 			return s.ch, err
 		}
-		raw, _ := json.Marshal(msg)
 		for _, u := range n.users {
-			s.ch.Notify = append(s.ch.Notify, state.Notification{User: u, Ticket: s.t.ID, Kind: "message",
+			s.ch.Notify = append(s.ch.Notify, state.Notification{User: u, Ticket: s.t.ID, Kind: state.NotifyMessage,
 				Message: raw, NextAt: s.now, Created: s.now})
 		}
 	}
 	for _, ev := range s.progress {
-		msg, err := templates.Render("notice", templates.NoticeView{Ticket: view, Event: ev, Actor: s.actor, Comment: s.ch.Event.Comment})
+		raw, err := p.Notice(s.f, s.t, Notice{Event: ev, Actor: s.actor, Comment: s.ch.Event.Comment})
 		if err != nil {
 			return s.ch, err
 		}
-		raw, _ := json.Marshal(msg)
-		s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: "progress", Message: raw,
+		s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: state.NotifyProgress, Message: raw,
 			NextAt: s.now, Created: s.now})
 	}
 	// Every transition redraws the ticket's cards wherever they were posted.
-	card, err := templates.Render("ticket", view)
+	raw, err := p.Card(s.f, s.t)
 	if err != nil {
 		return s.ch, err
 	}
-	raw, _ := json.Marshal(card)
-	s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: "card_update", Message: raw,
+	s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: s.t.ID, Kind: state.NotifyCardUpdate, Message: raw,
 		NextAt: s.now, Created: s.now})
 	return s.ch, nil
 }
 
 type notice struct {
 	users []string
-	event string
+	event NoticeEvent
 	roles []string
 }
 
@@ -274,15 +319,19 @@ func (s *step) enter(i int) error {
 		if st.ExpireAfter > 0 {
 			s.timer(EvExpire, s.now.Add(st.ExpireAfter.D()))
 		}
-		s.notify(s.approvers(st.Roles), "approval_needed", st.Roles)
+		s.notify(s.approvers(st.Roles), NoticeApprovalNeeded, st.Roles)
 	case KindAction, KindWait:
 		if st.Window != nil {
 			if ok, why := st.Window.check(s.now, s.t.Fields); !ok {
 				return Userf("window", fmt.Sprintf("/ops cancel %s", s.t.ID), "%s 不能进入 %s: %s · %s cannot start %s: outside its time window", s.t.ID, st.Title, why, s.t.ID, st.Title)
 			}
 		}
+		kind := state.JobAction
+		if st.Kind == KindWait {
+			kind = state.JobWait
+		}
 		job := state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: st.Name,
-			StageVersion: s.version(), Kind: st.Kind,
+			StageVersion: s.version(), Kind: kind,
 			Executor: st.Executor, Params: st.Params, Status: state.JobQueued, MaxAttempts: st.MaxAttempts,
 			SafeToRepeat: st.SafeToRepeat, NextAt: s.now}
 		if st.Kind == KindWait {
@@ -290,7 +339,7 @@ func (s *step) enter(i int) error {
 		}
 		s.ch.Jobs = append(s.ch.Jobs, job)
 		s.t.Note = ""
-		s.progress = append(s.progress, "step_started")
+		s.progress = append(s.progress, NoticeStepStarted)
 	case KindRelease:
 		if len(s.t.Batches) == 0 {
 			b, err := ParseBatches(st, s.t.Fields[param(st, "batches_field", "batches")])
@@ -299,7 +348,7 @@ func (s *step) enter(i int) error {
 			}
 			s.t.Batches = b
 		}
-		s.notify(s.operators(st), "release_ready", nil)
+		s.notify(operators(st, s.t), NoticeReleaseReady, nil)
 	}
 	return nil
 }
@@ -318,23 +367,23 @@ func (s *step) terminal(stage string) {
 		s.ch.Release = append(s.ch.Release, s.t.Locks...)
 		s.t.Locks = nil
 	}
-	event := stage
+	event := NoticeEvent(stage)
 	switch stage {
 	case StageFailed:
-		if s.ch.Event.Type == EvInterrupt {
-			event = "interrupted"
+		if s.event == EvInterrupt {
+			event = NoticeInterrupted
 		}
 		if s.t.FailedStage == StageRollingBack {
-			event = "rollback_failed"
+			event = NoticeRollbackFailed
 		}
 	case StageRolledBack:
-		event = "rolled_back"
+		event = NoticeRolledBack
 	}
 	s.notify(s.resultAudience(), event, nil)
 }
 
-func (s *step) timer(kind string, due time.Time) {
-	s.ch.SetTimers = append(s.ch.SetTimers, state.Timer{Due: due, Ticket: s.t.ID, Kind: kind, Stage: s.t.Stage, StageVersion: s.t.StageVersion})
+func (s *step) timer(kind Event, due time.Time) {
+	s.ch.SetTimers = append(s.ch.SetTimers, state.Timer{Due: due, Ticket: s.t.ID, Kind: string(kind), Stage: s.t.Stage, StageVersion: s.t.StageVersion})
 }
 
 // approvers are the holders of roles, without the requester and without
@@ -360,7 +409,7 @@ func (s *step) resultAudience() []string {
 	return out
 }
 
-func (s *step) notify(users []string, event string, roles []string) {
+func (s *step) notify(users []string, event NoticeEvent, roles []string) {
 	if len(users) > 0 {
 		s.notices = append(s.notices, notice{users: users, event: event, roles: roles})
 	}
@@ -484,20 +533,24 @@ func lockedError(le *state.LockedError) error {
 }
 
 // Action is a person's event on a ticket. Version is the ticket version
-// the person saw (from a card button); 0 means "as it is now".
+// the person saw (from a card button); 0 means "as it is now". Batch is
+// the batch a release or rollback button names (from 1); 0 means "the
+// next one in order".
 type Action struct {
 	Actor   string
 	Ticket  string
-	Event   string
+	Event   Event
 	Version int64
+	Batch   int
 	Comment string
 	// Audit entries are written in the same transaction when the action
 	// applies.
 	Audit []state.AuditEntry
 }
 
-// Act applies a person's action: approve, reject, cancel, retry or
-// rollback. Every refusal is a *UserError saying why and what to do.
+// Act applies a person's action: approve, reject, cancel, retry, release
+// or rollback. The row of the flow's transitions table whose guards pass
+// decides; every refusal is a *UserError saying why and what to do.
 func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 	a.Actor = state.NormName(a.Actor)
 	id := a.Ticket
@@ -513,35 +566,31 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		if a.Version > 0 && a.Version != cur.Version && cur.StageVersion > a.Version {
 			return state.Change{}, Userf("stale", fmt.Sprintf("/ops show %s", cur.ID),
 				"卡片已过期：%s 现在是 %s · this card is out of date: %s is now %s (v%d)",
-				cur.ID, templates.StageLabel(cur.Stage), cur.ID, cur.Stage, cur.Version)
+				cur.ID, StageLabel(cur.Stage), cur.ID, cur.Stage, cur.Version)
 		}
-		if !f.allows(a.Event, cur.Stage) {
+		if !slices.Contains(PersonEvents, a.Event) || !f.allows(a.Event, cur.Stage) {
 			return state.Change{}, Userf("not_allowed", fmt.Sprintf("/ops show %s", cur.ID),
-				"%s 处于 %s，不能%s · %s is %s: %s is not possible now", cur.ID, templates.StageLabel(cur.Stage), verbZH(a.Event), cur.ID, cur.Stage, a.Event)
+				"%s 处于 %s，不能%s · %s is %s: %s is not possible now", cur.ID, StageLabel(cur.Stage), verbZH(a.Event), cur.ID, cur.Stage, a.Event)
+		}
+		g := &Guard{Engine: e, Flow: f, Ticket: cur, Action: a, Now: e.now()}
+		g.Stage, _ = f.Stage(cur.Stage)
+		row, err := f.pick(g, a.Event, true)
+		if err != nil {
+			if errors.Is(err, errOtherRow) {
+				return state.Change{}, fmt.Errorf("flow %s: no row of %s from %s applies to %s", f.Name, a.Event, cur.Stage, cur.ID)
+			}
+			return state.Change{}, err
 		}
 		s := e.newStep(f, cur, a.Actor, a.Event)
 		s.ch.Event.Comment = e.clean(a.Comment)
-		var err error
-		switch a.Event {
-		case EvApprove, EvReject:
-			err = e.decide(s, a)
-		case EvCancel:
-			err = e.cancel(s)
-		case EvRetry:
-			err = e.retry(s)
-		case EvRelease:
-			err = e.release(s, a)
-		case EvRollback:
-			if st, _ := f.Stage(cur.Stage); st != nil && st.Kind == KindRelease {
-				err = e.rollbackBatch(s, a)
-			} else {
-				err = e.rollback(s)
-			}
-		default:
-			err = Userf("not_allowed", "/ops help", "不支持的操作 %s · %s is not an action people take", a.Event, a.Event)
-		}
-		if err != nil {
+		if err := e.apply(s, row); err != nil {
 			return state.Change{}, err
+		}
+		if s.t.Stage != row.To {
+			// The skip_if stages passed over on the way are checked by finish.
+			if !f.leads(EvSkip, row.To, s.t.Stage) {
+				return state.Change{}, fmt.Errorf("flow %s: %s of %s went to %s, its row says %s", f.Name, a.Event, cur.ID, s.t.Stage, row.To)
+			}
 		}
 		ch, err := s.finish()
 		ch.Audit = append(ch.Audit, a.Audit...)
@@ -549,7 +598,54 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 	})
 }
 
-func verbZH(ev string) string {
+// apply makes the change of a person's action whose row was picked.
+func (e *Engine) apply(s *step, row Transition) error {
+	s.t.Operator = s.actor
+	switch row.Event {
+	case EvApprove:
+		st, i := s.f.Stage(s.t.Stage)
+		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment})
+		if len(s.t.Approvals) < st.Need(s.t.Fields) {
+			s.t.Operator = s.old.Operator
+			s.notify([]string{s.t.Requester}, NoticeApproved, nil)
+			return nil
+		}
+		return s.enter(i + 1)
+	case EvReject:
+		s.terminal(StageRejected)
+	case EvCancel:
+		s.terminal(StageCancelled)
+		if oc := s.f.OnCancel; oc != nil {
+			s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: StageCancelled,
+				StageVersion: s.t.StageVersion, Kind: state.JobCleanup, Executor: oc.Executor, Params: oc.Params, Status: state.JobQueued,
+				MaxAttempts: 3, SafeToRepeat: true, NextAt: s.now})
+		}
+	case EvRetry:
+		failed := s.t.FailedStage
+		if failed == StageRollingBack {
+			return e.startRollback(s)
+		}
+		_, i := s.f.Stage(failed)
+		if err := s.enter(i); err != nil {
+			return err
+		}
+		s.t.FailedStage = ""
+		s.ch.Event.Data = map[string]string{"stage": failed}
+	case EvRelease:
+		e.release(s)
+	case EvRollback:
+		if row.From == row.To {
+			e.rollbackBatch(s)
+			return nil
+		}
+		return e.startRollback(s)
+	default:
+		return fmt.Errorf("flow %s: %s is not an action people take", s.f.Name, row.Event)
+	}
+	return nil
+}
+
+func verbZH(ev Event) string {
 	switch ev {
 	case EvApprove:
 		return "同意 approve"
@@ -561,103 +657,10 @@ func verbZH(ev string) string {
 		return "重试 retry"
 	case EvRollback:
 		return "回滚 roll back"
+	case EvRelease:
+		return "发布 release"
 	}
-	return ev
-}
-
-func (e *Engine) decide(s *step, a Action) error {
-	st, i := s.f.Stage(s.t.Stage)
-	t := s.t
-	if a.Actor == t.Requester {
-		return Userf("self_approval", "请等待 "+strings.Join(t.WaitingRoles, "/")+" 审批 · wait for a holder of "+strings.Join(t.WaitingRoles, ", "),
-			"不能审批自己的工单 %s · you cannot approve or reject your own ticket %s", t.ID, t.ID)
-	}
-	if !e.dir.HasRole(a.Actor, t.WaitingRoles...) {
-		holders := strings.Join(s.approvers(t.WaitingRoles), ", ")
-		if holders == "" {
-			holders = "nobody yet: ask an admin to /ops role grant " + t.WaitingRoles[0] + " <user>"
-		}
-		return Userf("not_role_holder", "可审批 can approve: "+holders,
-			"%s 需要角色 %s 审批，你没有该角色 · %s needs a holder of %s; you are not one",
-			t.ID, strings.Join(t.WaitingRoles, "/"), t.ID, strings.Join(t.WaitingRoles, ", "))
-	}
-	if approvedBy(t, a.Actor) {
-		return Userf("already_approved", fmt.Sprintf("%d/%d approvals", len(t.Approvals), st.Need(t.Fields)),
-			"你已同意过 %s · you already approved %s; it needs approvals from different people", t.ID, t.ID)
-	}
-	if a.Event == EvReject {
-		if strings.TrimSpace(a.Comment) == "" {
-			return Userf("reason_required", fmt.Sprintf("/ops reject %s 原因 reason", t.ID), "驳回需要原因 · a rejection needs a reason")
-		}
-		s.t.Operator = a.Actor
-		s.terminal(StageRejected)
-		return nil
-	}
-	s.t.Approvals = append(s.t.Approvals, state.Approval{User: a.Actor, At: s.now, Comment: s.ch.Event.Comment})
-	if len(s.t.Approvals) < st.Need(s.t.Fields) {
-		s.notify([]string{t.Requester}, "approved", nil)
-		return nil
-	}
-	s.t.Operator = a.Actor
-	return s.enter(i + 1)
-}
-
-func (e *Engine) mayOperate(f *Flow, t state.Ticket, actor string) bool {
-	return actor == t.Requester || e.dir.HasRole(actor, AdminRole) || e.dir.HasRole(actor, f.Operators...)
-}
-
-func (e *Engine) cancel(s *step) error {
-	st, _ := s.f.Stage(s.t.Stage)
-	isOperator := st != nil && st.Kind == KindRelease && slices.Contains(s.operators(st), s.actor)
-	if s.actor != s.t.Requester && !isOperator && !e.dir.HasRole(s.actor, AdminRole) {
-		return Userf("not_requester", fmt.Sprintf("ask %s", s.t.Requester),
-			"只有申请人 %s 或管理员可以取消 %s · only the requester %s or an admin can cancel %s", s.t.Requester, s.t.ID, s.t.Requester, s.t.ID)
-	}
-	if st != nil && st.Kind == KindRelease {
-		if err := cancellable(s.t); err != nil {
-			return err
-		}
-	}
-	s.t.Operator = s.actor
-	s.terminal(StageCancelled)
-	if oc := s.f.OnCancel; oc != nil {
-		s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: StageCancelled,
-			StageVersion: s.t.StageVersion, Kind: "cleanup", Executor: oc.Executor, Params: oc.Params, Status: state.JobQueued,
-			MaxAttempts: 3, SafeToRepeat: true, NextAt: s.now})
-	}
-	return nil
-}
-
-func (e *Engine) retry(s *step) error {
-	if !e.mayOperate(s.f, s.t, s.actor) {
-		return Userf("not_operator", "", "只有申请人、操作员或管理员可以重试 · only the requester, an operator (%s) or an admin can retry %s",
-			strings.Join(s.f.Operators, ", "), s.t.ID)
-	}
-	s.t.Operator = s.actor
-	if s.t.FailedStage == StageRollingBack {
-		return e.startRollback(s)
-	}
-	_, i := s.f.Stage(s.t.FailedStage)
-	if i < 0 {
-		return Userf("not_allowed", "", "%s 没有可重试的步骤 · %s has no failed step to retry", s.t.ID, s.t.ID)
-	}
-	failed := s.t.FailedStage
-	if err := s.enter(i); err != nil {
-		return err
-	}
-	s.t.FailedStage = ""
-	s.ch.Event.Data = map[string]string{"stage": failed}
-	return nil
-}
-
-func (e *Engine) rollback(s *step) error {
-	rb := s.f.Rollback
-	if !e.dir.HasRole(s.actor, append(slices.Clone(rb.Roles), AdminRole)...) {
-		return Userf("not_operator", "可回滚 can roll back: "+strings.Join(e.dir.Members(rb.Roles...), ", "),
-			"只有 %s 角色可以回滚 · only holders of %s can roll back %s", strings.Join(rb.Roles, "/"), strings.Join(rb.Roles, ", "), s.t.ID)
-	}
-	s.t.Operator = s.actor
-	return e.startRollback(s)
+	return string(ev)
 }
 
 func (e *Engine) startRollback(s *step) error {
@@ -675,98 +678,8 @@ func (e *Engine) startRollback(s *step) error {
 	s.t.Open = true
 	s.t.FailedStage = ""
 	s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID,
-		Stage: StageRollingBack, StageVersion: s.version(), Kind: "undo", Executor: rb.Executor, Params: rb.Params, Status: state.JobQueued,
+		Stage: StageRollingBack, StageVersion: s.version(), Kind: state.JobUndo, Executor: rb.Executor, Params: rb.Params, Status: state.JobQueued,
 		MaxAttempts: 1, NextAt: s.now})
-	s.notify(s.resultAudience(), "rollback_started", nil)
+	s.notify(s.resultAudience(), NoticeRollbackStarted, nil)
 	return nil
-}
-
-// Card renders a ticket's card with the buttons its stage allows.
-func (e *Engine) Card(f *Flow, t state.Ticket) templates.Message {
-	return templates.MustRender("ticket", e.view(f, t, t.Version))
-}
-
-// CardFor renders a ticket's card, looking its flow up.
-func (e *Engine) CardFor(t state.Ticket) templates.Message {
-	f, ok := e.flows[t.Flow]
-	if !ok {
-		return templates.MustRender("info", templates.InfoView{Level: "warning", Title: t.ID + " (unknown flow " + t.Flow + ")"})
-	}
-	return e.Card(f, t)
-}
-
-// View builds a ticket's view for templates.
-func (e *Engine) View(t state.Ticket) templates.TicketView {
-	f, ok := e.flows[t.Flow]
-	if !ok {
-		return templates.TicketView{ID: t.ID, Flow: t.Flow, FlowTitle: t.Flow, Title: t.Title, Stage: t.Stage, StageTitle: t.Stage, Ended: Ended(t.Stage)}
-	}
-	return e.view(f, t, t.Version)
-}
-
-func (e *Engine) view(f *Flow, t state.Ticket, version int64) templates.TicketView {
-	v := templates.TicketView{ID: t.ID, Flow: f.Name, FlowTitle: f.Title, Title: t.Title, Stage: t.Stage,
-		StageTitle: t.Stage, Open: t.Open, Ended: Ended(t.Stage), Version: version, StageKey: fmt.Sprintf("%s@%d", t.Stage, t.StageVersion), Requester: t.Requester, Operator: t.Operator,
-		Waiting: t.WaitingRoles, Note: t.Note, Created: t.Created, Updated: t.Updated}
-	st, _ := f.Stage(t.Stage)
-	if st != nil {
-		v.StageTitle = st.Title
-		if st.Kind == KindApproval {
-			v.Need, v.Have = st.Need(t.Fields), len(t.Approvals)
-		}
-		if st.Kind != KindApproval {
-			v.Note = strings.TrimSpace("⏳ 执行中 running " + st.Executor + "\n" + t.Note)
-		}
-	}
-	for _, fd := range f.Fields {
-		val := t.Fields[fd.Name]
-		if val == "" && fd.Computed {
-			val = t.Outputs[fd.Name] // computed by an executor (a dry run's plan)
-		}
-		if val != "" {
-			v.Fields = append(v.Fields, templates.Field{Label: fd.Label, Value: val})
-		}
-	}
-	for _, a := range t.Approvals {
-		v.Approvals = append(v.Approvals, templates.ApprovalView{User: a.User, At: a.At, Comment: a.Comment})
-	}
-	last := t.FailedStage
-	if last == "" && !t.Open {
-		// The most recent result explains a closed ticket.
-		var at time.Time
-		for name, r := range t.Results {
-			if r.Ended.After(at) {
-				last, at = name, r.Ended
-			}
-		}
-	}
-	if r, ok := t.Results[last]; ok {
-		v.Result = &templates.ResultView{Stage: last, OK: r.OK, ExitCode: r.ExitCode, Output: r.Output, Error: r.Error, Attempt: r.Attempt}
-	}
-	btn := func(label, event, style string) templates.Button {
-		return templates.Button{Label: label, Value: fmt.Sprintf("/ops %s %s#%d", event, t.ID, version), Style: style}
-	}
-	if st != nil && st.Kind == KindRelease {
-		v.Fields = append(v.Fields, batchFields(st, t)...)
-		v.Buttons = releaseButtons(t, version)
-		v.Note = strings.TrimPrefix(v.Note, "⏳ 执行中 running "+st.Executor)
-		v.Note = strings.TrimSpace(v.Note)
-		return v
-	}
-	switch {
-	case st != nil && st.Kind == KindApproval:
-		v.Buttons = []templates.Button{btn("同意 Approve", EvApprove, "primary"), btn("驳回 Reject", EvReject, "danger"),
-			btn("取消 Cancel", EvCancel, "")}
-	case st != nil && st.Kind == KindWait:
-		v.Buttons = []templates.Button{btn("取消 Cancel", EvCancel, "")}
-	case t.Stage == StageFailed:
-		v.Buttons = []templates.Button{btn("重试 Retry", EvRetry, "primary")}
-		if f.Rollback != nil {
-			v.Buttons = append(v.Buttons, btn("回滚 Rollback", EvRollback, "danger"))
-		}
-		v.Buttons = append(v.Buttons, btn("取消 Cancel", EvCancel, ""))
-	case t.Stage == StageDone && f.Rollback != nil:
-		v.Buttons = []templates.Button{btn("回滚 Rollback", EvRollback, "danger")}
-	}
-	return v
 }

@@ -39,3 +39,43 @@ func CodeOf(err error) string {
 	}
 	return ""
 }
+
+// TransientError is a failure that may pass when the step is tried again
+// later (a timeout, a 5xx, a lost connection): the runner retries it with
+// backoff up to the stage's max_attempts.
+type TransientError struct{ Err error }
+
+func (e *TransientError) Error() string { return e.Err.Error() }
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient marks err as transient; nil stays nil.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &TransientError{Err: err}
+}
+
+// TransientIf marks err as transient when cond holds.
+func TransientIf(cond bool, err error) error {
+	if cond {
+		return Transient(err)
+	}
+	return err
+}
+
+// IsTransient reports whether err is marked transient.
+func IsTransient(err error) bool {
+	var te *TransientError
+	return errors.As(err, &te)
+}
+
+// ConflictError says a change conflicts with what is already there; Files
+// names the files, for the card and the person who resolves it.
+type ConflictError struct {
+	Files []string
+	Err   error
+}
+
+func (e *ConflictError) Error() string { return e.Err.Error() }
+func (e *ConflictError) Unwrap() error { return e.Err }

@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/agnivade/levenshtein"
-
-	"opsbot/templates"
 )
 
 // CheckFields validates raw field values against the flow: unknown names
@@ -103,26 +101,4 @@ func Closest(word string, candidates []string) string {
 		return best
 	}
 	return ""
-}
-
-// Form describes the flow's fields as a neutral form.
-func (f *Flow) Form() templates.Form {
-	form := templates.Form{Flow: f.Name, Title: f.Title}
-	for _, fd := range f.Fields {
-		if fd.Computed {
-			continue
-		}
-		ff := templates.FormField{Name: fd.Name, Label: fd.Label, Help: fd.Help, Placeholder: fd.Example,
-			Required: fd.Required, Multiline: fd.Type == TypeText}
-		switch fd.Type {
-		case TypeEnum:
-			ff.Options = fd.Enum
-		case TypeBool:
-			ff.Options = []string{"false", "true"}
-		case TypeIPList:
-			ff.Help = strings.TrimSpace(ff.Help + " 逗号分隔 comma-separated, e.g. 10.0.0.1,10.0.0.2")
-		}
-		form.Fields = append(form.Fields, ff)
-	}
-	return form
 }

@@ -28,12 +28,34 @@ const (
 	StageRolledBack  = "rolled_back"
 )
 
-// Stage kinds.
-const (
-	KindApproval = "approval"
-	KindAction   = "action"
-	KindWait     = "wait"
-)
+var builtinTitles = map[string]string{
+	StageSubmitted:   "已提交 submitted",
+	StageDone:        "已完成 done",
+	StageRejected:    "已驳回 rejected",
+	StageCancelled:   "已取消 cancelled",
+	StageExpired:     "已过期 expired",
+	StageFailed:      "失败 failed",
+	StageRollingBack: "回滚中 rolling back",
+	StageRolledBack:  "已回滚 rolled back",
+}
+
+// StageLabel gives the bilingual name of a built-in stage and returns
+// other names as they are.
+func StageLabel(stage string) string {
+	if l, ok := builtinTitles[stage]; ok {
+		return l
+	}
+	return stage
+}
+
+// StageTitle is a stage as people read it: its declared title, or the
+// bilingual name of a built-in stage.
+func (f *Flow) StageTitle(stage string) string {
+	if st, _ := f.Stage(stage); st != nil {
+		return st.Title
+	}
+	return StageLabel(stage)
+}
 
 var reserved = []string{StageSubmitted, StageDone, StageRejected, StageCancelled, StageExpired,
 	StageFailed, StageRollingBack, StageRolledBack}
@@ -141,9 +163,9 @@ type Field struct {
 
 // Stage is one step of a flow.
 type Stage struct {
-	Name  string `yaml:"name"`
-	Title string `yaml:"title"`
-	Kind  string `yaml:"kind"`
+	Name  string    `yaml:"name"`
+	Title string    `yaml:"title"`
+	Kind  StageKind `yaml:"kind"`
 	// Approval stages.
 	Roles     []string `yaml:"roles"`
 	Approvals int      `yaml:"approvals"`

@@ -2,7 +2,6 @@ package flows
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"opsbot/state"
-	"opsbot/templates"
 )
 
 // runner state lives on the Engine; these methods run jobs and timers.
@@ -29,7 +27,7 @@ func (e *Engine) Recover(ctx context.Context) error {
 		if j.Status != state.JobRunning {
 			continue
 		}
-		if j.SafeToRepeat || j.Kind == KindWait {
+		if j.SafeToRepeat || j.Kind == state.JobWait {
 			if _, err := e.store.UpdateJob(ctx, j.ID, func(x *state.Job) error {
 				x.Status = state.JobQueued
 				x.NextAt = e.now()
@@ -183,25 +181,35 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 	timeout := 10 * time.Minute
 	if st, _ := f.Stage(j.Stage); st != nil {
 		timeout = st.Timeout.D()
-	} else if j.Kind == "undo" && f.Rollback != nil {
+	} else if j.Kind == state.JobUndo && f.Rollback != nil {
 		timeout = f.Rollback.Timeout.D()
 	}
 	ex, ok := e.exec[j.Executor]
 	var out ExecResult
 	started := e.now()
 	if !ok {
-		out = ExecResult{Err: "no executor " + j.Executor, ExitCode: -1}
+		out = ExecResult{Err: fmt.Errorf("no executor %s", j.Executor), ExitCode: -1}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, timeout)
-		out = ex.Run(rctx, ExecInput{Ticket: t, Stage: j.Stage, Kind: j.Kind, Params: j.Params, Attempt: j.Attempt})
+		out = ex.Run(rctx, ExecInput{Ticket: t, Stage: j.Stage, Kind: j.Kind, Params: j.Params, Attempt: j.Attempt, Undo: undoFor(t, j)})
 		cancel()
 	}
 	if ctx.Err() != nil {
 		// Shutting down: leave the job marked running for Recover.
 		return ctx.Err()
 	}
-	res := state.Result{OK: out.OK, ExitCode: out.ExitCode, Output: e.clean(out.Output), Error: e.clean(out.Err),
-		Attempt: j.Attempt, Started: started, Ended: e.now()}
+	res := state.Result{OK: out.OK, ExitCode: out.ExitCode, Output: e.clean(out.Output), Attempt: j.Attempt, Started: started, Ended: e.now()}
+	if out.Err != nil {
+		res.Error = e.clean(out.Err.Error())
+		var ue *UserError
+		if errors.As(out.Err, &ue) {
+			res.Error, res.Hint = e.clean(ue.Message), e.clean(ue.Hint)
+		}
+		var ce *ConflictError
+		if errors.As(out.Err, &ce) {
+			res.Files = ce.Files
+		}
+	}
 	st, _ := f.Stage(j.Stage)
 	// requeueAt queues the job again, unless its ticket moved on while
 	// it ran (checked in the same transaction as the requeue).
@@ -218,9 +226,9 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 		return err
 	}
 	switch {
-	case !out.OK && j.Kind == KindWait && e.now().Before(j.Deadline):
+	case !out.OK && j.Kind == state.JobWait && e.now().Before(j.Deadline):
 		return requeueAt(e.now().Add(st.Poll.D()))
-	case !out.OK && out.Transient && j.Attempt < j.MaxAttempts:
+	case !out.OK && IsTransient(out.Err) && j.Attempt < j.MaxAttempts:
 		backoff := time.Duration(1<<min(j.Attempt-1, 10)) * st.Backoff.D()
 		e.log.Warn("transient failure, retrying", "job", id, "ticket", j.Ticket, "attempt", j.Attempt, "in", backoff)
 		return requeueAt(e.now().Add(backoff))
@@ -231,11 +239,11 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 	if !out.OK {
 		j.Status, ev = state.JobFailed, EvFail
 	}
-	if j.Kind == KindWait && !out.OK {
+	if j.Kind == state.JobWait && !out.OK {
 		res.Error = fmt.Sprintf("等待超时 timed out after %s waiting for %s. %s", st.Timeout.D(), j.Executor, res.Error)
 		j.Result = &res
 	}
-	if out.Redo && st != nil && st.RedoFrom != "" && j.Kind == KindAction {
+	if out.Redo && st != nil && st.RedoFrom != "" && j.Kind == state.JobAction {
 		ev = EvRedo
 	}
 	_, err = e.finishJob(ctx, j, ev, res, out)
@@ -243,11 +251,9 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 }
 
 // finishJob records a job's end and moves its ticket on, in one transaction.
-func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res state.Result, out ExecResult) (state.Ticket, error) {
+func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state.Result, out ExecResult) (state.Ticket, error) {
 	set, batch := out.Set, out.Batch
-	if len(set) > 0 {
-		j.Undo = set
-	}
+	j.Undo = out.Undo
 	return e.commit(ctx, j.Ticket, func(cur state.Ticket) (state.Change, error) {
 		f := e.flows[cur.Flow]
 		if cur.Stage != j.Stage || cur.StageVersion != j.StageVersion || f == nil {
@@ -265,14 +271,13 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 		step.Results = cloneResults(step.Results)
 		step.Results[j.Stage] = res
 		step.FailedStage = j.Stage
-		stepView := e.view(f, step, cur.Version+1)
-		outcome := "step_succeeded"
+		step.Version = cur.Version + 1
+		outcome := NoticeStepSucceeded
 		if ev != EvSucceed {
-			outcome = "step_failed"
+			outcome = NoticeStepFailed
 		}
-		if msg, err := templates.Render("notice", templates.NoticeView{Ticket: stepView, Event: outcome, Actor: "opsbot"}); err == nil {
-			raw, _ := json.Marshal(msg)
-			s.ch.Notify = append(s.ch.Notify, state.Notification{Ticket: cur.ID, Kind: "progress", Message: raw, NextAt: s.now, Created: s.now})
+		if raw, err := e.present.Notice(f, step, Notice{Event: outcome, Actor: "opsbot"}); err == nil {
+			s.extra = append(s.extra, state.Notification{Ticket: cur.ID, Kind: state.NotifyProgress, Message: raw, NextAt: s.now, Created: s.now})
 		}
 		if s.t.Results == nil {
 			s.t.Results = map[string]state.Result{}
@@ -293,15 +298,16 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: "opsbot", Action: j.Executor + " " + j.Stage,
 				Ticket: cur.ID, Args: e.clean(line.Text), Result: result})
 		}
+		s.saga(j, ev == EvSucceed, out.Undo)
 		switch j.Kind {
-		case "release", "revert":
+		case state.JobRelease, state.JobRevert:
 			s.finishBatch(j, ev == EvSucceed, batch, res.Error)
 			return s.finish()
-		case "cleanup":
+		case state.JobCleanup:
 			s.t.Note = strings.TrimSpace(res.Output + "\n" + res.Error)
-			event := "cleanup_done"
+			event := NoticeCleanupDone
 			if ev != EvSucceed {
-				event = "cleanup_failed"
+				event = NoticeCleanupFailed
 			}
 			s.notify(s.resultAudience(), event, nil)
 			return s.finish()
@@ -314,8 +320,8 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev string, res stat
 				return state.Change{}, err
 			}
 			s.t.Note = "🔁 " + res.Error
-			s.notify(s.resultAudience(), "redo", nil)
-		case ev == EvSucceed && j.Kind == "undo":
+			s.notify(s.resultAudience(), NoticeRedo, nil)
+		case ev == EvSucceed && j.Kind == state.JobUndo:
 			s.terminal(StageRolledBack)
 		case ev == EvSucceed:
 			_, i := f.Stage(j.Stage)
@@ -353,19 +359,19 @@ func (e *Engine) Tick(ctx context.Context) error {
 				return state.Change{Ticket: cur, ClearTimers: []state.Timer{tm}}, nil
 			}
 			st, _ := f.Stage(cur.Stage)
-			s := e.newStep(f, cur, "opsbot", tm.Kind)
+			s := e.newStep(f, cur, "opsbot", Event(tm.Kind))
 			s.ch.ClearTimers = []state.Timer{tm}
-			switch tm.Kind {
+			switch Event(tm.Kind) {
 			case EvExpire:
 				s.terminal(StageExpired)
 			case EvRemind:
 				s.t.Reminders++
-				s.notify(s.approvers(s.t.WaitingRoles), "reminder", s.t.WaitingRoles)
+				s.notify(s.approvers(s.t.WaitingRoles), NoticeReminder, s.t.WaitingRoles)
 				if st.EscalateTo != "" && !s.t.Escalated && s.t.Reminders >= st.EscalateAfter {
-					s.ch.Event.Type = EvEscalate
+					s.event, s.ch.Event.Type = EvEscalate, string(EvEscalate)
 					s.t.Escalated = true
 					s.t.WaitingRoles = append(s.t.WaitingRoles, state.NormName(st.EscalateTo))
-					s.notify(s.approvers([]string{st.EscalateTo}), "escalated", []string{st.EscalateTo})
+					s.notify(s.approvers([]string{st.EscalateTo}), NoticeEscalated, []string{st.EscalateTo})
 				}
 				s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
 			}
@@ -375,4 +381,47 @@ func (e *Engine) Tick(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// undoFor is what a job reverses: for the flow's rollback every step of
+// the ticket's saga not undone yet, for a batch revert the steps that
+// batch's release registered; newest first.
+func undoFor(t state.Ticket, j state.Job) []state.UndoStep {
+	var out []state.UndoStep
+	for k := len(t.Saga) - 1; k >= 0; k-- {
+		en := t.Saga[k]
+		if en.Undone || !reverses(j, en) {
+			continue
+		}
+		for i := len(en.Steps) - 1; i >= 0; i-- {
+			out = append(out, en.Steps[i])
+		}
+	}
+	return out
+}
+
+// reverses says whether job j undoes what saga entry en registered.
+func reverses(j state.Job, en state.SagaEntry) bool {
+	switch j.Kind {
+	case state.JobUndo:
+		return en.Kind == state.JobAction || en.Kind == state.JobRelease
+	case state.JobRevert:
+		return en.Kind == state.JobRelease && en.Batch == j.Params["batch"]
+	}
+	return false
+}
+
+// saga records the undo a job registered and, when an undo or a revert
+// succeeded, marks what it reversed as undone.
+func (s *step) saga(j state.Job, ok bool, undo []state.UndoStep) {
+	if ok && (j.Kind == state.JobUndo || j.Kind == state.JobRevert) {
+		for k := range s.t.Saga {
+			if reverses(j, s.t.Saga[k]) {
+				s.t.Saga[k].Undone = true
+			}
+		}
+	}
+	if len(undo) > 0 && (j.Kind == state.JobAction || j.Kind == state.JobRelease) {
+		s.t.Saga = append(s.t.Saga, state.SagaEntry{Job: j.ID, Stage: j.Stage, Kind: j.Kind, Batch: j.Params["batch"], Steps: undo})
+	}
 }

@@ -1,108 +1,150 @@
 package flows
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
+
+	"opsbot/state"
 )
 
-// Events applied to tickets.
-const (
-	EvSubmit    = "submit"
-	EvApprove   = "approve"
-	EvReject    = "reject"
-	EvCancel    = "cancel"
-	EvRetry     = "retry"
-	EvRollback  = "rollback"
-	EvSucceed   = "succeed"
-	EvFail      = "fail"
-	EvInterrupt = "interrupt"
-	EvRemind    = "remind"
-	EvEscalate  = "escalate"
-	EvExpire    = "expire"
-	EvSkip      = "skip"
-	EvRedo      = "redo"
-)
-
-// Transition is one row of a flow's transitions table: an event moves a
-// ticket from one of From to To when Guard holds.
+// Transition is one row of a flow's transitions table: Event moves a
+// ticket from From to To when every check of the row passes. The engine
+// applies no event that the table does not list, picks the row of a
+// person's action by its checks, and refuses a step that ends anywhere
+// but in a row's To (see step.finish): the table is the behaviour, and
+// it is what `make diagram` draws.
 type Transition struct {
-	Event string
-	From  []string
+	Event Event
+	From  string
 	To    string
-	Guard string
+	// Guard says the checks in words, for the diagram and docs.
+	Guard  string
+	Checks []Check
 }
 
-// Table derives the flow's transitions table from its stages. The engine
-// applies no event that the table does not list.
+// Check is one guard of a row. Actor checks look at who acts; the others
+// at the ticket alone, so a card can offer exactly the buttons whose row
+// could apply. A check that fails returns a *UserError saying why and
+// what to do, or errOtherRow when another row of the same event is meant
+// (the second of two approvals moves on, the first stays).
+type Check struct {
+	Actor bool
+	Fn    func(g *Guard) error
+}
+
+// Guard is what a check sees.
+type Guard struct {
+	Engine *Engine
+	Flow   *Flow
+	Stage  *Stage
+	Ticket state.Ticket
+	Action Action
+	Now    time.Time
+}
+
+var errOtherRow = errors.New("another row of the table applies")
+
+func ticketCheck(fn func(g *Guard) error) Check { return Check{Fn: fn} }
+func actorCheck(fn func(g *Guard) error) Check  { return Check{Actor: true, Fn: fn} }
+
+// Table derives the flow's transitions table from its stages.
 func (f *Flow) Table() []Transition {
 	var rows []Transition
+	add := func(ev Event, from, to, guard string, checks ...Check) {
+		rows = append(rows, Transition{Event: ev, From: from, To: to, Guard: guard, Checks: checks})
+	}
 	next := func(i int) string {
 		if i+1 < len(f.Stages) {
 			return f.Stages[i+1].Name
 		}
 		return StageDone
 	}
-	rows = append(rows, Transition{EvSubmit, []string{StageSubmitted}, f.Stages[0].Name, "requester may open tickets; resource locks free; fields valid"})
+	add(EvSubmit, StageSubmitted, f.Stages[0].Name, "requester may open tickets; resource locks free; fields valid")
 	var cancellable, retryable []string
 	for i, st := range f.Stages {
 		if st.SkipIf != nil {
-			rows = append(rows, Transition{EvSkip, []string{st.Name}, next(i), fmt.Sprintf("%s %s", st.SkipIf.Field, condText(st.SkipIf))})
+			add(EvSkip, st.Name, next(i), fmt.Sprintf("%s %s", st.SkipIf.Field, condText(st.SkipIf)))
+		}
+		if i+1 < len(f.Stages) && f.Stages[i+1].Window != nil && st.Kind != KindApproval {
+			add(EvSucceed, st.Name, StageFailed, "the next stage's time window is closed")
 		}
 		switch st.Kind {
 		case KindApproval:
-			g := fmt.Sprintf("role %s; not the requester; %d distinct approval(s)", strings.Join(st.Roles, "|"), st.Approvals)
+			roles := strings.Join(st.Roles, "|")
+			need := fmt.Sprintf("%d distinct approval(s)", st.Approvals)
 			if a := st.ApprovalsIf; a != nil {
-				g += fmt.Sprintf(" (%d when %s %s)", a.Approvals, a.Field, condText(&a.Cond))
+				need += fmt.Sprintf(" (%d when %s %s)", a.Approvals, a.Field, condText(&a.Cond))
 			}
-			rows = append(rows,
-				Transition{EvApprove, []string{st.Name}, next(i), g},
-				Transition{EvReject, []string{st.Name}, StageRejected, fmt.Sprintf("role %s; not the requester", strings.Join(st.Roles, "|"))})
+			decide := []Check{actorCheck(notRequester), actorCheck(holdsWaitingRole), actorCheck(notApprovedYet)}
+			add(EvApprove, st.Name, st.Name, "role "+roles+"; not the requester; fewer than "+need+" so far", append(slices.Clone(decide), ticketCheck(approvalsShort))...)
+			add(EvApprove, st.Name, next(i), "role "+roles+"; not the requester; "+need, append(slices.Clone(decide), ticketCheck(approvalsComplete))...)
+			add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason", append(slices.Clone(decide), actorCheck(reasonGiven))...)
 			if st.RemindEvery > 0 {
-				rows = append(rows, Transition{EvRemind, []string{st.Name}, st.Name, "every " + st.RemindEvery.D().String()})
+				add(EvRemind, st.Name, st.Name, "every "+st.RemindEvery.D().String())
 			}
 			if st.EscalateTo != "" {
-				rows = append(rows, Transition{EvEscalate, []string{st.Name}, st.Name, fmt.Sprintf("after %d reminder(s), add role %s", st.EscalateAfter, st.EscalateTo)})
+				add(EvEscalate, st.Name, st.Name, fmt.Sprintf("after %d reminder(s), add role %s", st.EscalateAfter, st.EscalateTo))
 			}
 			if f.Editable {
-				rows = append(rows, Transition{EvEdit, []string{st.Name}, st.Name, "requester; fields valid; the stage's approvals start over"})
+				add(EvEdit, st.Name, st.Name, "requester; fields valid; the stage's approvals start over")
 			}
 			if st.ExpireAfter > 0 {
-				rows = append(rows, Transition{EvExpire, []string{st.Name}, StageExpired, "after " + st.ExpireAfter.D().String()})
+				add(EvExpire, st.Name, StageExpired, "after "+st.ExpireAfter.D().String())
 			}
 			cancellable = append(cancellable, st.Name)
 		case KindAction:
-			rows = append(rows,
-				Transition{EvSucceed, []string{st.Name}, next(i), "executor " + st.Executor + " succeeded"},
-				Transition{EvFail, []string{st.Name}, StageFailed, "executor failed"},
-				Transition{EvInterrupt, []string{st.Name}, StageFailed, "bot restarted while running; not safe to repeat"})
+			add(EvSucceed, st.Name, next(i), "executor "+st.Executor+" succeeded")
+			add(EvFail, st.Name, StageFailed, "executor failed")
+			add(EvInterrupt, st.Name, StageFailed, "bot restarted while running; not safe to repeat")
 			if st.RedoFrom != "" {
-				rows = append(rows, Transition{EvRedo, []string{st.Name}, st.RedoFrom, "executor found the approved plan out of date"})
+				add(EvRedo, st.Name, st.RedoFrom, "executor found the approved plan out of date")
 			}
 			retryable = append(retryable, st.Name)
 		case KindWait:
-			rows = append(rows,
-				Transition{EvSucceed, []string{st.Name}, next(i), "condition " + st.Executor + " true"},
-				Transition{EvFail, []string{st.Name}, StageFailed, "timeout " + st.Timeout.D().String()})
+			add(EvSucceed, st.Name, next(i), "condition "+st.Executor+" true")
+			add(EvFail, st.Name, StageFailed, "timeout "+st.Timeout.D().String())
 			cancellable = append(cancellable, st.Name)
 			retryable = append(retryable, st.Name)
 		case KindRelease:
-			rows = append(rows,
-				Transition{EvRelease, []string{st.Name}, st.Name, "operator; in the window; next batch in order; never after a rollback"},
-				Transition{EvRollback, []string{st.Name}, st.Name, "operator; newest released batch first"},
-				Transition{EvSucceed, []string{st.Name}, next(i), "every batch succeeded"})
+			add(EvRelease, st.Name, st.Name, "operator; in the window; next batch in order; never after a rollback",
+				actorCheck(releaseOperator), ticketCheck(neverRolledBack), ticketCheck(noBatchRunning), ticketCheck(noBatchFailed),
+				ticketCheck(batchPending), actorCheck(batchInOrder), actorCheck(inWindow))
+			add(EvRollback, st.Name, st.Name, "operator; newest released batch first",
+				actorCheck(releaseOperator), ticketCheck(noBatchRunning), ticketCheck(batchReleased), actorCheck(newestBatch))
+			add(EvSucceed, st.Name, st.Name, "a batch released or reverted; others remain")
+			add(EvFail, st.Name, st.Name, "a batch failed; it stays for its rollback")
+			add(EvSucceed, st.Name, next(i), "every batch succeeded")
 			cancellable = append(cancellable, st.Name)
 		}
 	}
-	rows = append(rows, Transition{EvRetry, []string{StageFailed}, strings.Join(retryable, "|"), "requester, operators or admin; back to the failed stage"})
-	if f.Rollback != nil {
-		rows = append(rows,
-			Transition{EvRollback, []string{StageDone, StageFailed}, StageRollingBack, "role " + strings.Join(append(slices.Clone(f.Rollback.Roles), "admin"), "|") + "; locks free"},
-			Transition{EvSucceed, []string{StageRollingBack}, StageRolledBack, "rollback executor succeeded"},
-			Transition{EvFail, []string{StageRollingBack}, StageFailed, "rollback executor failed"},
-			Transition{EvInterrupt, []string{StageRollingBack}, StageFailed, "bot restarted during rollback"})
+	for _, st := range retryable {
+		add(EvRetry, StageFailed, st, "requester, operators or admin; "+st+" failed", actorCheck(mayOperate), ticketCheck(failedAt(st)))
 	}
-	rows = append(rows, Transition{EvCancel, append(cancellable, StageFailed), StageCancelled, "requester or admin; releases locks"})
+	if f.Rollback != nil {
+		rb := "role " + strings.Join(append(slices.Clone(f.Rollback.Roles), AdminRole), "|") + "; locks free"
+		add(EvRollback, StageDone, StageRollingBack, rb, actorCheck(mayRollBack))
+		add(EvRollback, StageFailed, StageRollingBack, rb, actorCheck(mayRollBack))
+		add(EvRetry, StageFailed, StageRollingBack, "requester, operators or admin; the rollback failed", actorCheck(mayOperate), ticketCheck(failedAt(StageRollingBack)))
+		add(EvSucceed, StageRollingBack, StageRolledBack, "rollback executor succeeded")
+		add(EvFail, StageRollingBack, StageFailed, "rollback executor failed")
+		add(EvInterrupt, StageRollingBack, StageFailed, "bot restarted during rollback")
+	}
+	for _, from := range append(cancellable, StageFailed) {
+		checks := []Check{actorCheck(mayCancel)}
+		guard := "requester or admin; releases locks"
+		if st, _ := f.Stage(from); st != nil && st.Kind == KindRelease {
+			checks = append(checks, ticketCheck(nothingReleased))
+			guard = "requester, operator or admin; nothing released in place"
+		}
+		add(EvCancel, from, StageCancelled, guard, checks...)
+	}
+	if f.OnCancel != nil {
+		add(EvSucceed, StageCancelled, StageCancelled, "on_cancel "+f.OnCancel.Executor+" done")
+		add(EvFail, StageCancelled, StageCancelled, "on_cancel "+f.OnCancel.Executor+" failed")
+	}
 	return rows
 }
 
@@ -113,14 +155,110 @@ func condText(c *Cond) string {
 	return "= " + c.Equals
 }
 
-// allows reports whether the table lets event leave stage from.
-func (f *Flow) allows(event, from string) bool {
+// rows returns the rows of event leaving stage from.
+func (f *Flow) rows(event Event, from string) []Transition {
+	var out []Transition
 	for _, r := range f.table {
-		if r.Event == event && slices.Contains(r.From, from) {
-			return true
+		if r.Event == event && r.From == from {
+			out = append(out, r)
 		}
 	}
-	return false
+	return out
+}
+
+// allows reports whether the table lets event leave stage from.
+func (f *Flow) allows(event Event, from string) bool { return len(f.rows(event, from)) > 0 }
+
+// pick returns the row of event from the ticket's stage whose checks
+// pass. When none does, it returns the first refusal a person can act on.
+func (f *Flow) pick(g *Guard, event Event, actor bool) (Transition, error) {
+	var refusal error
+	for _, r := range f.rows(event, g.Ticket.Stage) {
+		err := r.check(g, actor)
+		if err == nil {
+			return r, nil
+		}
+		if refusal == nil && !errors.Is(err, errOtherRow) {
+			refusal = err
+		}
+	}
+	if refusal == nil {
+		refusal = errOtherRow
+	}
+	return Transition{}, refusal
+}
+
+func (r Transition) check(g *Guard, actor bool) error {
+	for _, c := range r.Checks {
+		if c.Actor && !actor {
+			continue
+		}
+		if err := c.Fn(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// leads reports whether the table takes event from stage from to stage
+// to, directly or through stages skipped on the way.
+func (f *Flow) leads(event Event, from, to string) bool {
+	seen := map[string]bool{}
+	var walk func(ev Event, at string) bool
+	walk = func(ev Event, at string) bool {
+		for _, r := range f.rows(ev, at) {
+			if r.To == to {
+				return true
+			}
+			if !seen[r.To] {
+				seen[r.To] = true
+				if walk(EvSkip, r.To) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(event, from)
+}
+
+// Offer is an action a ticket's card offers: an event and, for a batch
+// release, the batch it acts on (from 1).
+type Offer struct {
+	Event Event
+	Batch int
+}
+
+// Offers lists the person events whose row could apply to the ticket now,
+// whoever presses: the card's buttons. Order: approve, reject, release,
+// retry, rollback, cancel.
+func (f *Flow) Offers(t state.Ticket) []Offer {
+	if f.table == nil {
+		return nil
+	}
+	g := &Guard{Flow: f, Ticket: t}
+	g.Stage, _ = f.Stage(t.Stage)
+	var out []Offer
+	for _, ev := range []Event{EvApprove, EvReject, EvRelease, EvRetry, EvRollback, EvCancel} {
+		for _, r := range f.rows(ev, t.Stage) {
+			err := r.check(g, false)
+			if err != nil {
+				continue
+			}
+			o := Offer{Event: ev}
+			if g.Stage != nil && g.Stage.Kind == KindRelease {
+				switch ev {
+				case EvRelease:
+					o.Batch = nextPending(t) + 1
+				case EvRollback:
+					o.Batch = newestReleased(t) + 1
+				}
+			}
+			out = append(out, o)
+			break
+		}
+	}
+	return out
 }
 
 // Mermaid renders the flow's transitions table as a Mermaid state diagram.
@@ -128,14 +266,12 @@ func (f *Flow) Mermaid() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---\ntitle: %s (%s)\n---\nstateDiagram-v2\n", f.Name, f.Title)
 	fmt.Fprintf(&b, "    [*] --> %s\n", StageSubmitted)
+	seen := map[string]bool{}
 	for _, r := range f.Table() {
-		for _, from := range r.From {
-			for _, to := range strings.Split(r.To, "|") {
-				if r.Event == EvRetry && to == "" {
-					continue
-				}
-				fmt.Fprintf(&b, "    %s --> %s: %s\n", from, to, r.Event)
-			}
+		line := fmt.Sprintf("    %s --> %s: %s\n", r.From, r.To, r.Event)
+		if !seen[line] {
+			seen[line] = true
+			b.WriteString(line)
 		}
 	}
 	for _, t := range []string{StageDone, StageRejected, StageCancelled, StageExpired, StageRolledBack} {
@@ -144,4 +280,109 @@ func (f *Flow) Mermaid() string {
 		}
 	}
 	return b.String()
+}
+
+// The guards. Each is named in the table and tested through it.
+
+func notRequester(g *Guard) error {
+	t := g.Ticket
+	if g.Action.Actor == t.Requester {
+		return Userf("self_approval", "请等待 "+strings.Join(t.WaitingRoles, "/")+" 审批 · wait for a holder of "+strings.Join(t.WaitingRoles, ", "),
+			"不能审批自己的工单 %s · you cannot approve or reject your own ticket %s", t.ID, t.ID)
+	}
+	return nil
+}
+
+func holdsWaitingRole(g *Guard) error {
+	t := g.Ticket
+	if g.Engine.dir.HasRole(g.Action.Actor, t.WaitingRoles...) {
+		return nil
+	}
+	var holders []string
+	for _, u := range g.Engine.dir.Members(t.WaitingRoles...) {
+		if u != t.Requester && !approvedBy(t, u) {
+			holders = append(holders, u)
+		}
+	}
+	who := strings.Join(holders, ", ")
+	if who == "" {
+		who = "nobody yet: ask an admin to /ops role grant " + t.WaitingRoles[0] + " <user>"
+	}
+	return Userf("not_role_holder", "可审批 can approve: "+who,
+		"%s 需要角色 %s 审批，你没有该角色 · %s needs a holder of %s; you are not one",
+		t.ID, strings.Join(t.WaitingRoles, "/"), t.ID, strings.Join(t.WaitingRoles, ", "))
+}
+
+func notApprovedYet(g *Guard) error {
+	t := g.Ticket
+	if approvedBy(t, g.Action.Actor) {
+		return Userf("already_approved", fmt.Sprintf("%d/%d approvals", len(t.Approvals), g.Stage.Need(t.Fields)),
+			"你已同意过 %s · you already approved %s; it needs approvals from different people", t.ID, t.ID)
+	}
+	return nil
+}
+
+// approvalsShort: this approval leaves the stage still short of its need.
+func approvalsShort(g *Guard) error {
+	if len(g.Ticket.Approvals)+1 < g.Stage.Need(g.Ticket.Fields) {
+		return nil
+	}
+	return errOtherRow
+}
+
+// approvalsComplete: this approval is the last one the stage needs.
+func approvalsComplete(g *Guard) error {
+	if len(g.Ticket.Approvals)+1 >= g.Stage.Need(g.Ticket.Fields) {
+		return nil
+	}
+	return errOtherRow
+}
+
+func reasonGiven(g *Guard) error {
+	if strings.TrimSpace(g.Action.Comment) == "" {
+		return Userf("reason_required", fmt.Sprintf("/ops reject %s 原因 reason", g.Ticket.ID), "驳回需要原因 · a rejection needs a reason")
+	}
+	return nil
+}
+
+func mayCancel(g *Guard) error {
+	t, actor := g.Ticket, g.Action.Actor
+	if actor == t.Requester || g.Engine.dir.HasRole(actor, AdminRole) {
+		return nil
+	}
+	if g.Stage != nil && g.Stage.Kind == KindRelease && slices.Contains(operators(g.Stage, t), actor) {
+		return nil
+	}
+	return Userf("not_requester", fmt.Sprintf("ask %s", t.Requester),
+		"只有申请人 %s 或管理员可以取消 %s · only the requester %s or an admin can cancel %s", t.Requester, t.ID, t.Requester, t.ID)
+}
+
+func mayOperate(g *Guard) error {
+	t, actor, f := g.Ticket, g.Action.Actor, g.Flow
+	if actor == t.Requester || g.Engine.dir.HasRole(actor, AdminRole) || g.Engine.dir.HasRole(actor, f.Operators...) {
+		return nil
+	}
+	return Userf("not_operator", "", "只有申请人、操作员或管理员可以重试 · only the requester, an operator (%s) or an admin can retry %s",
+		strings.Join(f.Operators, ", "), t.ID)
+}
+
+func failedAt(stage string) func(g *Guard) error {
+	return func(g *Guard) error {
+		if g.Ticket.FailedStage == stage {
+			return nil
+		}
+		if g.Ticket.FailedStage == "" {
+			return Userf("not_allowed", "", "%s 没有可重试的步骤 · %s has no failed step to retry", g.Ticket.ID, g.Ticket.ID)
+		}
+		return errOtherRow
+	}
+}
+
+func mayRollBack(g *Guard) error {
+	rb := g.Flow.Rollback
+	if g.Engine.dir.HasRole(g.Action.Actor, append(slices.Clone(rb.Roles), AdminRole)...) {
+		return nil
+	}
+	return Userf("not_operator", "可回滚 can roll back: "+strings.Join(g.Engine.dir.Members(rb.Roles...), ", "),
+		"只有 %s 角色可以回滚 · only holders of %s can roll back %s", strings.Join(rb.Roles, "/"), strings.Join(rb.Roles, ", "), g.Ticket.ID)
 }

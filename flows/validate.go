@@ -12,9 +12,6 @@ import (
 	"opsbot/state"
 )
 
-// EvEdit changes a ticket's fields while it waits for approval.
-const EvEdit = "edit"
-
 // Validator checks a ticket's fields together, beyond what each field's
 // type says: rules across fields, look-ups in other systems, the
 // inventory. It returns the fields to store, with computed fields filled

@@ -47,10 +47,13 @@ type Ticket struct {
 	// rollback returns from.
 	Outputs map[string]string `json:"outputs,omitempty"`
 	// Batches are the release batches of a batch-release stage.
-	Batches []Batch   `json:"batches,omitempty"`
-	Note    string    `json:"note,omitempty"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	Batches []Batch `json:"batches,omitempty"`
+	// Saga lists what the ticket's jobs changed and how to reverse it, in
+	// the order the jobs ended.
+	Saga    []SagaEntry `json:"saga,omitempty"`
+	Note    string      `json:"note,omitempty"`
+	Created time.Time   `json:"created"`
+	Updated time.Time   `json:"updated"`
 }
 
 // Batch states.
@@ -95,13 +98,17 @@ type Approval struct {
 
 // Result is what an action produced.
 type Result struct {
-	OK       bool      `json:"ok"`
-	ExitCode int       `json:"exit_code"`
-	Output   string    `json:"output,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	Attempt  int       `json:"attempt"`
-	Started  time.Time `json:"started"`
-	Ended    time.Time `json:"ended"`
+	OK       bool   `json:"ok"`
+	ExitCode int    `json:"exit_code"`
+	Output   string `json:"output,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// Hint is what to do about Error, when the executor said (a user
+	// error); Files are the files a conflict is in.
+	Hint    string    `json:"hint,omitempty"`
+	Files   []string  `json:"files,omitempty"`
+	Attempt int       `json:"attempt"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
 }
 
 // Event is one entry of a ticket's history.
@@ -126,6 +133,25 @@ const (
 	JobCancelled   = "cancelled"
 )
 
+// JobKind says what a job does, stored as a string.
+type JobKind string
+
+// Job kinds.
+const (
+	// JobAction runs an action stage's executor once (with retries).
+	JobAction JobKind = "action"
+	// JobWait polls a wait stage's condition until it holds or times out.
+	JobWait JobKind = "wait"
+	// JobUndo runs the flow's rollback.
+	JobUndo JobKind = "undo"
+	// JobCleanup runs after a cancel (on_cancel); safe to repeat.
+	JobCleanup JobKind = "cleanup"
+	// JobRelease and JobRevert release or revert one batch of a release
+	// stage, the batch's index in Params["batch"].
+	JobRelease JobKind = "release"
+	JobRevert  JobKind = "revert"
+)
+
 // Job is a side effect written before it runs, so that a restarted bot can
 // resume it or report that it was interrupted.
 type Job struct {
@@ -133,7 +159,7 @@ type Job struct {
 	Ticket       string            `json:"ticket"`
 	Stage        string            `json:"stage"`
 	StageVersion int64             `json:"stage_version"`
-	Kind         string            `json:"kind"` // "action", "wait" or "undo"
+	Kind         JobKind           `json:"kind"`
 	Executor     string            `json:"executor"`
 	Params       map[string]string `json:"params,omitempty"`
 	Status       string            `json:"status"`
@@ -144,15 +170,50 @@ type Job struct {
 	Deadline     time.Time         `json:"deadline,omitzero"`
 	StartedAt    time.Time         `json:"started_at,omitzero"`
 	Result       *Result           `json:"result,omitempty"`
-	// Undo says how to reverse the job's effect, when it has one.
-	Undo map[string]string `json:"undo,omitempty"`
+	// Undo is how to reverse what the job changed, one step per side
+	// effect in the order made, as its executor registered it (saga
+	// style). The ticket's Saga keeps the same steps for the rollback.
+	Undo []UndoStep `json:"undo_steps,omitempty"`
 	// CancelRequested is set when the ticket moved on while the job ran:
 	// the job ends instead of being queued again.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 }
 
+// UndoStep is how to reverse one side effect: What says what was changed,
+// for people; Values is what the reversing executor needs (the commit a
+// merge made, the pointer value a publish replaced, the backup a wipe
+// took).
+type UndoStep struct {
+	What   string            `json:"what"`
+	Values map[string]string `json:"values,omitempty"`
+}
+
+// SagaEntry is the undo one job registered. Undone is set once a rollback
+// (or a batch revert) reversed it.
+type SagaEntry struct {
+	Job    string     `json:"job"`
+	Stage  string     `json:"stage"`
+	Kind   JobKind    `json:"kind"`
+	Batch  string     `json:"batch,omitempty"`
+	Steps  []UndoStep `json:"steps"`
+	Undone bool       `json:"undone,omitempty"`
+}
+
 // Active reports whether the job still has to run or is running.
 func (j Job) Active() bool { return j.Status == JobQueued || j.Status == JobRunning }
+
+// NotifyKind says how the outbox delivers a notification.
+type NotifyKind string
+
+// Notification kinds.
+const (
+	// NotifyMessage goes to one user, directly.
+	NotifyMessage NotifyKind = "message"
+	// NotifyProgress goes to the ticket's thread where a platform has one.
+	NotifyProgress NotifyKind = "progress"
+	// NotifyCardUpdate redraws the ticket's cards wherever they were posted.
+	NotifyCardUpdate NotifyKind = "card_update"
+)
 
 // Notification is an outbox entry: a message for one user, retried until a
 // transport delivered it.
@@ -160,7 +221,7 @@ type Notification struct {
 	ID        uint64          `json:"id"`
 	User      string          `json:"user"`
 	Ticket    string          `json:"ticket,omitempty"`
-	Kind      string          `json:"kind"` // "message" or "card_update"
+	Kind      NotifyKind      `json:"kind"`
 	Message   json.RawMessage `json:"message"`
 	Attempts  int             `json:"attempts"`
 	NextAt    time.Time       `json:"next_at"`

@@ -70,7 +70,6 @@ func init() {
 		"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 		"join":  strings.Join,
 		"trunc": Truncate,
-		"stage": StageLabel,
 		"add":   func(a, b int) int { return a + b },
 		"include": func(name string, data any) (string, error) {
 			var b bytes.Buffer
@@ -140,7 +139,7 @@ func Render(name string, data any) (Message, error) {
 		v = &d.Ticket
 	}
 	if v != nil && v.ID != "" {
-		m.StageTitle, m.Ended = StageLabel(v.StageTitle), v.Ended
+		m.StageTitle, m.Ended = v.StageTitle, v.Ended
 	}
 	return m, nil
 }
@@ -180,24 +179,4 @@ func Text(m Message) string {
 		b.WriteString("\n— " + m.Context)
 	}
 	return b.String()
-}
-
-var stageLabels = map[string]string{
-	"submitted":    "已提交 submitted",
-	"done":         "已完成 done",
-	"rejected":     "已驳回 rejected",
-	"cancelled":    "已取消 cancelled",
-	"expired":      "已过期 expired",
-	"failed":       "失败 failed",
-	"rolling_back": "回滚中 rolling back",
-	"rolled_back":  "已回滚 rolled back",
-}
-
-// StageLabel gives a bilingual label for the built-in stage names and
-// returns other names as they are.
-func StageLabel(s string) string {
-	if l, ok := stageLabels[s]; ok {
-		return l
-	}
-	return s
 }

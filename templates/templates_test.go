@@ -28,7 +28,7 @@ func ticket() templates.TicketView {
 
 func failed() templates.TicketView {
 	v := ticket()
-	v.Stage, v.StageTitle, v.Open, v.Need, v.Have, v.Approvals, v.Waiting = "failed", "failed", true, 0, 0, nil, nil
+	v.Stage, v.StageTitle, v.Open, v.Need, v.Have, v.Approvals, v.Waiting = "failed", "失败 failed", true, 0, 0, nil, nil
 	v.Result = &templates.ResultView{Stage: "deploy", ExitCode: 3, Attempt: 1, Error: "exit code 3", Output: strings.Repeat("line of output\n", 150)}
 	v.Note = "⚠️ interrupted"
 	v.Buttons = []templates.Button{{Label: "重试 Retry", Value: "/ops retry T-42#5"}}

@@ -11,6 +11,8 @@ type TicketView struct {
 	Stage      string
 	StageTitle string
 	Open       bool
+	// StageTitle is the stage as people read it (the flow's title for a
+	// declared stage, the bilingual name of a built-in one).
 	// Ended says the ticket came to a result (done, rejected, cancelled,
 	// expired, failed, rolled back).
 	Ended   bool
@@ -45,7 +47,11 @@ type ResultView struct {
 	ExitCode int
 	Output   string
 	Error    string
-	Attempt  int
+	// Hint says what to do about Error; Files are the files a conflict
+	// is in.
+	Hint    string
+	Files   []string
+	Attempt int
 }
 
 // NoticeView tells someone what happened to a ticket. Event is one of

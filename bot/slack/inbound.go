@@ -103,7 +103,7 @@ func (t *Transport) interaction(cb slack.InteractionCallback) reply {
 		}
 		a := cb.ActionCallback.BlockActions[0]
 		value := a.Value
-		if strings.HasPrefix(value, "/ops reject ") && len(strings.Fields(value)) == 3 {
+		if act, ok := t.deps.Act(value); ok && act.NeedsReason() {
 			return reply{work: func(ctx context.Context) {
 				if _, err := t.api.OpenViewContext(ctx, cb.TriggerID, ReasonView(value+"\n"+cb.ResponseURL)); err != nil {
 					t.log.Error("open the reject form", "err", err)

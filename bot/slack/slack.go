@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"opsbot/commands"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,8 @@ type Deps struct {
 	// chat grammar's, aliases included), so the transport never matches
 	// command words itself.
 	Command func(text string) (name string, args []string, ok bool)
+	// Act reads a button's value as an action on a ticket.
+	Act func(text string) (commands.Act, bool)
 	// Submit opens a ticket from a modal; it returns the replies, or the
 	// errors to show next to each field.
 	Submit func(ctx context.Context, in Input, flow string, fields map[string]string) ([]templates.Message, map[string]string)
@@ -91,6 +94,12 @@ type Transport struct {
 
 // New builds the transport; Start connects it.
 func New(cfg Config, deps Deps) *Transport {
+	if deps.Act == nil {
+		deps.Act = commands.Default().DecodeAct
+	}
+	if deps.Command == nil {
+		deps.Command = commands.Default().Command
+	}
 	opts := []slack.Option{}
 	if cfg.APIURL != "" {
 		opts = append(opts, slack.OptionAPIURL(cfg.APIURL))

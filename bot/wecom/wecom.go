@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"opsbot/commands"
+	"opsbot/flows"
 	"strings"
 	"sync"
 	"time"
@@ -77,6 +79,8 @@ type Config struct {
 // Deps is what the transport needs from the bot.
 type Deps struct {
 	Handle func(ctx context.Context, in Input) []templates.Message
+	// Act reads a button's key as an action on a ticket.
+	Act func(text string) (commands.Act, bool)
 	// Cards keeps where this platform's cards are; Inbox keeps input
 	// recorded before its ack.
 	Cards endpoint.Cards
@@ -109,6 +113,9 @@ type Transport struct {
 
 // New builds the transport; Start serves the callback endpoint.
 func New(cfg Config, deps Deps) *Transport {
+	if deps.Act == nil {
+		deps.Act = commands.Default().DecodeAct
+	}
 	if cfg.Cache == nil {
 		cfg.Cache = cache.NewMemory()
 	}
@@ -513,14 +520,15 @@ func (t *Transport) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, "verification failed", http.StatusUnauthorized)
 }
 
-var verbs = map[string]string{"approve": "已同意", "reject": "已驳回", "cancel": "已取消", "retry": "已重试", "rollback": "已回滚"}
+var verbs = map[flows.Event]string{flows.EvApprove: "已同意", flows.EvReject: "已驳回", flows.EvCancel: "已取消", flows.EvRetry: "已重试",
+	flows.EvRollback: "已回滚", flows.EvRelease: "已发布"}
 
 func (t *Transport) handle(ctx context.Context, cb Callback) {
 	switch {
 	case cb.MsgType == "text":
 		replies := t.deps.Handle(ctx, Input{UserID: cb.FromUserName, Text: cb.Content, Key: "msg:" + cb.MsgID})
 		t.reply(ctx, cb.FromUserName, replies)
-	case cb.MsgType == "event" && cb.Event == "template_card_event" && rejectWithoutReason(cb.EventKey):
+	case cb.MsgType == "event" && cb.Event == "template_card_event" && t.needsReason(cb.EventKey):
 		// A card cannot ask for text: tell the person what to send.
 		id := strings.Fields(cb.EventKey)[2]
 		id, _, _ = strings.Cut(id, "#")
@@ -561,10 +569,9 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 		t.reply(ctx, cb.FromUserName, replies[:1])
 		return
 	}
-	verb := strings.Fields(strings.TrimPrefix(cb.EventKey, "/ops "))
 	text := "已处理"
-	if len(verb) > 0 && verbs[verb[0]] != "" {
-		text = fmt.Sprintf("%s by %s at %s", verbs[verb[0]], cb.FromUserName, t.cfg.Now().Format("15:04"))
+	if act, ok := t.deps.Act(cb.EventKey); ok && verbs[act.Event] != "" {
+		text = fmt.Sprintf("%s by %s at %s", verbs[act.Event], cb.FromUserName, t.cfg.Now().Format("15:04"))
 	}
 	if err := t.update(ctx, cb.FromUserName, cb.ResponseCode, text); err != nil {
 		t.log.Warn("could not update the pressed card; sending a new one", "user", cb.FromUserName, "err", err)
@@ -580,9 +587,10 @@ func (t *Transport) settleClick(ctx context.Context, cb Callback, replies []temp
 	}
 }
 
-func rejectWithoutReason(key string) bool {
-	f := strings.Fields(key)
-	return len(f) == 3 && f[0] == "/ops" && f[1] == "reject"
+// needsReason: a reject button asks for its reason before it runs.
+func (t *Transport) needsReason(key string) bool {
+	act, ok := t.deps.Act(key)
+	return ok && act.NeedsReason()
 }
 
 func cardTicket(task string) string {

@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -327,13 +328,13 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	f := in.Ticket.Fields
 	env, ok := x.cfg.Envs[f["env"]]
 	if !ok {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("env %s is not configured for cleanup", f["env"])}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("env %s is not configured for cleanup", f["env"])}
 	}
 	var targets []Target
 	for _, name := range splitList(f["targets"]) {
 		t, ok := env.Target(name)
 		if !ok {
-			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("target %s is not configured in env %s", name, env.Name)}
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("target %s is not configured in env %s", name, env.Name)}
 		}
 		targets = append(targets, t)
 	}
@@ -348,7 +349,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	case "wipe":
 		return x.wipe(ctx, in, env, targets)
 	}
-	return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("cleanup executor: unknown op %q (dry_run, backup or wipe)", in.Params["op"])}
+	return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("cleanup executor: unknown op %q (dry_run, backup or wipe)", in.Params["op"])}
 }
 
 // writeBackup creates path (never over an existing file), lets write fill
@@ -416,7 +417,7 @@ func (x *Executor) dryRun(ctx context.Context, in flows.ExecInput, env Env, targ
 	for _, t := range targets {
 		p, err := x.count(ctx, env, t)
 		if err != nil {
-			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("试运行失败 dry run of %s (%s): %v", t.Name, t.Describe(), err), Transient: true}
+			return flows.ExecResult{ExitCode: -1, Err: flows.Transient(fmt.Errorf("试运行失败 dry run of %s (%s): %w", t.Name, t.Describe(), err))}
 		}
 		plans = append(plans, p)
 		lines = append(lines, p.Line())
@@ -505,7 +506,7 @@ func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targ
 		Set: map[string]string{"backed_up": strings.Join(done, ","), "backups": strings.Join(backups, ",")}}
 	if len(failed) > 0 {
 		res.ExitCode = 1
-		res.Err = fmt.Sprintf("%d 个目标备份失败，重试只处理失败的目标 · %d target(s) failed to back up (a retry does only those): %s",
+		res.Err = fmt.Errorf("%d 个目标备份失败，重试只处理失败的目标 · %d target(s) failed to back up (a retry does only those): %s",
 			len(failed), len(failed), strings.Join(failed, "; "))
 	}
 	return res
@@ -515,14 +516,14 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 	// A freeze or protection that began after approval still stops it.
 	g, err := x.Guard(ctx, env.Name)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+		return flows.ExecResult{ExitCode: -1, Err: flows.Transient(err)}
 	}
 	if g.Refused != "" {
-		return flows.ExecResult{ExitCode: -1, Err: g.Refused}
+		return flows.ExecResult{ExitCode: -1, Err: errors.New(g.Refused)}
 	}
 	plan, err := planOf(in.Ticket)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error()}
+		return flows.ExecResult{ExitCode: -1, Err: err}
 	}
 	done := splitList(in.Ticket.Outputs["wiped"])
 	var todo []Target
@@ -533,7 +534,7 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 		}
 		now, err := x.count(ctx, env, t)
 		if err != nil {
-			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("recount of %s: %v", t.Name, err), Transient: true}
+			return flows.ExecResult{ExitCode: -1, Err: flows.Transient(fmt.Errorf("recount of %s: %w", t.Name, err))}
 		}
 		if c := x.changed(plan[t.Name], now); c != "" {
 			moved = append(moved, c)
@@ -542,7 +543,7 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 	}
 	if len(moved) > 0 {
 		return flows.ExecResult{Redo: true, ExitCode: 1, Output: strings.Join(moved, "\n"),
-			Err: fmt.Sprintf("数据在试运行后变化超过 %.0f%%，已停止清档并重新试运行、重新审批 · changed by more than %.0f%% since the dry run, so nothing was wiped; a new dry run and approval follow: %s",
+			Err: fmt.Errorf("数据在试运行后变化超过 %.0f%%，已停止清档并重新试运行、重新审批 · changed by more than %.0f%% since the dry run, so nothing was wiped; a new dry run and approval follow: %s",
 				x.cfg.ChangeThreshold*100, x.cfg.ChangeThreshold*100, strings.Join(moved, "; ")),
 			Audit: []flows.AuditLine{{Text: "wipe stopped, plan out of date: " + strings.Join(moved, "; "), Failed: true}}}
 	}
@@ -565,7 +566,7 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 		Set: map[string]string{"wiped": strings.Join(done, ",")}}
 	if len(failed) > 0 {
 		res.ExitCode = 1
-		res.Err = fmt.Sprintf("%d 个目标清理失败，重试只处理失败的目标 · %d target(s) failed (a retry does only those): %s",
+		res.Err = fmt.Errorf("%d 个目标清理失败，重试只处理失败的目标 · %d target(s) failed (a retry does only those): %s",
 			len(failed), len(failed), strings.Join(failed, "; "))
 	}
 	return res
@@ -574,7 +575,7 @@ func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, target
 func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flows.ExecResult {
 	backups := splitList(in.Ticket.Outputs["backups"])
 	if len(backups) == 0 {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s 没有备份，无法恢复 · no backup was taken for %s: nothing to restore", in.Ticket.ID, in.Ticket.ID)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s 没有备份，无法恢复 · no backup was taken for %s: nothing to restore", in.Ticket.ID, in.Ticket.ID)}
 	}
 	var lines, failed []string
 	var audit []flows.AuditLine
@@ -603,7 +604,7 @@ func (x *Executor) restore(ctx context.Context, in flows.ExecInput, env Env) flo
 	}
 	res := flows.ExecResult{OK: len(failed) == 0, Output: strings.Join(lines, "\n"), Audit: audit}
 	if len(failed) > 0 {
-		res.ExitCode, res.Err = 1, "恢复失败 restore failed: "+strings.Join(failed, "; ")
+		res.ExitCode, res.Err = 1, errors.New("恢复失败 restore failed: "+strings.Join(failed, "; "))
 	}
 	return res
 }

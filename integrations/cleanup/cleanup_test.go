@@ -127,7 +127,7 @@ func (fx *fixture) run(tk *state.Ticket, op string) flows.ExecResult {
 	if op == "undo" {
 		kind = "undo"
 	}
-	r := fx.x.Run(context.Background(), flows.ExecInput{Ticket: *tk, Stage: op, Kind: kind, Params: map[string]string{"op": op}, Attempt: 1})
+	r := fx.x.Run(context.Background(), flows.ExecInput{Ticket: *tk, Stage: op, Kind: state.JobKind(kind), Params: map[string]string{"op": op}, Attempt: 1})
 	for k, v := range r.Set {
 		tk.Outputs[k] = v
 	}
@@ -321,7 +321,7 @@ func TestWipeStopsWhenTheDataChanged(t *testing.T) {
 		db2.Set(ctx, fmt.Sprintf("session:new-%d", i), 1, 0)
 	}
 	r := fx.run(&tk, "wipe")
-	if r.OK || !r.Redo || !strings.Contains(r.Err, "sessions: 500 → 650 keys (+30%)") || !strings.Contains(r.Err, "nothing was wiped") {
+	if r.OK || !r.Redo || !strings.Contains(fmt.Sprint(r.Err), "sessions: 500 → 650 keys (+30%)") || !strings.Contains(fmt.Sprint(r.Err), "nothing was wiped") {
 		t.Fatalf("changed: %+v", r)
 	}
 	if fx.keys(2, "session:*") != 450 || fx.count("game", "players") != 120 {
@@ -341,7 +341,7 @@ func TestWipeStopsWhenTheDataChanged(t *testing.T) {
 	tk = fx.ticket("guilds")
 	fx.run(&tk, "dry_run")
 	fx.mongo.Client.Database("guild").Collection("members").DeleteMany(ctx, bson.D{{Key: "n", Value: bson.D{{Key: "$lt", Value: 35}}}})
-	if r = fx.run(&tk, "wipe"); !r.Redo || !strings.Contains(r.Err, "guilds: 100 → 65 docs (-35%)") {
+	if r = fx.run(&tk, "wipe"); !r.Redo || !strings.Contains(fmt.Sprint(r.Err), "guilds: 100 → 65 docs (-35%)") {
 		t.Fatalf("after a partial wipe: %+v", r)
 	}
 }
@@ -359,7 +359,7 @@ func TestPartialFailureRetriesOnlyTheFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := fx.run(&tk, "wipe")
-	if r.OK || r.Redo || !strings.Contains(r.Err, "1 个目标清理失败，重试只处理失败的目标 · 1 target(s) failed (a retry does only those): sessions: NOPERM") {
+	if r.OK || r.Redo || !strings.Contains(fmt.Sprint(r.Err), "1 个目标清理失败，重试只处理失败的目标 · 1 target(s) failed (a retry does only those): sessions: NOPERM") {
 		t.Fatalf("partial: %+v", r)
 	}
 	if !strings.Contains(r.Output, "🧹 已删除 deleted players: game.players 120 docs, game.items 45 docs") ||
@@ -406,7 +406,7 @@ func TestFreezeAndProtectionGuards(t *testing.T) {
 	// A freeze that began after approval still stops the wipe.
 	tk := fx.ticket("sessions")
 	fx.run(&tk, "dry_run")
-	if r := fx.run(&tk, "wipe"); r.OK || !strings.Contains(r.Err, "tdev is frozen until") || fx.keys(2, "session:*") != 300 {
+	if r := fx.run(&tk, "wipe"); r.OK || !strings.Contains(fmt.Sprint(r.Err), "tdev is frozen until") || fx.keys(2, "session:*") != 300 {
 		t.Fatalf("wipe while frozen: %+v", r)
 	}
 	fx.now = fx.now.Add(25 * time.Hour) // the freeze ended

@@ -79,7 +79,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	ip := f[param(in.Params, "ip_field", "ingress_ip")]
 	title := Title(f[param(in.Params, "title_field", "name")])
 	if name == "" || net.ParseIP(ip) == nil {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s: the ticket has no domain or no valid ingress IP", title)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: the ticket has no domain or no valid ingress IP", title)}
 	}
 	switch in.Params["op"] {
 	case "update":
@@ -93,7 +93,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	case "resolve":
 		return x.resolve(ctx, title, name, ip)
 	}
-	return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("dns executor: unknown op %q (update or resolve)", in.Params["op"])}
+	return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("dns executor: unknown op %q (update or resolve)", in.Params["op"])}
 }
 
 func withRequest(r flows.ExecResult, title string) flows.ExecResult {
@@ -121,7 +121,7 @@ func (x *Executor) update(ctx context.Context, title, name, ip string) flows.Exe
 	zone := mdns.Fqdn(strings.TrimSuffix(x.cfg.Zone, "."))
 	fqdn := mdns.Fqdn(name)
 	if !mdns.IsSubDomain(zone, fqdn) {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s: %s is not in the zone %s", title, name, zone)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: %s is not in the zone %s", title, name, zone)}
 	}
 	rtype := "A"
 	if net.ParseIP(ip).To4() == nil {
@@ -129,7 +129,7 @@ func (x *Executor) update(ctx context.Context, title, name, ip string) flows.Exe
 	}
 	rr, err := mdns.NewRR(fmt.Sprintf("%s %d IN %s %s", fqdn, x.cfg.TTL, rtype, ip))
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s: %v", title, err)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: %v", title, err)}
 	}
 	m := new(mdns.Msg)
 	m.SetUpdate(zone)
@@ -139,11 +139,11 @@ func (x *Executor) update(ctx context.Context, title, name, ip string) flows.Exe
 	if x.cfg.KeyName != "" {
 		alg, err := x.algorithm()
 		if err != nil {
-			return flows.ExecResult{ExitCode: -1, Err: title + ": " + err.Error()}
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: %w", title, err)}
 		}
 		secret := os.Getenv(x.cfg.KeySecretEnv)
 		if secret == "" {
-			return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s: the TSIG secret is not set (environment variable %s)", title, x.cfg.KeySecretEnv)}
+			return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: the TSIG secret is not set (environment variable %s)", title, x.cfg.KeySecretEnv)}
 		}
 		key := mdns.Fqdn(x.cfg.KeyName)
 		c.TsigSecret = map[string]string{key: secret}
@@ -155,7 +155,7 @@ func (x *Executor) update(ctx context.Context, title, name, ip string) flows.Exe
 		if errors.Is(err, mdns.ErrSig) || errors.Is(err, mdns.ErrAuth) {
 			msg = "the server's answer failed TSIG verification (wrong key?): " + msg
 		}
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("DNS 更新失败 %s: update of %s at %s failed: %s", title, name, x.cfg.Server, msg), Transient: isTimeout(err)}
+		return flows.ExecResult{ExitCode: -1, Err: flows.TransientIf(isTimeout(err), fmt.Errorf("DNS 更新失败 %s: update of %s at %s failed: %s", title, name, x.cfg.Server, msg))}
 	}
 	if resp.Rcode != mdns.RcodeSuccess {
 		why := mdns.RcodeToString[resp.Rcode]
@@ -166,7 +166,7 @@ func (x *Executor) update(ctx context.Context, title, name, ip string) flows.Exe
 		if resp.Rcode == mdns.RcodeNotAuth || resp.Rcode == mdns.RcodeRefused {
 			advice = fmt.Sprintf("check the TSIG key (dns.key_name %s, secret in %s) and the zone's update-policy", x.cfg.KeyName, x.cfg.KeySecretEnv)
 		}
-		return flows.ExecResult{ExitCode: resp.Rcode, Err: fmt.Sprintf("DNS 更新被拒绝 %s: %s refused the update of %s: %s; %s", title, x.cfg.Server, name, why, advice)}
+		return flows.ExecResult{ExitCode: resp.Rcode, Err: fmt.Errorf("DNS 更新被拒绝 %s: %s refused the update of %s: %s; %s", title, x.cfg.Server, name, why, advice)}
 	}
 	return flows.ExecResult{OK: true, Output: fmt.Sprintf("%s: %s %s %s 已提交 updated at %s", title, name, rtype, ip, x.cfg.Server)}
 }
@@ -188,7 +188,7 @@ func (x *Executor) resolve(ctx context.Context, title, name, ip string) flows.Ex
 	c := &mdns.Client{Timeout: x.cfg.Timeout}
 	resp, _, err := c.ExchangeContext(ctx, m, x.cfg.Resolver)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("%s: resolver %s: %v", title, x.cfg.Resolver, err)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("%s: resolver %s: %v", title, x.cfg.Resolver, err)}
 	}
 	var got []string
 	for _, rr := range resp.Answer {
@@ -206,5 +206,5 @@ func (x *Executor) resolve(ctx context.Context, title, name, ip string) flows.Ex
 	if len(got) > 0 {
 		now = strings.Join(got, ", ")
 	}
-	return flows.ExecResult{ExitCode: 1, Err: fmt.Sprintf("%s: %s 尚未解析到 %s · does not resolve to %s yet (resolver %s says %s)", title, name, ip, ip, x.cfg.Resolver, now)}
+	return flows.ExecResult{ExitCode: 1, Err: fmt.Errorf("%s: %s 尚未解析到 %s · does not resolve to %s yet (resolver %s says %s)", title, name, ip, ip, x.cfg.Resolver, now)}
 }

@@ -49,7 +49,7 @@ func (h Hook) call(ctx context.Context, in flows.ExecInput, req MoveRequest) flo
 	body, _ := json.Marshal(req)
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error()}
+		return flows.ExecResult{ExitCode: -1, Err: err}
 	}
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set("Idempotency-Key", in.Ticket.ID+"/apply")
@@ -59,14 +59,14 @@ func (h Hook) call(ctx context.Context, in flows.ExecInput, req MoveRequest) flo
 	}
 	resp, err := client.Do(r)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: "apply hook: " + err.Error(), Transient: true}
+		return flows.ExecResult{ExitCode: -1, Err: flows.Transient(fmt.Errorf("apply hook: %w", err))}
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4000))
 	out := fmt.Sprintf("apply hook HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(answer)))
 	if resp.StatusCode/100 != 2 {
-		return flows.ExecResult{ExitCode: resp.StatusCode, Output: out, Err: fmt.Sprintf("apply hook answered HTTP %d", resp.StatusCode),
-			Transient: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests}
+		return flows.ExecResult{ExitCode: resp.StatusCode, Output: out, Err: flows.TransientIf(resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
+			fmt.Errorf("apply hook answered HTTP %d", resp.StatusCode))}
 	}
 	return flows.ExecResult{OK: true, Output: out}
 }
@@ -96,7 +96,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	case "register":
 		return x.register(ctx, in, now())
 	}
-	return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("inventory executor: unknown op %q (move or register)", in.Params["op"])}
+	return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("inventory executor: unknown op %q (move or register)", in.Params["op"])}
 }
 
 func (x *Executor) move(ctx context.Context, in flows.ExecInput, now time.Time) flows.ExecResult {
@@ -136,7 +136,7 @@ func (x *Executor) move(ctx context.Context, in flows.ExecInput, now time.Time) 
 			return &state.Notification{User: x.WarnChannel, Ticket: t.ID, Kind: "channel", Message: raw, NextAt: now, Created: now}, false
 		}})
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: "inventory: " + err.Error(), Output: strings.Join(out, "\n")}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("inventory: %w", err), Output: strings.Join(out, "\n")}
 	}
 	x.Inv.apply(res.Moved, to, t.ID)
 	capacity := 0
@@ -167,7 +167,7 @@ func (x *Executor) register(ctx context.Context, in flows.ExecInput, now time.Ti
 	c.Tags = ParseIDs(f["tags"])
 	c.Capacity = x.Inv.rules.Sizes[c.Size]
 	if err := x.Inv.PutCluster(ctx, c); err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: "inventory: " + err.Error()}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("inventory: %w", err)}
 	}
 	return flows.ExecResult{OK: true, Output: fmt.Sprintf("集群已登记 cluster %s registered: %s %s %s, capacity %d", c.Name, c.Env, c.Location, c.Size, c.Capacity)}
 }

@@ -56,7 +56,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	case "release", "revert":
 		i, err := strconv.Atoi(in.Params["batch"])
 		if err != nil || i < 0 || i >= len(in.Ticket.Batches) {
-			return flows.ExecResult{ExitCode: -1, Err: "no such batch"}
+			return flows.ExecResult{ExitCode: -1, Err: errors.New("no such batch")}
 		}
 		b := in.Ticket.Batches[i]
 		if in.Kind == "release" {
@@ -74,7 +74,7 @@ func (x *Executor) branch(t state.Ticket) string { return t.Fields[x.cfg.BranchF
 
 func fail(b state.Batch, format string, a ...any) flows.ExecResult {
 	b.Note = fmt.Sprintf(format, a...)
-	return flows.ExecResult{ExitCode: 1, Err: b.Note, Batch: &b}
+	return flows.ExecResult{ExitCode: 1, Err: errors.New(b.Note), Batch: &b}
 }
 
 // release merges the batch's steps: the path (sequentially) for the first
@@ -286,7 +286,7 @@ func (x *Executor) cleanup(ctx context.Context, t state.Ticket) flows.ExecResult
 		for _, p := range pairs {
 			n, err := x.cfg.Client.Ahead(ctx, p[1], p[0])
 			if err != nil {
-				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+				return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(lines, "\n")}
 			}
 			if n == 0 {
 				lines = append(lines, fmt.Sprintf("%s 已包含 %s · %s already has %s", p[1], p[0], p[1], p[0]))
@@ -294,14 +294,14 @@ func (x *Executor) cleanup(ctx context.Context, t state.Ticket) flows.ExecResult
 			}
 			mr, err := x.cfg.Client.EnsureMR(ctx, p[0], p[1], fmt.Sprintf("%s: sync %s -> %s after rollback", t.Title, p[0], p[1]))
 			if err != nil {
-				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+				return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(lines, "\n")}
 			}
 			lines = append(lines, fmt.Sprintf("同步 sync MR !%d %s -> %s (%s)", mr.IID, p[0], p[1], mr.WebURL))
 		}
 	}
 	if br := x.branch(t); br != "" {
 		if err := x.cfg.Client.DeleteBranch(ctx, br); err != nil {
-			return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(lines, "\n")}
+			return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(lines, "\n")}
 		}
 		lines = append(lines, "已删除临时分支 deleted the temporary branch "+br)
 	}
@@ -315,18 +315,18 @@ func (x *Executor) check(ctx context.Context, t state.Ticket) flows.ExecResult {
 	br := x.branch(t)
 	head, err := x.cfg.Client.Head(ctx, br)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+		return flows.ExecResult{ExitCode: -1, Err: flows.Transient(err)}
 	}
 	if head == "" {
-		return flows.ExecResult{ExitCode: 1, Err: fmt.Sprintf("临时分支 %s 不存在 · branch %s does not exist", br, br)}
+		return flows.ExecResult{ExitCode: 1, Err: fmt.Errorf("临时分支 %s 不存在 · branch %s does not exist", br, br)}
 	}
 	if t.Outputs["checked_head"] == head && t.Outputs["check_failed"] != "" {
-		return flows.ExecResult{ExitCode: 1, Err: "分支未变化，仍不通过 · the branch has not moved since the failed check: " + t.Outputs["check_failed"],
+		return flows.ExecResult{ExitCode: 1, Err: errors.New("分支未变化，仍不通过 · the branch has not moved since the failed check: " + t.Outputs["check_failed"]),
 			Set: map[string]string{"checked_head": head}}
 	}
 	diffs, err := x.cfg.Client.Compare(ctx, x.cfg.Path[0], br)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error(), Transient: true}
+		return flows.ExecResult{ExitCode: -1, Err: flows.Transient(err)}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "diff %s...%s @ %.8s: %d files\n", x.cfg.Path[0], br, head, len(diffs))
@@ -346,7 +346,7 @@ func (x *Executor) check(ctx context.Context, t state.Ticket) flows.ExecResult {
 	if len(problems) > 0 {
 		set["check_failed"] = strings.Join(problems, "; ")
 		b.WriteString("Puppetfile:\n  " + strings.Join(problems, "\n  "))
-		return flows.ExecResult{ExitCode: 1, Err: "Puppetfile 检查未通过 · Puppetfile check failed", Output: b.String(), Set: set}
+		return flows.ExecResult{ExitCode: 1, Err: errors.New("Puppetfile 检查未通过 · Puppetfile check failed"), Output: b.String(), Set: set}
 	}
 	b.WriteString("Puppetfile OK")
 	return flows.ExecResult{OK: true, Output: b.String(), Set: set}

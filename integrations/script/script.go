@@ -73,7 +73,7 @@ func Env(in flows.ExecInput) []string {
 		"OPSBOT_TICKET=" + t.ID,
 		"OPSBOT_FLOW=" + t.Flow,
 		"OPSBOT_STAGE=" + in.Stage,
-		"OPSBOT_KIND=" + in.Kind,
+		"OPSBOT_KIND=" + string(in.Kind),
 		"OPSBOT_REQUESTER=" + t.Requester,
 		"OPSBOT_OPERATOR=" + t.Operator,
 		fmt.Sprintf("OPSBOT_ATTEMPT=%d", in.Attempt),
@@ -93,15 +93,15 @@ func Env(in flows.ExecInput) []string {
 func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
 	argv := strings.Fields(in.Params["command"])
 	if len(argv) == 0 {
-		return flows.ExecResult{ExitCode: -1, Err: "stage has no command parameter"}
+		return flows.ExecResult{ExitCode: -1, Err: errors.New("stage has no command parameter")}
 	}
 	dir, err := filepath.Abs(x.cfg.Dir)
 	if err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: err.Error()}
+		return flows.ExecResult{ExitCode: -1, Err: err}
 	}
 	path := filepath.Join(dir, filepath.Clean("/"+argv[0]))
 	if _, err := os.Stat(path); err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("script %s not found in %s", argv[0], dir)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("script %s not found in %s", argv[0], dir)}
 	}
 	cmd := exec.Command(path, argv[1:]...)
 	cmd.Dir = dir
@@ -115,7 +115,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	// otherwise keep Wait from returning until the stage times out.
 	cmd.WaitDelay = x.cfg.WaitDelay
 	if err := cmd.Start(); err != nil {
-		return flows.ExecResult{ExitCode: -1, Err: fmt.Sprintf("start %s: %v", argv[0], err)}
+		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("start %s: %v", argv[0], err)}
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -137,19 +137,18 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 	var ee *exec.ExitError
 	switch {
 	case timedOut:
-		res.ExitCode, res.Err = -1, "超时 timed out"
+		res.ExitCode, res.Err = -1, errors.New("超时 timed out")
 	case ctx.Err() != nil:
-		res.ExitCode, res.Err = -1, "stopped: "+ctx.Err().Error()
+		res.ExitCode, res.Err = -1, fmt.Errorf("stopped: %w", ctx.Err())
 	case werr == nil, errors.Is(werr, exec.ErrWaitDelay):
 		// ErrWaitDelay: the script exited 0; a child it left behind kept
 		// the output open and was cut off.
 		res.OK = true
 	case errors.As(werr, &ee):
 		res.ExitCode = ee.ExitCode()
-		res.Transient = slices.Contains(x.cfg.TransientExitCodes, res.ExitCode)
-		res.Err = fmt.Sprintf("exit code %d", res.ExitCode)
+		res.Err = flows.TransientIf(slices.Contains(x.cfg.TransientExitCodes, res.ExitCode), fmt.Errorf("exit code %d", res.ExitCode))
 	default:
-		res.ExitCode, res.Err = -1, werr.Error()
+		res.ExitCode, res.Err = -1, werr
 	}
 	return res
 }

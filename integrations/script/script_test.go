@@ -2,6 +2,7 @@ package script_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,17 +51,17 @@ case "$1" in
   loud) i=0; while [ $i -lt 100 ]; do echo "line $i of noisy output"; i=$((i+1)); done;;
 esac
 `)
-	if r := x.Run(context.Background(), input("run.sh fail")); r.OK || r.ExitCode != 3 || r.Transient || !strings.Contains(r.Output, "broken") {
+	if r := x.Run(context.Background(), input("run.sh fail")); r.OK || r.ExitCode != 3 || flows.IsTransient(r.Err) || !strings.Contains(r.Output, "broken") {
 		t.Fatalf("fail: %+v", r)
 	}
-	if r := x.Run(context.Background(), input("run.sh temp")); r.OK || !r.Transient {
+	if r := x.Run(context.Background(), input("run.sh temp")); r.OK || !flows.IsTransient(r.Err) {
 		t.Fatalf("temp: %+v", r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	r := x.Run(ctx, input("run.sh slow"))
-	if r.OK || !strings.Contains(r.Err, "timed out") || time.Since(start) > 10*time.Second {
+	if r.OK || !strings.Contains(fmt.Sprint(r.Err), "timed out") || time.Since(start) > 10*time.Second {
 		t.Fatalf("slow: %+v after %v", r, time.Since(start))
 	}
 	r = x.Run(context.Background(), input("run.sh loud"))
@@ -72,7 +73,7 @@ esac
 func TestCommandCannotLeaveTheScriptsDir(t *testing.T) {
 	x := setup(t, "ok.sh", "#!/bin/sh\necho ok\n")
 	r := x.Run(context.Background(), input("../../../../bin/sh -c id"))
-	if r.OK || !strings.Contains(r.Err, "not found in") {
+	if r.OK || !strings.Contains(fmt.Sprint(r.Err), "not found in") {
 		t.Fatalf("escaped the scripts dir: %+v", r)
 	}
 }
@@ -91,7 +92,7 @@ func TestBackgroundChildHoldingStdoutIsNotATimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	r := x.Run(ctx, input("spawn.sh"))
-	if !r.OK || r.Err != "" || !strings.Contains(r.Output, "started") {
+	if !r.OK || r.Err != nil || !strings.Contains(r.Output, "started") {
 		t.Fatalf("a script that exited 0 is reported %+v", r)
 	}
 	if ctx.Err() != nil {

@@ -104,7 +104,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 		for _, platform := range x.platforms(in) {
 			status, err := st.Status(platform)
 			if err != nil {
-				return flows.ExecResult{ExitCode: -1, Err: err.Error(), Output: strings.Join(out, "\n")}
+				return flows.ExecResult{ExitCode: -1, Err: err, Output: strings.Join(out, "\n")}
 			}
 			if status == "stopped" {
 				out = append(out, fmt.Sprintf("%s/%s: 已停服，跳过 stopped, skipped", name, platform))
@@ -112,7 +112,7 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 			}
 			line, prev, err := x.apply(ctx, in, op, st, platform)
 			if err != nil {
-				return flows.ExecResult{ExitCode: 1, Err: err.Error(), Output: strings.Join(append(out, line), "\n"), Set: set}
+				return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(append(out, line), "\n"), Set: set}
 			}
 			out = append(out, line)
 			key := "prev." + name + "." + platform

@@ -1,0 +1,91 @@
+package flows
+
+// The nouns of the engine. Each is a string type, stored and shown as
+// the string: the type only keeps one kind of name from being passed
+// where another is meant.
+
+// StageKind is what a stage does.
+type StageKind string
+
+// Stage kinds.
+const (
+	// KindApproval waits for N distinct holders of its roles.
+	KindApproval StageKind = "approval"
+	// KindAction runs its executor once (with retries on transient errors).
+	KindAction StageKind = "action"
+	// KindWait polls its executor until the condition holds or times out.
+	KindWait StageKind = "wait"
+	// KindRelease is a batch release, see release.go.
+	KindRelease StageKind = "release"
+)
+
+// Event is what happens to a ticket: a person's action, a job's end or a
+// timer. Each row of a flow's transitions table names one.
+type Event string
+
+// Events applied to tickets.
+const (
+	EvSubmit    Event = "submit"
+	EvApprove   Event = "approve"
+	EvReject    Event = "reject"
+	EvCancel    Event = "cancel"
+	EvRetry     Event = "retry"
+	EvRollback  Event = "rollback"
+	EvRelease   Event = "release"
+	EvEdit      Event = "edit"
+	EvSucceed   Event = "succeed"
+	EvFail      Event = "fail"
+	EvInterrupt Event = "interrupt"
+	EvRemind    Event = "remind"
+	EvEscalate  Event = "escalate"
+	EvExpire    Event = "expire"
+	EvSkip      Event = "skip"
+	EvRedo      Event = "redo"
+)
+
+// PersonEvents are the events people cause with a command or a button.
+var PersonEvents = []Event{EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease}
+
+// NoticeEvent names what a notice tells people; the presenter words it.
+type NoticeEvent string
+
+// Notices to people (direct messages).
+const (
+	NoticeApprovalNeeded      NoticeEvent = "approval_needed"
+	NoticeEdited              NoticeEvent = "edited"
+	NoticeRedo                NoticeEvent = "redo"
+	NoticeApproved            NoticeEvent = "approved"
+	NoticeRejected            NoticeEvent = "rejected"
+	NoticeCancelled           NoticeEvent = "cancelled"
+	NoticeDone                NoticeEvent = "done"
+	NoticeFailed              NoticeEvent = "failed"
+	NoticeInterrupted         NoticeEvent = "interrupted"
+	NoticeExpired             NoticeEvent = "expired"
+	NoticeReminder            NoticeEvent = "reminder"
+	NoticeEscalated           NoticeEvent = "escalated"
+	NoticeRollbackStarted     NoticeEvent = "rollback_started"
+	NoticeRolledBack          NoticeEvent = "rolled_back"
+	NoticeRollbackFailed      NoticeEvent = "rollback_failed"
+	NoticeReleaseReady        NoticeEvent = "release_ready"
+	NoticeBatchDone           NoticeEvent = "batch_done"
+	NoticeBatchFailed         NoticeEvent = "batch_failed"
+	NoticeBatchRolledBack     NoticeEvent = "batch_rolled_back"
+	NoticeBatchRollbackFailed NoticeEvent = "batch_rollback_failed"
+	NoticeCleanupDone         NoticeEvent = "cleanup_done"
+	NoticeCleanupFailed       NoticeEvent = "cleanup_failed"
+)
+
+// Progress notices, posted in the ticket's thread.
+const (
+	NoticeStepStarted   NoticeEvent = "step_started"
+	NoticeStepSucceeded NoticeEvent = "step_succeeded"
+	NoticeStepFailed    NoticeEvent = "step_failed"
+)
+
+// Notices lists every notice event, for presenters to check that they
+// word each one.
+var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, NoticeApproved, NoticeRejected,
+	NoticeCancelled, NoticeDone, NoticeFailed, NoticeInterrupted, NoticeExpired, NoticeReminder, NoticeEscalated,
+	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
+	NoticeBatchFailed, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
+	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed}

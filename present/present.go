@@ -1,0 +1,236 @@
+// Package present turns tickets into what people see: the views the
+// templates draw, the buttons a card offers (their values written in the
+// command grammar by commands.Encode), batch rows, input forms, and the
+// cards and notices the engine stores in the outbox. It implements
+// flows.Presenter; the engine decides, this package words and draws.
+package present
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"opsbot/commands"
+	"opsbot/flows"
+	"opsbot/state"
+	"opsbot/templates"
+)
+
+// Presenter renders tickets of the flows it was given.
+type Presenter struct {
+	flows map[string]*flows.Flow
+}
+
+// New returns a presenter for flows (already validated).
+func New(fl []*flows.Flow) *Presenter {
+	p := &Presenter{flows: map[string]*flows.Flow{}}
+	for _, f := range fl {
+		p.flows[f.Name] = f
+	}
+	return p
+}
+
+// Card implements flows.Presenter: the ticket's card as stored JSON.
+func (p *Presenter) Card(f *flows.Flow, t state.Ticket) (json.RawMessage, error) {
+	m, err := templates.Render("ticket", View(f, t))
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
+// Notice implements flows.Presenter: a notice about the ticket as stored
+// JSON.
+func (p *Presenter) Notice(f *flows.Flow, t state.Ticket, n flows.Notice) (json.RawMessage, error) {
+	m, err := templates.Render("notice", templates.NoticeView{Ticket: View(f, t), Event: string(n.Event), Actor: n.Actor,
+		Comment: n.Comment, Roles: n.Roles})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
+// TicketCard draws a ticket's card, its flow looked up.
+func (p *Presenter) TicketCard(t state.Ticket) templates.Message {
+	f, ok := p.flows[t.Flow]
+	if !ok {
+		return templates.MustRender("info", templates.InfoView{Level: "warning", Title: t.ID + " (unknown flow " + t.Flow + ")"})
+	}
+	return templates.MustRender("ticket", View(f, t))
+}
+
+// TicketView is a ticket's view, its flow looked up (lists).
+func (p *Presenter) TicketView(t state.Ticket) templates.TicketView {
+	f, ok := p.flows[t.Flow]
+	if !ok {
+		return templates.TicketView{ID: t.ID, Flow: t.Flow, FlowTitle: t.Flow, Title: t.Title, Stage: t.Stage,
+			StageTitle: flows.StageLabel(t.Stage), Ended: flows.Ended(t.Stage)}
+	}
+	return View(f, t)
+}
+
+// View builds what a ticket's card shows, with the buttons its stage
+// offers now.
+func View(f *flows.Flow, t state.Ticket) templates.TicketView {
+	v := templates.TicketView{ID: t.ID, Flow: f.Name, FlowTitle: f.Title, Title: t.Title, Stage: t.Stage,
+		StageTitle: f.StageTitle(t.Stage), Open: t.Open, Ended: flows.Ended(t.Stage), Version: t.Version,
+		StageKey: fmt.Sprintf("%s@%d", t.Stage, t.StageVersion), Requester: t.Requester, Operator: t.Operator,
+		Waiting: t.WaitingRoles, Note: t.Note, Created: t.Created, Updated: t.Updated}
+	st, _ := f.Stage(t.Stage)
+	if st != nil {
+		if st.Kind == flows.KindApproval {
+			v.Need, v.Have = st.Need(t.Fields), len(t.Approvals)
+		} else if st.Kind != flows.KindRelease {
+			v.Note = strings.TrimSpace("⏳ 执行中 running " + st.Executor + "\n" + t.Note)
+		}
+	}
+	for _, fd := range f.Fields {
+		val := t.Fields[fd.Name]
+		if val == "" && fd.Computed {
+			val = t.Outputs[fd.Name] // computed by an executor (a dry run's plan)
+		}
+		if val != "" {
+			v.Fields = append(v.Fields, templates.Field{Label: fd.Label, Value: val})
+		}
+	}
+	for _, a := range t.Approvals {
+		v.Approvals = append(v.Approvals, templates.ApprovalView{User: a.User, At: a.At, Comment: a.Comment})
+	}
+	last := t.FailedStage
+	if last == "" && !t.Open {
+		// The most recent result explains a closed ticket.
+		var at time.Time
+		for name, r := range t.Results {
+			if r.Ended.After(at) {
+				last, at = name, r.Ended
+			}
+		}
+	}
+	if r, ok := t.Results[last]; ok {
+		v.Result = &templates.ResultView{Stage: last, OK: r.OK, ExitCode: r.ExitCode, Output: r.Output, Error: r.Error,
+			Hint: r.Hint, Files: r.Files, Attempt: r.Attempt}
+	}
+	if st != nil && st.Kind == flows.KindRelease {
+		v.Fields = append(v.Fields, batchRows(st, t)...)
+		v.Note = strings.TrimSpace(t.Note)
+	}
+	v.Buttons = Buttons(f, t)
+	return v
+}
+
+// buttonText words each action a card offers, with its style.
+var buttonText = map[flows.Event]struct{ label, style string }{
+	flows.EvApprove:  {"同意 Approve", "primary"},
+	flows.EvReject:   {"驳回 Reject", "danger"},
+	flows.EvCancel:   {"取消 Cancel", ""},
+	flows.EvRetry:    {"重试 Retry", "primary"},
+	flows.EvRollback: {"回滚 Rollback", "danger"},
+	flows.EvRelease:  {"发布 Release", "primary"},
+}
+
+// Buttons are the actions the ticket's stage offers now, each carrying
+// the command it runs (with the card's version, and its batch for a batch
+// release), so a stale button cannot act on a later state.
+func Buttons(f *flows.Flow, t state.Ticket) []templates.Button {
+	var out []templates.Button
+	for _, o := range f.Offers(t) {
+		text := buttonText[o.Event]
+		label := text.label
+		if o.Batch > 0 {
+			n := fmt.Sprint(o.Batch)
+			switch o.Event {
+			case flows.EvRelease:
+				label = "发布批次" + n + " Release batch " + n
+			case flows.EvRollback:
+				label = "回滚批次" + n + " Roll back batch " + n
+			}
+		}
+		out = append(out, templates.Button{Label: label, Style: text.style,
+			Value: commands.Encode(commands.Act{Event: o.Event, Ticket: t.ID, Version: t.Version, Batch: o.Batch})})
+	}
+	return out
+}
+
+var batchLabels = map[string]string{
+	state.BatchPending:        "待发布 pending",
+	state.BatchReleasing:      "发布中 releasing",
+	state.BatchFailed:         "失败 failed",
+	state.BatchSucceeded:      "已发布 succeeded",
+	state.BatchRollingBack:    "回滚中 rolling back",
+	state.BatchRolledBack:     "已回滚 rolled back",
+	state.BatchRollbackFailed: "回滚失败 rollback failed",
+}
+
+// batchRows show each batch: its state, its targets with their stores
+// (a zone without stores says so), the merge requests and what went wrong.
+func batchRows(st *flows.Stage, t state.Ticket) []templates.Field {
+	var out []templates.Field
+	path := st.ReleasePath()
+	for _, b := range t.Batches {
+		var targets, stores []string
+		for _, z := range b.Targets {
+			zs := st.Params["stores."+z]
+			if zs != "" {
+				stores = append(stores, zs)
+			}
+			switch {
+			case slices.Contains(path, z):
+				targets = append(targets, z)
+			case zs == "":
+				targets = append(targets, z+" (无门店 no stores)")
+			default:
+				targets = append(targets, fmt.Sprintf("%s (%s)", z, zs))
+			}
+		}
+		value := batchLabels[b.State] + " · " + strings.Join(targets, ", ")
+		var mrs []string
+		for _, s := range b.Steps {
+			item := s.Target + ":" + s.Result
+			if s.MR != 0 {
+				item = fmt.Sprintf("%s !%d %s", s.Target, s.MR, s.Result)
+			}
+			if len(s.Files) > 0 {
+				item += " [" + strings.Join(s.Files, ", ") + "]"
+			}
+			mrs = append(mrs, item)
+		}
+		if len(mrs) > 0 {
+			value += " · " + strings.Join(mrs, "; ")
+		}
+		if b.Note != "" {
+			value += " · " + b.Note
+		}
+		out = append(out, templates.Field{Label: "批次 Batch " + b.Name, Value: value})
+		storeRow := strings.Join(stores, ",")
+		if storeRow == "" {
+			storeRow = "无门店 no stores"
+		}
+		out = append(out, templates.Field{Label: "批次" + b.Name + "门店 Batch " + b.Name + " stores", Value: storeRow})
+	}
+	return out
+}
+
+// Form describes a flow's fields as a neutral form, which a platform
+// draws as a modal or dialog.
+func Form(f *flows.Flow) templates.Form {
+	form := templates.Form{Flow: f.Name, Title: f.Title}
+	for _, fd := range f.Fields {
+		if fd.Computed {
+			continue
+		}
+		ff := templates.FormField{Name: fd.Name, Label: fd.Label, Help: fd.Help, Placeholder: fd.Example,
+			Required: fd.Required, Multiline: fd.Type == flows.TypeText}
+		switch fd.Type {
+		case flows.TypeEnum:
+			ff.Options = fd.Enum
+		case flows.TypeBool:
+			ff.Options = []string{"false", "true"}
+		case flows.TypeIPList:
+			ff.Help = strings.TrimSpace(ff.Help + " 逗号分隔 comma-separated, e.g. 10.0.0.1,10.0.0.2")
+		}
+		form.Fields = append(form.Fields, ff)
+	}
+	return form
+}
