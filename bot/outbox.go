@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"opsbot/present"
 	"slices"
 	"strings"
 	"time"
@@ -105,13 +106,13 @@ func (e *platformError) Error() string {
 }
 
 func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
-	var msg templates.Message
-	if err := json.Unmarshal(n.Message, &msg); err != nil {
-		b.log.Error("undecodable notification dropped", "id", n.ID, "err", err)
+	msg, err := b.notice(n)
+	if err != nil {
+		b.log.Error("undecodable notification dropped", "id", n.ID, "kind", n.Kind, "err", err)
 		return nil
 	}
 	pe := &platformError{}
-	if n.Kind == "progress" {
+	if n.Kind == state.NotifyProgress {
 		for _, t := range b.trans {
 			if pp, ok := t.(ProgressPoster); ok && !slices.Contains(n.Done(), t.Platform()) {
 				if err := pp.PostProgress(ctx, n.Ticket, msg); err != nil {
@@ -119,7 +120,7 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 				}
 			}
 		}
-	} else if n.Kind == "channel" {
+	} else if n.Kind == state.NotifyChannel || n.Kind == state.NotifyClusterWarning {
 		for _, t := range b.trans {
 			if cp, ok := t.(ChannelPoster); ok && !slices.Contains(n.Done(), t.Platform()) {
 				if err := cp.PostChannel(ctx, n.User, msg); err != nil {
@@ -127,7 +128,7 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 				}
 			}
 		}
-	} else if n.Kind == "card_update" {
+	} else if n.Kind == state.NotifyCardUpdate {
 		for _, t := range b.trans {
 			if cu, ok := t.(CardUpdater); ok && !slices.Contains(n.Done(), t.Platform()) {
 				if err := cu.UpdateCards(ctx, n.Ticket, msg); err != nil {
@@ -163,4 +164,20 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 		}
 	}
 	return pe
+}
+
+// notice is the message a notification carries: rendered when it was
+// queued, or, for a notification that carries intent (a cluster warning
+// queued inside the inventory's transaction), worded now.
+func (b *Bot) notice(n state.Notification) (templates.Message, error) {
+	if n.Kind == state.NotifyClusterWarning {
+		var w state.ClusterWarning
+		if err := json.Unmarshal(n.Message, &w); err != nil {
+			return templates.Message{}, err
+		}
+		return present.ClusterWarning(w), nil
+	}
+	var msg templates.Message
+	err := json.Unmarshal(n.Message, &msg)
+	return msg, err
 }

@@ -8,6 +8,7 @@ package present
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -233,4 +234,19 @@ func Form(f *flows.Flow) templates.Form {
 		form.Fields = append(form.Fields, ff)
 	}
 	return form
+}
+
+// ClusterWarning words a cluster utilization warning.
+func ClusterWarning(w state.ClusterWarning) templates.Message {
+	pct := func(n int) int {
+		if w.Capacity <= 0 {
+			return 0
+		}
+		return int(math.Round(float64(n) * 100 / float64(w.Capacity)))
+	}
+	at := int(w.At*100 + 0.5)
+	return templates.MustRender("info", templates.InfoView{Level: "warning",
+		Title: fmt.Sprintf("⚠️ 集群 %s 使用率 %d%% 超过 %d%% · cluster %s utilization crossed %d%%: %d/%d stores",
+			w.Cluster, pct(w.After), at, w.Cluster, at, w.After, w.Capacity),
+		Body: fmt.Sprintf("%s 迁入 moved in %d→%d (%s)", w.Ticket, w.Before, w.After, w.Title)})
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -141,12 +142,36 @@ type Move struct {
 	To     string
 	Ticket string
 	At     time.Time
-	// Warn is called with the target's store count before and after the
-	// move and its capacity; a notification it returns is queued in the
-	// same transaction, and the cluster's Warned flag is set. When it
-	// returns nil and the cluster is under the threshold again, Reset
-	// tells whether to clear the flag.
-	Warn func(c Cluster, before, after int) (n *Notification, reset bool)
+	// Warn, when set, is the utilization threshold: a cluster at or over
+	// it after the move gets one warning, queued in the same transaction
+	// (its Warned flag set); one under it again is re-armed.
+	Warn *MoveWarning
+}
+
+// MoveWarning is the threshold a move checks, as data: the transaction
+// calls nothing outside the store.
+type MoveWarning struct {
+	// At is the fraction of capacity that warns (0.75).
+	At float64
+	// Capacity of the target and of the clusters the stores leave.
+	Capacity map[string]int
+	// Channel gets the warning; with none, the flags are kept but nothing
+	// is queued.
+	Channel string
+	// Title is the ticket's title, for the message.
+	Title string
+}
+
+// ClusterWarning is the intent of a utilization warning, queued as a
+// NotifyClusterWarning notification and worded when it is delivered.
+type ClusterWarning struct {
+	Cluster  string  `json:"cluster"`
+	Before   int     `json:"before"`
+	After    int     `json:"after"`
+	Capacity int     `json:"capacity"`
+	At       float64 `json:"at"`
+	Ticket   string  `json:"ticket"`
+	Title    string  `json:"title,omitempty"`
 }
 
 // MoveResult reports a move.
@@ -204,18 +229,29 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 		if m.Warn == nil {
 			return nil
 		}
+		w := m.Warn
 		check := func(c Cluster, before, after int) error {
-			n, reset := m.Warn(c, before, after)
+			capacity, ok := w.Capacity[c.Name]
+			if !ok {
+				capacity = c.Capacity
+			}
+			over := float64(after) >= w.At*float64(capacity)
 			switch {
-			case n != nil && !c.Warned:
-				if _, err := enqueue(tx, *n); err != nil {
+			case over && w.Channel != "" && !c.Warned:
+				raw, err := json.Marshal(ClusterWarning{Cluster: c.Name, Before: before, After: after, Capacity: capacity,
+					At: w.At, Ticket: m.Ticket, Title: w.Title})
+				if err != nil {
+					return err
+				}
+				if _, err := enqueue(tx, Notification{User: w.Channel, Ticket: m.Ticket, Kind: NotifyClusterWarning,
+					Message: raw, NextAt: m.At, Created: m.At}); err != nil {
 					return err
 				}
 				c.Warned = true
 				if c.Name == m.To {
 					res.Warned = true
 				}
-			case reset && c.Warned:
+			case !over && c.Warned:
 				c.Warned = false
 			default:
 				return nil

@@ -22,12 +22,7 @@ func TestMoveStoresIsIdempotentAndWarnsOncePerCrossing(t *testing.T) {
 	if err := s.PutInventory(ctx, []state.Cluster{{Name: "c1", Capacity: 4}, {Name: "old", Capacity: 10}}, stores); err != nil {
 		t.Fatal(err)
 	}
-	warn := func(c state.Cluster, before, after int) (*state.Notification, bool) {
-		if float64(after) < 0.75*float64(c.Capacity) {
-			return nil, true
-		}
-		return &state.Notification{User: "infra", Kind: "channel", Message: []byte(`{"title":"` + c.Name + `"}`), NextAt: time.Now()}, false
-	}
+	warn := &state.MoveWarning{At: 0.75, Capacity: map[string]int{"c1": 4, "old": 10}, Channel: "infra"}
 	move := func(to string, ids ...string) state.MoveResult {
 		t.Helper()
 		r, err := s.MoveStores(ctx, state.Move{Stores: ids, To: to, Ticket: "T-1", At: time.Now(), Warn: warn})

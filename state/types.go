@@ -213,6 +213,11 @@ const (
 	NotifyProgress NotifyKind = "progress"
 	// NotifyCardUpdate redraws the ticket's cards wherever they were posted.
 	NotifyCardUpdate NotifyKind = "card_update"
+	// NotifyChannel goes to a channel (User names it) on every platform.
+	NotifyChannel NotifyKind = "channel"
+	// NotifyClusterWarning goes to a channel like NotifyChannel; its
+	// Message is a ClusterWarning, worded when it is delivered.
+	NotifyClusterWarning NotifyKind = "cluster_warning"
 )
 
 // Notification is an outbox entry: a message for one user, retried until a

@@ -6,14 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"opsbot/flows"
 	"opsbot/state"
-	"opsbot/templates"
 )
 
 // Hook applies a move to the real clusters: a script (through the script
@@ -117,24 +118,15 @@ func (x *Executor) move(ctx context.Context, in flows.ExecInput, now time.Time) 
 		}
 		out = append(out, strings.TrimSpace(r.Output))
 	}
-	warnAt := x.Inv.rules.WarnAt
-	res, err := x.Inv.st.MoveStores(ctx, state.Move{Stores: ids, To: to, Ticket: t.ID, At: now,
-		Warn: func(c state.Cluster, before, after int) (*state.Notification, bool) {
-			capacity := x.Inv.Capacity(c)
-			limit := warnAt * float64(capacity)
-			if float64(after) < limit {
-				return nil, true
-			}
-			if x.WarnChannel == "" {
-				return nil, false
-			}
-			msg := templates.MustRender("info", templates.InfoView{Level: "warning",
-				Title: fmt.Sprintf("⚠️ 集群 %s 使用率 %d%% 超过 %d%% · cluster %s utilization crossed %d%%: %d/%d stores",
-					c.Name, Percent(after, capacity), int(warnAt*100+0.5), c.Name, int(warnAt*100+0.5), after, capacity),
-				Body: fmt.Sprintf("%s 迁入 moved in %d→%d (%s)", t.ID, before, after, t.Title)})
-			raw, _ := json.Marshal(msg)
-			return &state.Notification{User: x.WarnChannel, Ticket: t.ID, Kind: "channel", Message: raw, NextAt: now, Created: now}, false
-		}})
+	// The threshold goes in as data: capacities of the target and of the
+	// clusters the stores leave, read before the move's transaction.
+	warn := &state.MoveWarning{At: x.Inv.rules.WarnAt, Capacity: map[string]int{}, Channel: x.WarnChannel, Title: t.Title}
+	for _, name := range append([]string{to}, slices.Collect(maps.Values(req.From))...) {
+		if c, _, ok := x.Inv.Cluster(name); ok {
+			warn.Capacity[name] = x.Inv.Capacity(c)
+		}
+	}
+	res, err := x.Inv.st.MoveStores(ctx, state.Move{Stores: ids, To: to, Ticket: t.ID, At: now, Warn: warn})
 	if err != nil {
 		return flows.ExecResult{ExitCode: -1, Err: fmt.Errorf("inventory: %w", err), Output: strings.Join(out, "\n")}
 	}

@@ -53,17 +53,17 @@ func New(cfg Config) *Executor {
 // Run implements flows.Executor.
 func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
 	switch in.Kind {
-	case "release", "revert":
+	case state.JobRelease, state.JobRevert:
 		i, err := strconv.Atoi(in.Params["batch"])
 		if err != nil || i < 0 || i >= len(in.Ticket.Batches) {
 			return flows.ExecResult{ExitCode: -1, Err: errors.New("no such batch")}
 		}
 		b := in.Ticket.Batches[i]
-		if in.Kind == "release" {
+		if in.Kind == state.JobRelease {
 			return x.release(ctx, in.Ticket, i, b)
 		}
-		return x.revert(ctx, b)
-	case "cleanup":
+		return x.revert(ctx, b, in.Undo)
+	case state.JobCleanup:
 		return x.cleanup(ctx, in.Ticket)
 	default:
 		return x.check(ctx, in.Ticket)
@@ -72,9 +72,35 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 
 func (x *Executor) branch(t state.Ticket) string { return t.Fields[x.cfg.BranchField] }
 
+// fail ends a batch's run: the note says what went wrong and the next
+// safe step; the files of a conflict are named; the merges made so far
+// are registered for the revert.
 func fail(b state.Batch, format string, a ...any) flows.ExecResult {
 	b.Note = fmt.Sprintf(format, a...)
-	return flows.ExecResult{ExitCode: 1, Err: errors.New(b.Note), Batch: &b}
+	var err error = errors.New(b.Note)
+	var files []string
+	for _, s := range b.Steps {
+		if s.Result == "conflict" || s.Result == "revert_failed" {
+			files = append(files, s.Files...)
+		}
+	}
+	if len(files) > 0 {
+		err = &flows.ConflictError{Files: files, Err: err}
+	}
+	return flows.ExecResult{ExitCode: 1, Err: err, Batch: &b, Undo: undoOf(b)}
+}
+
+// undoOf registers each merge of the batch, in the order made, with what
+// its revert needs.
+func undoOf(b state.Batch) []state.UndoStep {
+	var out []state.UndoStep
+	for _, s := range b.Steps {
+		if s.Result == "merged" && s.MergeSHA != "" {
+			out = append(out, state.UndoStep{What: fmt.Sprintf("revert !%d %s -> %s", s.MR, s.Source, s.Target),
+				Values: map[string]string{"target": s.Target, "merge_sha": s.MergeSHA, "mr": strconv.FormatInt(s.MR, 10)}})
+		}
+	}
+	return out
 }
 
 // release merges the batch's steps: the path (sequentially) for the first
@@ -146,7 +172,7 @@ func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.B
 	if len(bad) > 0 {
 		return fail(b, "%s 合并失败；下一步：回滚本批次 · merging into %s failed. Next safe step: roll this batch back", strings.Join(bad, ", "), strings.Join(bad, ", "))
 	}
-	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges", b.Name, len(steps)), Batch: &b}
+	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges", b.Name, len(steps)), Batch: &b, Undo: undoOf(b)}
 }
 
 // started reports whether this release already merged its branch into the
@@ -201,12 +227,27 @@ func (x *Executor) merge(ctx context.Context, done map[string]state.Step, source
 
 func succeeded(s state.Step) bool { return s.Result == "merged" || s.Result == "already" }
 
-// revert reverts the batch's merges in reverse order (zones, then
-// production, then uat), one recorded result per merge, stopping at the
-// first that fails so nothing below it is touched.
-func (x *Executor) revert(ctx context.Context, b state.Batch) flows.ExecResult {
+// revert reverts the merges the batch's release registered, newest first
+// (zones, then production, then uat), one recorded result per merge,
+// stopping at the first that fails so nothing below it is touched. A batch
+// released before merges were registered is reverted from its steps.
+func (x *Executor) revert(ctx context.Context, b state.Batch, undo []state.UndoStep) flows.ExecResult {
+	var order []int
+	for _, u := range undo {
+		k := slices.IndexFunc(b.Steps, func(s state.Step) bool {
+			return s.Target == u.Values["target"] && s.MergeSHA == u.Values["merge_sha"]
+		})
+		if k >= 0 && !slices.Contains(order, k) {
+			order = append(order, k)
+		}
+	}
+	if len(undo) == 0 {
+		for k := len(b.Steps) - 1; k >= 0; k-- {
+			order = append(order, k)
+		}
+	}
 	reverted, total := 0, 0
-	for k := len(b.Steps) - 1; k >= 0; k-- {
+	for _, k := range order {
 		s := &b.Steps[k]
 		if s.Result == "reverted" {
 			reverted++

@@ -132,3 +132,45 @@ func TestRevertResumesWithoutRevertingTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseRegistersItsMergesAndRevertUsesThem: a release registers one
+// undo step per merge, in the order made; the revert reverses exactly
+// the steps it is handed, newest first, and nothing else.
+func TestReleaseRegistersItsMergesAndRevertUsesThem(t *testing.T) {
+	fake := gitlabfake.New(t)
+	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
+	for _, b := range []string{"uat", "production", "zone01"} {
+		fake.Branch(b, "main")
+	}
+	fake.Branch("release/x", "uat")
+	fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
+	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+	ex := puppet.New(puppet.Config{Client: c})
+	parsed, _ := flows.ParseBatches(&flows.Stage{Kind: flows.KindRelease}, "zone01")
+	tk := state.Ticket{ID: "T-1", Title: "x", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+	res := ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: state.JobRelease, Params: map[string]string{"batch": "0"}})
+	if !res.OK {
+		t.Fatal(res.Err)
+	}
+	var targets []string
+	for _, u := range res.Undo {
+		targets = append(targets, u.Values["target"])
+		if u.Values["merge_sha"] == "" {
+			t.Fatalf("undo step without the merge: %+v", u)
+		}
+	}
+	if strings.Join(targets, ",") != "uat,production,zone01" {
+		t.Fatalf("registered %v, want the merges in order", targets)
+	}
+	tk.Batches[0] = *res.Batch
+	// Handed only the zone's step (as a saga whose other entries were
+	// undone), the revert touches the zone alone.
+	res = ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: state.JobRevert, Params: map[string]string{"batch": "0"},
+		Undo: []state.UndoStep{res.Undo[2]}})
+	if !res.OK {
+		t.Fatal(res.Err)
+	}
+	if fake.Read("zone01", "manifests/x.pp") != "" || fake.Read("production", "manifests/x.pp") == "" {
+		t.Fatal("the revert did not follow its undo steps")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"opsbot/flows"
+	"opsbot/state"
 )
 
 // ExecConfig configures the publishing executor.
@@ -86,17 +87,13 @@ func (x *Executor) record(in flows.ExecInput, platform, kind string, recs []Reco
 
 // Run implements flows.Executor.
 func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {
+	if in.Kind == state.JobUndo {
+		return x.rollback(ctx, in)
+	}
 	op := in.Params["op"]
-	if in.Kind == "undo" {
-		op = "rollback"
-	}
-	names := []string{in.Params["ensemble"]}
-	if op == "rollback" {
-		names = []string{"production", "review"}
-	}
 	var out []string
-	set := map[string]string{}
-	for _, name := range names {
+	var undo []state.UndoStep
+	for _, name := range []string{in.Params["ensemble"]} {
 		st := x.cfg.Ensembles[name]
 		if st == nil {
 			continue
@@ -112,16 +109,66 @@ func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult
 			}
 			line, prev, err := x.apply(ctx, in, op, st, platform)
 			if err != nil {
-				return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(append(out, line), "\n"), Set: set}
+				return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(append(out, line), "\n"), Undo: undo}
 			}
 			out = append(out, line)
-			key := "prev." + name + "." + platform
-			if prev != "" && in.Ticket.Outputs[key] == "" && op != "rollback" {
-				set[key] = prev
+			if prev != "" {
+				// Registered as soon as it is made: a failure on the next
+				// platform still leaves this one to be put back.
+				undo = append(undo, state.UndoStep{What: "restore " + name + "/" + platform + " pointers",
+					Values: map[string]string{"ensemble": name, "platform": platform, "pointers": prev}})
 			}
 		}
 	}
-	return flows.ExecResult{OK: true, Output: strings.Join(out, "\n"), Set: set}
+	return flows.ExecResult{OK: true, Output: strings.Join(out, "\n"), Undo: undo}
+}
+
+// rollback puts back the pointers each publish replaced, newest first, as
+// the publishes registered them. A ticket published before undo steps were
+// registered keeps its pointers in the ticket's outputs ("prev.<ensemble>.
+// <platform>"), which are used instead.
+func (x *Executor) rollback(ctx context.Context, in flows.ExecInput) flows.ExecResult {
+	steps := slices.DeleteFunc(slices.Clone(in.Undo), func(u state.UndoStep) bool { return u.Values["pointers"] == "" })
+	if len(steps) == 0 {
+		for _, name := range []string{"production", "review"} {
+			for _, platform := range x.platforms(in) {
+				if raw := in.Ticket.Outputs["prev."+name+"."+platform]; raw != "" {
+					steps = append(steps, state.UndoStep{Values: map[string]string{"ensemble": name, "platform": platform, "pointers": raw}})
+				}
+			}
+		}
+	}
+	var out []string
+	for _, u := range steps {
+		name, platform := u.Values["ensemble"], u.Values["platform"]
+		where := name + "/" + platform
+		st := x.cfg.Ensembles[name]
+		if st == nil {
+			return flows.ExecResult{ExitCode: 1, Err: fmt.Errorf("回滚需要集群 %s · the rollback needs ensemble %s, which is not configured", name, name), Output: strings.Join(out, "\n")}
+		}
+		status, err := st.Status(platform)
+		if err != nil {
+			return flows.ExecResult{ExitCode: -1, Err: err, Output: strings.Join(out, "\n")}
+		}
+		if status == "stopped" {
+			out = append(out, where+": 已停服，跳过 stopped, skipped")
+			continue
+		}
+		var prev Pointers
+		if err := json.Unmarshal([]byte(u.Values["pointers"]), &prev); err != nil {
+			return flows.ExecResult{ExitCode: 1, Err: fmt.Errorf("%s: recorded pointers: %w", where, err), Output: strings.Join(out, "\n")}
+		}
+		before, after, err := st.Change(ctx, platform, nil, func(Pointers, []Record) (Pointers, error) { return prev, nil })
+		if err != nil {
+			return flows.ExecResult{ExitCode: 1, Err: err, Output: strings.Join(append(out, where+": "+err.Error()), "\n")}
+		}
+		out = append(out, fmt.Sprintf("%s: prod %d gray %d review %d -> prod %d gray %d review %d", where, before.Prod, before.Gray, before.Review,
+			after.Prod, after.Gray, after.Review))
+	}
+	if len(out) == 0 {
+		out = append(out, "无需回滚 nothing to restore")
+	}
+	return flows.ExecResult{OK: true, Output: strings.Join(out, "\n")}
 }
 
 // apply runs one op on one platform of one ensemble and returns a line
@@ -199,17 +246,6 @@ func (x *Executor) apply(ctx context.Context, in flows.ExecInput, op string, st 
 			p.Gray = 0
 			return p, nil
 		}
-	case "rollback":
-		key := "prev." + st.Name + "." + platform
-		raw := in.Ticket.Outputs[key]
-		if raw == "" {
-			return where + ": 无需回滚 nothing to restore", "", nil
-		}
-		var prev Pointers
-		if err := json.Unmarshal([]byte(raw), &prev); err != nil {
-			return where, "", err
-		}
-		change = func(Pointers, []Record) (Pointers, error) { return prev, nil }
 	default:
 		return where, "", fmt.Errorf("unknown op %q", op)
 	}
