@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,7 +21,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"opsbot/bot/endpoint"
 	"opsbot/bot/local"
 	"opsbot/bot/slack"
 	"opsbot/bot/wecom"
@@ -400,130 +398,6 @@ func (b *Bot) Limiter() Limiter { return b.limiter }
 // Addr is the address the local chat listens on, once started.
 func (b *Bot) Addr() string { return b.addr }
 
-// Start settles jobs left by a previous process, starts listening and
-// starts the background loops. It returns once the bot is serving.
-func (b *Bot) Start(ctx context.Context) error {
-	if err := b.engine.Recover(ctx); err != nil {
-		return fmt.Errorf("recover jobs: %w", err)
-	}
-	ln, err := net.Listen("tcp", b.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
-	}
-	b.addr = ln.Addr().String()
-	for _, t := range b.trans {
-		l, ok := t.(Listener)
-		if !ok {
-			continue
-		}
-		if err := l.Start(ctx); err != nil {
-			b.stopListeners()
-			ln.Close()
-			return fmt.Errorf("start %s: %w", t.Platform(), err)
-		}
-		b.listeners = append(b.listeners, l)
-	}
-	httpCtx, httpStop := context.WithCancel(context.WithoutCancel(ctx))
-	b.httpStop = httpStop
-	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b.cancel = cancel
-	b.wg.Add(7)
-	go func() { defer b.wg.Done(); b.audit.run(bg) }()
-	go func() { defer b.wg.Done(); b.refusals.run(bg) }()
-	go func() { defer b.wg.Done(); b.retentionLoop(bg) }()
-	go func() {
-		defer b.wg.Done()
-		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			b.log.Error("local chat server stopped", "err", err)
-		}
-	}()
-	go func() { defer b.wg.Done(); b.runner.Run(bg, b.grace) }()
-	go func() { defer b.wg.Done(); b.deliverLoop(bg) }()
-	go func() { defer b.wg.Done(); b.timerLoop(bg) }()
-	for _, w := range b.cfg.Warnings() {
-		b.log.Warn("config: " + w)
-	}
-	if b.Local() != nil {
-		b.log.Info("opsbot serving", "local_chat", "http://"+b.addr, "state", b.store.Path())
-	} else {
-		b.log.Info("opsbot serving; the local chat is off (a chat platform is enabled)", "admin", "http://"+b.addr+"/admin/", "state", b.store.Path())
-	}
-	return nil
-}
-
-// stopListeners stops the transports' inbound sides, last started first.
-func (b *Bot) stopListeners() {
-	for i := len(b.listeners) - 1; i >= 0; i-- {
-		b.listeners[i].Stop()
-	}
-	b.listeners = nil
-}
-
-// timeouts are the HTTP limits every server of this bot uses.
-func (b *Bot) timeouts() endpoint.Timeouts {
-	h := b.cfg.HTTP
-	return endpoint.Timeouts{Read: h.ReadTimeout.D(), Write: h.WriteTimeout.D(), Idle: h.IdleTimeout.D()}
-}
-
-// handler is the loopback listener: /healthz, the admin API behind its
-// token, and the local chat when it is on, all behind the loopback guard.
-func (b *Bot) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.Handle("/admin/", adminAuth(os.Getenv(b.cfg.Admin.TokenEnv), b.cfg.Admin.TokenEnv, b.adminHandler(), b.refusals.Refuse))
-	if lc := b.Local(); lc != nil {
-		mux.Handle("/", lc.Handler())
-	} else {
-		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			writeJSONReply(w, http.StatusNotFound, map[string]string{"error": "the local chat is off because a chat platform is enabled; " +
-				"set local.enabled: true to use it (development only: it has no login)"})
-		})
-	}
-	return guard(mux, b.refusals.Refuse)
-}
-
-// retentionLoop deletes audit entries older than the retention, a small
-// batch per transaction with a pause between, so it never holds the
-// writer long enough to delay a transition.
-func (b *Bot) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if n, err := b.PruneAudit(ctx); err != nil && ctx.Err() == nil {
-			b.log.Error("audit retention", "err", err)
-		} else if n > 0 {
-			b.log.Info("audit retention: deleted old entries", "entries", n, "older_than", b.cfg.Audit.Retention.D().String())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// PruneAudit deletes the audit entries older than the retention now and
-// returns how many.
-func (b *Bot) PruneAudit(ctx context.Context) (int, error) {
-	before := b.now().Add(-b.cfg.Audit.Retention.D())
-	total := 0
-	for ctx.Err() == nil {
-		n, err := b.store.PruneAudit(ctx, before, 500)
-		total += n
-		if err != nil || n < 500 {
-			return total, err
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return total, ctx.Err()
-}
-
 // withRestoreHint adds to a damaged-state error the command that restores
 // the newest backup.
 func withRestoreHint(err error, cfg *Config) error {
@@ -558,107 +432,6 @@ func newestBackup(dir string) string {
 		}
 	}
 	return best
-}
-
-// Stop stops serving and background work, lets running actions finish
-// for the shutdown grace period, and closes the state. Jobs cut short stay
-// marked running and are settled at the next start.
-func (b *Bot) Stop() {
-	b.stopOnce.Do(func() {
-		if b.httpStop != nil {
-			b.httpStop() // ends long polls, so Shutdown does not wait for them
-		}
-		if b.srv != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = b.srv.Shutdown(sctx)
-			cancel()
-		}
-		b.stopListeners()
-		if b.cancel != nil {
-			b.cancel()
-		}
-		b.wg.Wait()
-		if b.redis != nil {
-			b.redis.Close()
-		}
-		for _, st := range b.zk {
-			st.Close()
-		}
-		if b.cleanup != nil {
-			b.cleanup.Close()
-		}
-		b.store.Close()
-	})
-}
-
-// Run starts the bot and serves until ctx ends.
-func (b *Bot) Run(ctx context.Context) error {
-	if err := b.Start(ctx); err != nil {
-		b.Stop()
-		return err
-	}
-	<-ctx.Done()
-	b.log.Info("shutting down")
-	b.Stop()
-	return nil
-}
-
-func (b *Bot) timerLoop(ctx context.Context) {
-	t := time.NewTicker(b.tick)
-	defer t.Stop()
-	for {
-		if err := b.engine.Tick(ctx); err != nil && ctx.Err() == nil {
-			b.log.Error("timers", "err", err)
-		}
-		if _, err := b.store.SweepIdempotency(ctx, b.now()); err != nil && ctx.Err() == nil {
-			b.log.Error("sweep idempotency keys", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// redactingHandler masks secrets in every log message and string attribute.
-type redactingHandler struct {
-	slog.Handler
-	r *Redactor
-}
-
-func (h *redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
-	out := slog.NewRecord(rec.Time, rec.Level, h.r.Redact(rec.Message), rec.PC)
-	rec.Attrs(func(a slog.Attr) bool {
-		out.AddAttrs(h.attr(a))
-		return true
-	})
-	return h.Handler.Handle(ctx, out)
-}
-
-func (h *redactingHandler) attr(a slog.Attr) slog.Attr {
-	switch a.Value.Kind() {
-	case slog.KindString:
-		return slog.String(a.Key, h.r.Redact(a.Value.String()))
-	case slog.KindAny:
-		if err, ok := a.Value.Any().(error); ok {
-			return slog.String(a.Key, h.r.Redact(err.Error()))
-		}
-		return slog.String(a.Key, h.r.Redact(fmt.Sprint(a.Value.Any())))
-	}
-	return a
-}
-
-func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	clean := make([]slog.Attr, len(attrs))
-	for i, a := range attrs {
-		clean[i] = h.attr(a)
-	}
-	return &redactingHandler{Handler: h.Handler.WithAttrs(clean), r: h.r}
-}
-
-func (h *redactingHandler) WithGroup(name string) slog.Handler {
-	return &redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
 }
 
 // Card draws a ticket's card as it is now.

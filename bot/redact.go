@@ -1,6 +1,9 @@
 package bot
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"sort"
@@ -156,4 +159,44 @@ func Truncate(s string, n int) string {
 		return s
 	}
 	return s[:endpoint.CutIndex(s, n)] + "…(truncated)"
+}
+
+// redactingHandler masks secrets in every log message and string attribute.
+type redactingHandler struct {
+	slog.Handler
+	r *Redactor
+}
+
+func (h *redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.Redact(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h *redactingHandler) attr(a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.Redact(a.Value.String()))
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			return slog.String(a.Key, h.r.Redact(err.Error()))
+		}
+		return slog.String(a.Key, h.r.Redact(fmt.Sprint(a.Value.Any())))
+	}
+	return a
+}
+
+func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		clean[i] = h.attr(a)
+	}
+	return &redactingHandler{Handler: h.Handler.WithAttrs(clean), r: h.r}
+}
+
+func (h *redactingHandler) WithGroup(name string) slog.Handler {
+	return &redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
 }

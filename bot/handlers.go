@@ -1,0 +1,322 @@
+package bot
+
+// Command handlers that read and answer: show access (canRead), history,
+// help, list, roles, the audit log and version look-ups. Ticket changes
+// (new, act, edit) go through the engine in dispatch.go; clusters and
+// stores are in clusters.go.
+
+import (
+	"context"
+	"fmt"
+	"opsbot/commands"
+	"opsbot/flows"
+	"opsbot/integrations/zookeeper"
+	"opsbot/state"
+	"opsbot/templates"
+	"slices"
+	"strings"
+)
+
+// canRead says whether u may read ticket t (its card, history, comments,
+// script output and audit): its requester; the holders of any role its
+// flow names (approvers, actors, operators, rollback); anyone who acted on
+// it or is named in its operators field; auditors and admins. evs may be
+// nil when the history is not at hand (lists).
+func (b *Bot) canRead(u state.User, t state.Ticket, evs []state.Event) bool {
+	switch {
+	case t.Requester == u.Name, t.Operator == u.Name:
+		return true
+	case b.dir.HasRole(u.Name, flows.AdminRole, "auditor"):
+		return true
+	}
+	if b.dir.HasRole(u.Name, b.flowRoles[t.Flow]...) {
+		return true
+	}
+	for _, a := range t.Approvals {
+		if a.User == u.Name {
+			return true
+		}
+	}
+	for _, op := range strings.Split(t.Fields["operators"], ",") {
+		if state.NormName(op) == u.Name {
+			return true
+		}
+	}
+	for _, ev := range evs {
+		if ev.Actor == u.Name {
+			return true
+		}
+	}
+	return false
+}
+
+func notReadable(id string) error {
+	return flows.Userf("no_access", "/ops list mine",
+		"你无权查看 %s · you may not read %s: its requester, the people in its flow's roles, auditors and admins can", id, id)
+}
+
+func history(evs []state.Event) string {
+	var lines []string
+	start := max(0, len(evs)-15)
+	for _, ev := range evs[start:] {
+		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, ev.At.UTC().Format("01-02 15:04"), ev.Actor, ev.Type)
+		if ev.From != ev.To {
+			l += fmt.Sprintf(" (%s → %s)", ev.From, ev.To)
+		}
+		if ev.Comment != "" {
+			l += ": " + ev.Comment
+		}
+		lines = append(lines, l)
+	}
+	if start > 0 {
+		lines = append([]string{fmt.Sprintf("… %d earlier", start)}, lines...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (b *Bot) help(topic string) templates.Message {
+	e := b.engine
+	if topic != "" {
+		if s, ok := b.reg.Lookup(topic); ok {
+			return templates.MustRender("help", templates.HelpView{Topic: &templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example}})
+		}
+		if f, ok := e.Flow(topic); ok {
+			var lines []string
+			for _, fd := range f.Fields {
+				req := "可选 optional"
+				if fd.Required {
+					req = "必填 required"
+				}
+				if fd.Computed {
+					req = "由 opsbot 计算 computed"
+				}
+				l := fmt.Sprintf("%s (%s, %s)", fd.Name, fd.Label, req)
+				if len(fd.Enum) > 0 {
+					l += ": " + strings.Join(fd.Enum, "|")
+				}
+				lines = append(lines, l)
+			}
+			var stages []string
+			for _, st := range f.Stages {
+				stages = append(stages, st.Title)
+			}
+			return templates.MustRender("help", templates.HelpView{Topic: &templates.HelpCommand{Name: f.Name + " · " + f.Title,
+				Usage: "/ops new " + f.Name + " key=value ...", Example: f.Example(),
+				Summary: f.Description + "\n阶段 stages: " + strings.Join(stages, " → ") + "\n字段 fields:\n  " + strings.Join(lines, "\n  ")}})
+		}
+	}
+	v := templates.HelpView{}
+	for _, s := range b.reg.Specs() {
+		v.Commands = append(v.Commands, templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example})
+	}
+	for _, n := range e.FlowNames() {
+		f, _ := e.Flow(n)
+		req, opt := f.FieldNames()
+		v.Flows = append(v.Flows, templates.FlowHelp{Name: f.Name, Title: f.Title, Required: req, Optional: opt, Example: f.Example()})
+	}
+	return templates.MustRender("help", v)
+}
+
+func (b *Bot) list(ctx context.Context, u state.User, r commands.List) ([]templates.Message, error) {
+	if r.Flow != "" {
+		if _, ok := b.engine.Flow(r.Flow); !ok {
+			return nil, flows.Userf("unknown_flow", "flows: "+strings.Join(b.engine.FlowNames(), ", "), "没有流程 %s · unknown flow %q", r.Flow, r.Flow)
+		}
+	}
+	flowOK := func(t state.Ticket) bool { return (r.Flow == "" || t.Flow == r.Flow) && b.canRead(u, t, nil) }
+	var ix state.Index
+	keep := flowOK
+	switch r.Scope {
+	case "mine":
+		ix = state.Index{Kind: "requester", Keys: []string{u.Name}}
+	case "waiting":
+		ix = state.Index{Kind: "waiting", Keys: u.Roles}
+		keep = func(t state.Ticket) bool {
+			return flowOK(t) && t.Requester != u.Name &&
+				!slices.ContainsFunc(t.Approvals, func(a state.Approval) bool { return a.User == u.Name })
+		}
+	case "open":
+		ix = state.Index{Kind: "open"}
+	default:
+		ix = state.Index{Kind: "all"}
+		if r.Flow != "" {
+			ix = state.Index{Kind: "flow", Keys: []string{r.Flow}}
+		}
+	}
+	if r.Scope == "waiting" && len(u.Roles) == 0 {
+		return []templates.Message{templates.MustRender("list", templates.ListView{Scope: r.Scope, Filter: r.Flow, Page: r.Page})}, nil
+	}
+	page, err := b.store.List(ctx, ix, keep, (r.Page-1)*pageSize, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	v := templates.ListView{Scope: r.Scope, Filter: r.Flow, Page: r.Page, More: page.More}
+	for _, t := range page.Tickets {
+		v.Tickets = append(v.Tickets, b.present.TicketView(t))
+	}
+	return []templates.Message{templates.MustRender("list", v)}, nil
+}
+
+func (b *Bot) role(ctx context.Context, u state.User, r commands.Role) ([]templates.Message, error) {
+	if r.Op == "list" {
+		v := templates.RolesView{User: r.User}
+		if r.User != "" {
+			x, ok := b.dir.User(r.User)
+			if !ok {
+				return nil, flows.Userf("unknown_user", "/ops role list", "没有用户 %s · no user called %s", r.User, r.User)
+			}
+			for _, role := range x.Roles {
+				v.Rows = append(v.Rows, templates.RoleRow{Role: role, Members: []string{x.Name}})
+			}
+		} else {
+			for _, role := range b.dir.Roles() {
+				v.Rows = append(v.Rows, templates.RoleRow{Role: role, Members: b.dir.Members(role)})
+			}
+		}
+		return []templates.Message{templates.MustRender("roles", v)}, nil
+	}
+	if !b.dir.HasRole(u.Name, flows.AdminRole) {
+		return nil, flows.Userf("not_admin", "请管理员操作 ask an admin: "+strings.Join(b.dir.Members(flows.AdminRole), ", "),
+			"只有管理员可以授予或收回角色 · only admins can grant or revoke roles")
+	}
+	grant := r.Op == "grant"
+	changed, err := b.dir.SetRole(ctx, r.Role, r.User, grant, state.AuditEntry{At: b.now(), User: u.Name,
+		Action: "role " + r.Op, Args: r.Role + " " + r.User, Result: "ok"})
+	if err != nil {
+		return nil, err
+	}
+	verb := map[bool]string{true: "已授予 granted", false: "已收回 revoked"}[grant]
+	if !changed {
+		return []templates.Message{info("info", fmt.Sprintf("无变化 no change: %s %s %s", r.User, map[bool]string{true: "already has", false: "does not have"}[grant], r.Role), "")}, nil
+	}
+	return []templates.Message{info("success", fmt.Sprintf("%s %s → %s", verb, r.Role, r.User), "")}, nil
+}
+
+func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]templates.Message, error) {
+	privileged := b.dir.HasRole(u.Name, flows.AdminRole, "auditor")
+	switch {
+	case privileged:
+	case r.User == u.Name:
+	case r.Ticket != "":
+		t, err := b.store.Get(ctx, r.Ticket)
+		var evs []state.Event
+		if err == nil {
+			evs, err = b.store.Events(ctx, t.ID)
+		}
+		if err != nil || !b.canRead(u, t, evs) {
+			return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只能查看你参与的工单的审计 · you can see the audit log of tickets you may read (yours, your flows' roles) and of yourself; admins and auditors see all")
+		}
+	default:
+		return nil, flows.Userf("not_auditor", "/ops audit "+u.Name, "只有管理员或审计员可以查看全部 · only admins and auditors see the whole audit log")
+	}
+	b.audit.Flush(ctx)
+	entries, more, err := b.store.AuditLog(ctx, state.AuditQuery{Ticket: r.Ticket, User: r.User}, (r.Page-1)*pageSize, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	v := templates.AuditView{Target: r.Ticket + r.User, Page: r.Page, More: more}
+	for _, a := range entries {
+		v.Entries = append(v.Entries, templates.AuditRow{At: a.At, User: a.User, Platform: a.Platform, Action: a.Action, Ticket: a.Ticket, Args: a.Args, Result: a.Result})
+	}
+	return []templates.Message{templates.MustRender("audit", v)}, nil
+}
+
+// version answers from the production ensemble what a client would be
+// offered, or lists a platform's history.
+func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
+	st := b.zk["production"]
+	if st == nil {
+		return nil, flows.Userf("not_configured", "", "未配置 ZooKeeper · game publishing is not configured (zookeeper: in the config)")
+	}
+	platform := r.Args["platform"]
+	p, _, err := st.Pointers(platform)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := st.Records(platform)
+	if err != nil {
+		return nil, err
+	}
+	if r.Op == "list" {
+		if r.Args["online"] == "true" {
+			recs = zookeeper.Online(recs)
+		}
+		var lines []string
+		for _, rec := range recs {
+			lines = append(lines, fmt.Sprintf("%d %s %s min %d compatible %v %s", rec.Version, rec.Kind, rec.ReleaseType, rec.MinUpdatable, rec.Compatible, rec.URL))
+		}
+		return []templates.Message{info("info", fmt.Sprintf("%s: prod %d gray %d review %d", platform, p.Prod, p.Gray, p.Review), strings.Join(lines, "\n"))}, nil
+	}
+	var c zookeeper.Client
+	var perr error
+	for k, dst := range map[string]*int{"section": &c.Section, "gray_version": &c.GrayVersion, "prod_version": &c.ProdVersion} {
+		v, err := zookeeper.ParseVersion(r.Args[k])
+		if err != nil {
+			perr = flows.Userf("usage", "例 e.g. /ops version resolve platform=android section=2 gray_version= prod_version=1146", "%s=%q 不是数字 is not a number", k, r.Args[k])
+		}
+		*dst = v
+	}
+	if perr != nil {
+		return nil, perr
+	}
+	target, why := zookeeper.Resolve(p, recs, c)
+	title := fmt.Sprintf("%s section=%d gray=%d prod=%d → %d", platform, c.Section, c.GrayVersion, c.ProdVersion, target)
+	return []templates.Message{info("info", title, why)}, nil
+}
+
+// freeze answers /ops freeze and /ops unfreeze.
+func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]templates.Message, error) {
+	if r.Op == "list" {
+		fs, err := b.store.Freezes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var lines []string
+		for _, f := range fs {
+			state := "生效 active"
+			if !b.now().Before(f.Until) {
+				state = "已过期 expired"
+			}
+			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, f.Until.In(cst).Format("2006-01-02 15:04"), state, f.Reason, f.By))
+		}
+		if len(lines) == 0 {
+			return []templates.Message{info("info", "没有冻结 no freezes", "")}, nil
+		}
+		return []templates.Message{info("info", fmt.Sprintf("冻结 Freezes: %d", len(lines)), strings.Join(lines, "\n"))}, nil
+	}
+	roles := append(slices.Clone(b.cfg.Cleanup.FreezeRoles), flows.AdminRole)
+	if !b.dir.HasRole(u.Name, roles...) {
+		return nil, flows.Userf("not_role_holder", "可操作 can freeze: "+strings.Join(b.dir.Members(roles...), ", "),
+			"只有 %s 可以冻结或解冻环境 · only holders of %s can freeze or unfreeze an environment", strings.Join(roles, "/"), strings.Join(roles, ", "))
+	}
+	if b.cleanup == nil {
+		return nil, flows.Userf("not_configured", "", "未配置清档 · data cleanup is not configured (cleanup: in the config)")
+	}
+	if _, ok := b.cleanup.Env(r.Env); !ok {
+		return nil, flows.Userf("bad_fields", "例 e.g. /ops freeze env=tdev until=2026-05-09 reason=...",
+			"env %s 不是清档环境 · env %s is not a cleanup environment: one of %s", r.Env, r.Env, strings.Join(b.cleanup.Envs(), ", "))
+	}
+	if r.Op == "lift" {
+		f, ok, err := b.store.DeleteFreeze(ctx, r.Env)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, flows.Userf("not_frozen", "/ops freeze list", "%s 没有冻结 · %s is not frozen", r.Env, r.Env)
+		}
+		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, f.Until.In(cst).Format("2006-01-02")), "")}, nil
+	}
+	until, err := ParseDay(r.Until)
+	if err != nil {
+		return nil, flows.Userf("bad_fields", "例 e.g. until=2026-05-09 or until=\"2026-05-09 20:00\"", "until=%q 不是日期 · until=%q is not a date", r.Until, r.Until)
+	}
+	if !until.After(b.now()) {
+		return nil, flows.Userf("bad_fields", "", "until=%s 已经过去 · until=%s is in the past", r.Until, r.Until)
+	}
+	f := state.Freeze{Env: r.Env, Until: until, Reason: b.redact.Redact(r.Reason), By: u.Name, At: b.now()}
+	if err := b.store.PutFreeze(ctx, f); err != nil {
+		return nil, err
+	}
+	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, until.In(cst).Format("2006-01-02 15:04"), r.Env, until.In(cst).Format("2006-01-02 15:04"), f.Reason),
+		"清档将被拒绝 cleanup tickets are refused; /ops unfreeze env="+r.Env)}, nil
+}
