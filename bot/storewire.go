@@ -48,6 +48,12 @@ func (p platformStore) Record(ctx context.Context, kind string, payload []byte, 
 
 func (p platformStore) Done(ctx context.Context, id uint64) error { return p.st.DoneInbound(ctx, id) }
 
+func (p platformStore) Handling(ctx context.Context, id uint64) context.Context {
+	return state.WithInbound(ctx, id)
+}
+
+func (p platformStore) Forgotten(ctx context.Context) bool { return state.InboundForgotten(ctx) }
+
 func (p platformStore) Pending(ctx context.Context) ([]endpoint.Recorded, error) {
 	in, err := p.st.PendingInbound(ctx, p.platform)
 	out := make([]endpoint.Recorded, len(in))

@@ -427,10 +427,49 @@ func normRoles(roles []string) []string {
 	return out
 }
 
+type cardKey struct{}
+
+// WithCard asks the engine to put the card it drew for the change made
+// under ctx (Create, Act, Edit) into *dst, so that the reply shows the
+// card the transition stored instead of drawing it again.
+func WithCard(ctx context.Context, dst *json.RawMessage) context.Context {
+	return context.WithValue(ctx, cardKey{}, dst)
+}
+
+// cardOf is the card a change stores.
+func cardOf(ch state.Change) json.RawMessage {
+	for _, n := range ch.Notify {
+		if n.Kind == state.NotifyCardUpdate {
+			return n.Message
+		}
+	}
+	return nil
+}
+
+// drawn wraps a change-building function to remember the card of the
+// change that is committed (the last one built): keep hands it over.
+func drawn(ctx context.Context, fn func(t state.Ticket) (state.Change, error)) (build func(t state.Ticket) (state.Change, error), keep func()) {
+	dst, _ := ctx.Value(cardKey{}).(*json.RawMessage)
+	if dst == nil {
+		return fn, func() {}
+	}
+	var card json.RawMessage
+	build = func(t state.Ticket) (state.Change, error) {
+		ch, err := fn(t)
+		card = cardOf(ch)
+		return ch, err
+	}
+	return build, func() { *dst = card }
+}
+
 // commit applies a step-building function to a ticket in one transaction
 // and wakes the workers that have new work.
 func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) (state.Change, error)) (state.Ticket, error) {
+	fn, keep := drawn(ctx, fn)
 	t, err := e.store.Transition(ctx, id, fn)
+	if err == nil {
+		keep()
+	}
 	var le *state.LockedError
 	if errors.As(err, &le) {
 		return t, lockedError(le)
@@ -490,6 +529,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 			return state.Ticket{}, lockedError(&state.LockedError{Resource: r, Holder: h})
 		}
 	}
+	var made state.Change
 	t, err := e.store.Create(ctx, func(id string) (state.Change, error) {
 		now := e.now()
 		cur := state.Ticket{ID: id, Flow: f.Name, Stage: StageSubmitted, Requester: actor, Fields: clean,
@@ -513,6 +553,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 			a.Ticket = id
 			ch.Audit = append(ch.Audit, a)
 		}
+		made = ch
 		return ch, err
 	})
 	var le *state.LockedError
@@ -521,6 +562,9 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	}
 	if err != nil {
 		return t, err
+	}
+	if dst, _ := ctx.Value(cardKey{}).(*json.RawMessage); dst != nil {
+		*dst = cardOf(made)
 	}
 	poke(e.jobs)
 	poke(e.outbox)

@@ -634,3 +634,26 @@ func TestTableRowsAreEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestWithCardHandsOverTheStoredCard: the reply to a change can show the
+// card its transition stored, without drawing it again.
+func TestWithCardHandsOverTheStoredCard(t *testing.T) {
+	r := newRig(t)
+	var card json.RawMessage
+	tk, err := r.e.Create(flows.WithCard(r.ctx, &card), "alice", "deploy", map[string]string{"service": "pay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d drawn
+	if err := json.Unmarshal(card, &d); err != nil || d.Ticket != tk.ID || d.Stage != "review" {
+		t.Fatalf("card %s: %v", card, err)
+	}
+	before := r.p.cards
+	tk, err = r.e.Act(flows.WithCard(r.ctx, &card), flows.Action{Actor: "bob", Ticket: tk.ID, Event: flows.EvApprove})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(card, &d); err != nil || d.Stage != tk.Stage || r.p.cards != before+1 {
+		t.Fatalf("after approve: card %s (ticket at %s), %d cards drawn", card, tk.Stage, r.p.cards-before)
+	}
+}

@@ -75,3 +75,43 @@ func (s *Store) Seen(ctx context.Context, key string, now time.Time) (bool, erro
 	})
 	return seen, err
 }
+
+// inboundMark is recorded input being handled under a context: the first
+// ticket write made under it forgets the input in its own transaction,
+// which saves the handler a write of its own.
+type inboundMark struct {
+	id   uint64
+	done atomic.Bool
+}
+
+type inboundKey struct{}
+
+// WithInbound marks ctx as the handling of recorded input id: the first
+// ticket write under ctx (Create or Transition) deletes the record in the
+// same transaction. Input whose handling writes no ticket is forgotten by
+// DoneInbound as before; InboundForgotten says which happened.
+func WithInbound(ctx context.Context, id uint64) context.Context {
+	return context.WithValue(ctx, inboundKey{}, &inboundMark{id: id})
+}
+
+// InboundForgotten reports whether a write under ctx forgot its input.
+func InboundForgotten(ctx context.Context) bool {
+	m, _ := ctx.Value(inboundKey{}).(*inboundMark)
+	return m != nil && m.done.Load()
+}
+
+func pendingInbound(ctx context.Context) *inboundMark {
+	m, _ := ctx.Value(inboundKey{}).(*inboundMark)
+	if m == nil || m.done.Load() {
+		return nil
+	}
+	return m
+}
+
+// forgetInbound deletes the marked input record in tx.
+func forgetInbound(tx *bolt.Tx, m *inboundMark) error {
+	if m == nil {
+		return nil
+	}
+	return tx.Bucket(bInbound).Delete(u64(m.id))
+}

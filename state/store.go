@@ -312,9 +312,12 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 	}
 	ch.Ticket.ID = FormatID(num)
 	var out Ticket
-	d := pendingDelivery(ctx)
+	d, in := pendingDelivery(ctx), pendingInbound(ctx)
 	err = s.db.Batch(func(tx *bolt.Tx) error {
 		if err := recordDelivery(tx, d); err != nil {
+			return err
+		}
+		if err := forgetInbound(tx, in); err != nil {
 			return err
 		}
 		b := tx.Bucket(bTickets)
@@ -327,10 +330,22 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 		out, err = apply(tx, num, nil, ch)
 		return err
 	})
-	if err == nil && d != nil {
+	settled(err, d, in)
+	return out, err
+}
+
+// settled marks the delivery key and the input record as written by a
+// committed ticket write.
+func settled(err error, d *delivery, in *inboundMark) {
+	if err != nil {
+		return
+	}
+	if d != nil {
 		d.used.Store(true)
 	}
-	return out, err
+	if in != nil {
+		in.done.Store(true)
+	}
 }
 
 // errConflict means the ticket changed between reading it and writing.
@@ -365,7 +380,7 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 		}
 		ch.Ticket.ID = cur.ID
 		var out Ticket
-		d := pendingDelivery(ctx)
+		d, in := pendingDelivery(ctx), pendingInbound(ctx)
 		err = s.db.Batch(func(tx *bolt.Tx) error {
 			now, err := loadTicket(tx, num)
 			if err != nil {
@@ -377,15 +392,16 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			if err := recordDelivery(tx, d); err != nil {
 				return err
 			}
+			if err := forgetInbound(tx, in); err != nil {
+				return err
+			}
 			out, err = apply(tx, num, &cur, ch)
 			return err
 		})
 		if errors.Is(err, errConflict) && attempt < 100 {
 			continue
 		}
-		if err == nil && d != nil {
-			d.used.Store(true)
-		}
+		settled(err, d, in)
 		return out, err
 	}
 }

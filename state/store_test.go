@@ -267,3 +267,39 @@ func TestUsersRolesAndAudit(t *testing.T) {
 		t.Fatalf("audit page 2: %d more=%v", len(entries), more)
 	}
 }
+
+// TestTicketWriteForgetsItsInput: input recorded before its ack is
+// forgotten by the ticket write its handling makes, in that write's own
+// transaction; a refused write keeps it for the replay.
+func TestTicketWriteForgetsItsInput(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	create(t, s, "golive", "alice", []string{"techlead"})
+	id, _, err := s.AddInbound(ctx, state.Inbound{Platform: "slack", Kind: "click", Payload: []byte("approve")}, "", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func() int {
+		in, err := s.PendingInbound(ctx, "slack")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(in)
+	}
+	hctx := state.WithInbound(ctx, id)
+	boom := errors.New("refused")
+	if _, err := s.Transition(hctx, "T-1", func(cur state.Ticket) (state.Change, error) { return state.Change{}, boom }); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if pending() != 1 || state.InboundForgotten(hctx) {
+		t.Fatal("a refused write forgot the input")
+	}
+	if _, err := s.Transition(hctx, "T-1", func(cur state.Ticket) (state.Change, error) {
+		return state.Change{Ticket: cur, Event: state.Event{Type: "approve", Actor: "bob"}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pending() != 0 || !state.InboundForgotten(hctx) {
+		t.Fatal("the ticket write did not forget its input")
+	}
+}

@@ -131,8 +131,11 @@ func (s *Server) Durable(kind string, payload []byte, replayKey string) bool {
 		s.log.Error("could not record input before acknowledging it", "kind", kind, "err", err)
 	}
 	s.Go(func(ctx context.Context) {
-		handle(ctx, payload)
 		if id != 0 {
+			ctx = s.inbox.Handling(ctx, id)
+		}
+		handle(ctx, payload)
+		if id != 0 && !s.inbox.Forgotten(ctx) {
 			s.done(ctx, id)
 		}
 	})
@@ -185,8 +188,11 @@ func (s *Server) Replay(ctx context.Context) error {
 		}
 		s.log.Info("handling input received before a restart", "kind", in.Kind, "at", in.At)
 		s.Go(func(ctx context.Context) {
+			ctx = s.inbox.Handling(ctx, in.ID)
 			handle(ctx, in.Payload)
-			s.done(ctx, in.ID)
+			if !s.inbox.Forgotten(ctx) {
+				s.done(ctx, in.ID)
+			}
 		})
 	}
 	return nil

@@ -47,6 +47,11 @@ type Inbox interface {
 	Record(ctx context.Context, kind string, payload []byte, replayKey string, now time.Time, ttl time.Duration) (id uint64, dup bool, err error)
 	// Done forgets handled input.
 	Done(ctx context.Context, id uint64) error
+	// Handling marks ctx as the handling of recorded input id, so that a
+	// write the handling makes may forget it in the same transaction;
+	// Forgotten reports whether one did (then Done is not needed).
+	Handling(ctx context.Context, id uint64) context.Context
+	Forgotten(ctx context.Context) bool
 	// Pending lists recorded input not handled yet, oldest first.
 	Pending(ctx context.Context) ([]Recorded, error)
 	// Remember records a key until ttl and says whether it was seen.
@@ -154,3 +159,9 @@ func (m *MemStore) Remember(ctx context.Context, key string, now time.Time, ttl 
 	defer m.mu.Unlock()
 	return m.seen(key, now, ttl), nil
 }
+
+// Handling implements Inbox: a MemStore has no ticket writes to fold into.
+func (m *MemStore) Handling(ctx context.Context, id uint64) context.Context { return ctx }
+
+// Forgotten implements Inbox.
+func (m *MemStore) Forgotten(ctx context.Context) bool { return false }
