@@ -35,6 +35,24 @@ func failed() templates.TicketView {
 	return v
 }
 
+func conflict() templates.TicketView {
+	v := failed()
+	v.Operator = "dave"
+	v.Result = &templates.ResultView{Stage: "release", ExitCode: 1, Attempt: 2, Error: "merging zone01 failed",
+		Hint: "resolve the conflict, then roll the batch back", Files: []string{"manifests/a.pp", "hiera/b.yaml"}}
+	v.Note = ""
+	return v
+}
+
+func done() templates.TicketView {
+	v := ticket()
+	v.Stage, v.StageTitle, v.Open, v.Ended, v.Operator = "done", "已完成 done", false, true, "bob"
+	v.Approvals = append(v.Approvals, templates.ApprovalView{User: "carol", At: at})
+	v.Result = &templates.ResultView{Stage: "deploy", OK: true, Attempt: 1, Output: "deployed abc123"}
+	v.Buttons = nil
+	return v
+}
+
 // cases covers every template (and every notice event).
 func cases() map[string]struct {
 	tmpl string
@@ -44,10 +62,12 @@ func cases() map[string]struct {
 		tmpl string
 		data any
 	}{
-		"ticket":        {"ticket", ticket()},
-		"ticket-failed": {"ticket", failed()},
-		"list":          {"list", templates.ListView{Scope: "waiting", Filter: "golive", Page: 1, More: true, Tickets: []templates.TicketView{ticket()}}},
-		"list-empty":    {"list", templates.ListView{Scope: "mine", Page: 2}},
+		"ticket":          {"ticket", ticket()},
+		"ticket-failed":   {"ticket", failed()},
+		"ticket-conflict": {"ticket", conflict()},
+		"ticket-done":     {"ticket", done()},
+		"list":            {"list", templates.ListView{Scope: "waiting", Filter: "golive", Page: 1, More: true, Tickets: []templates.TicketView{ticket()}}},
+		"list-empty":      {"list", templates.ListView{Scope: "mine", Page: 2}},
 		"audit": {"audit", templates.AuditView{Target: "T-42", Page: 1, Entries: []templates.AuditRow{
 			{At: at, User: "bob", Platform: "local", Action: "command approve", Ticket: "T-42", Args: "/ops approve T-42", Result: "ok"}}}},
 		"help": {"help", templates.HelpView{Commands: []templates.HelpCommand{{Name: "show", Usage: "/ops show T-42", Summary: "查看工单 show a ticket"}},
@@ -60,7 +80,7 @@ func cases() map[string]struct {
 	}
 	for _, ev := range []string{"submitted", "approval_needed", "approved", "rejected", "cancelled", "done", "failed", "interrupted",
 		"expired", "reminder", "escalated", "retried", "rollback_started", "rolled_back", "rollback_failed", "step_started", "step_succeeded", "step_failed",
-		"release_ready", "batch_done", "batch_failed", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo"} {
+		"release_ready", "batch_done", "batch_failed", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo", "something_new"} {
 		c["notice-"+ev] = struct {
 			tmpl string
 			data any
