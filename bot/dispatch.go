@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -236,9 +235,6 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 	e := b.engine
 	ok := *audit
 	ok.Result = "ok"
-	// A change's reply shows the card its transition drew and stored.
-	var drawn json.RawMessage
-	ctx = flows.WithCard(ctx, &drawn)
 	switch r := req.(type) {
 	case commands.Help:
 		return []templates.Message{b.help(r.Topic)}, nil
@@ -248,7 +244,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored, audit.Ticket = true, t.ID
-		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), b.card(t, drawn)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Show:
 		t, err := b.store.Get(ctx, r.Ticket)
 		if errors.Is(err, state.ErrNotFound) {
@@ -274,7 +270,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored = true
-		card := b.card(t, drawn)
+		card := b.present.TicketCard(t)
 		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, card.StageTitle), ""), card}, nil
 	case commands.Role:
 		return b.role(ctx, u, r)
@@ -288,7 +284,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored = true
-		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), b.card(t, drawn)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Cluster:
 		return b.cluster(ctx, r)
 	case commands.Store:
@@ -297,14 +293,4 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.freeze(ctx, u, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
-}
-
-// card is the ticket's card: the one its transition drew, when there is
-// one, else drawn now.
-func (b *Bot) card(t state.Ticket, drawn json.RawMessage) templates.Message {
-	var m templates.Message
-	if len(drawn) > 0 && json.Unmarshal(drawn, &m) == nil && m.Ticket == t.ID && m.Version == t.Version {
-		return m
-	}
-	return b.present.TicketCard(t)
 }

@@ -53,7 +53,19 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 		}
 		var done []uint64
 		progress := false
+		// A card update draws the ticket as it is now, so of several for
+		// one ticket in this pass only the last needs sending.
+		lastUpdate := map[string]uint64{}
 		for _, n := range pending {
+			if n.Kind == state.NotifyCardUpdate {
+				lastUpdate[n.Ticket] = n.ID
+			}
+		}
+		for _, n := range pending {
+			if n.Kind == state.NotifyCardUpdate && lastUpdate[n.Ticket] != n.ID {
+				done = append(done, n.ID)
+				continue
+			}
 			err := b.deliver(ctx, n)
 			if err == nil {
 				done = append(done, n.ID)
@@ -106,7 +118,10 @@ func (e *platformError) Error() string {
 }
 
 func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
-	msg, err := b.notice(n)
+	msg, err := b.notice(ctx, n)
+	if err != nil && n.Kind == state.NotifyCardUpdate && !errors.Is(err, state.ErrNotFound) {
+		return fmt.Errorf("read %s to draw its card: %w", n.Ticket, err) // retried
+	}
 	if err != nil {
 		b.log.Error("undecodable notification dropped", "id", n.ID, "kind", n.Kind, "err", err)
 		return nil
@@ -167,9 +182,18 @@ func (b *Bot) deliver(ctx context.Context, n state.Notification) error {
 }
 
 // notice is the message a notification carries: rendered when it was
-// queued, or, for a notification that carries intent (a cluster warning
-// queued inside the inventory's transaction), worded now.
-func (b *Bot) notice(n state.Notification) (templates.Message, error) {
+// queued, or, for a notification that carries intent, drawn now: a card
+// update draws the ticket as it is (a late or retried update never draws
+// an older state over a newer one), a cluster warning (queued inside the
+// inventory's transaction) is worded.
+func (b *Bot) notice(ctx context.Context, n state.Notification) (templates.Message, error) {
+	if n.Kind == state.NotifyCardUpdate {
+		t, err := b.store.Get(ctx, n.Ticket)
+		if err != nil {
+			return templates.Message{}, err
+		}
+		return b.present.TicketCard(t), nil
+	}
 	if n.Kind == state.NotifyClusterWarning {
 		var w state.ClusterWarning
 		if err := json.Unmarshal(n.Message, &w); err != nil {

@@ -70,14 +70,23 @@ type AuditLine struct {
 	Failed bool
 }
 
-// Presenter draws what people see of a ticket. The engine calls it inside
-// a transition, with the ticket as it ends up, and stores what it returns
-// in the outbox: the ticket's card, redrawn wherever it was posted, and
-// notices to people or to the ticket's thread. The engine never reads
-// what it returns.
+// Presenter words what happened to a ticket. The engine calls it inside a
+// transition, with the ticket as it ends up, and stores what it returns in
+// the outbox: notices to people or to the ticket's thread, which tell of
+// that moment. The ticket's card is not drawn here: every transition
+// queues a card update that names the ticket and its version, and the
+// outbox draws the card as the ticket is when it is delivered, so a late
+// or retried update never draws an older state over a newer one. The
+// engine never reads what the presenter returns.
 type Presenter interface {
-	Card(f *Flow, t state.Ticket) (json.RawMessage, error)
 	Notice(f *Flow, t state.Ticket, n Notice) (json.RawMessage, error)
+}
+
+// CardUpdate is what a card update notification carries: which ticket to
+// redraw, and the version that asked for it.
+type CardUpdate struct {
+	Ticket  string `json:"ticket"`
+	Version int64  `json:"version"`
 }
 
 // Notice is what happened, for the presenter to word.
@@ -275,7 +284,7 @@ func (s *step) finish() (state.Change, error) {
 			NextAt: s.now, Created: s.now})
 	}
 	// Every transition redraws the ticket's cards wherever they were posted.
-	raw, err := p.Card(s.f, s.t)
+	raw, err := json.Marshal(CardUpdate{Ticket: s.t.ID, Version: s.t.Version})
 	if err != nil {
 		return s.ch, err
 	}
@@ -427,49 +436,10 @@ func normRoles(roles []string) []string {
 	return out
 }
 
-type cardKey struct{}
-
-// WithCard asks the engine to put the card it drew for the change made
-// under ctx (Create, Act, Edit) into *dst, so that the reply shows the
-// card the transition stored instead of drawing it again.
-func WithCard(ctx context.Context, dst *json.RawMessage) context.Context {
-	return context.WithValue(ctx, cardKey{}, dst)
-}
-
-// cardOf is the card a change stores.
-func cardOf(ch state.Change) json.RawMessage {
-	for _, n := range ch.Notify {
-		if n.Kind == state.NotifyCardUpdate {
-			return n.Message
-		}
-	}
-	return nil
-}
-
-// drawn wraps a change-building function to remember the card of the
-// change that is committed (the last one built): keep hands it over.
-func drawn(ctx context.Context, fn func(t state.Ticket) (state.Change, error)) (build func(t state.Ticket) (state.Change, error), keep func()) {
-	dst, _ := ctx.Value(cardKey{}).(*json.RawMessage)
-	if dst == nil {
-		return fn, func() {}
-	}
-	var card json.RawMessage
-	build = func(t state.Ticket) (state.Change, error) {
-		ch, err := fn(t)
-		card = cardOf(ch)
-		return ch, err
-	}
-	return build, func() { *dst = card }
-}
-
 // commit applies a step-building function to a ticket in one transaction
 // and wakes the workers that have new work.
 func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) (state.Change, error)) (state.Ticket, error) {
-	fn, keep := drawn(ctx, fn)
 	t, err := e.store.Transition(ctx, id, fn)
-	if err == nil {
-		keep()
-	}
 	var le *state.LockedError
 	if errors.As(err, &le) {
 		return t, lockedError(le)
@@ -529,7 +499,6 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 			return state.Ticket{}, lockedError(&state.LockedError{Resource: r, Holder: h})
 		}
 	}
-	var made state.Change
 	t, err := e.store.Create(ctx, func(id string) (state.Change, error) {
 		now := e.now()
 		cur := state.Ticket{ID: id, Flow: f.Name, Stage: StageSubmitted, Requester: actor, Fields: clean,
@@ -553,7 +522,6 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 			a.Ticket = id
 			ch.Audit = append(ch.Audit, a)
 		}
-		made = ch
 		return ch, err
 	})
 	var le *state.LockedError
@@ -562,9 +530,6 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	}
 	if err != nil {
 		return t, err
-	}
-	if dst, _ := ctx.Value(cardKey{}).(*json.RawMessage); dst != nil {
-		*dst = cardOf(made)
 	}
 	poke(e.jobs)
 	poke(e.outbox)

@@ -33,15 +33,6 @@ func New(fl []*flows.Flow) *Presenter {
 	return p
 }
 
-// Card implements flows.Presenter: the ticket's card as stored JSON.
-func (p *Presenter) Card(f *flows.Flow, t state.Ticket) (json.RawMessage, error) {
-	m, err := templates.Render("ticket", View(f, t))
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(m)
-}
-
 // Notice implements flows.Presenter: a notice about the ticket as stored
 // JSON.
 func (p *Presenter) Notice(f *flows.Flow, t state.Ticket, n flows.Notice) (json.RawMessage, error) {

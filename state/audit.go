@@ -15,23 +15,36 @@ import (
 )
 
 func appendAudit(tx *bolt.Tx, a AuditEntry) error {
+	a.Seq, a.User = 0, NormName(a.User)
+	raw, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return putAudit(tx, a.Ticket, a.User, raw)
+}
+
+// putAudit appends an entry encoded with a zero sequence number, and
+// indexes it by ticket and user.
+func putAudit(tx *bolt.Tx, ticket, user string, raw []byte) error {
 	b := tx.Bucket(bAudit)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	a.Seq = seq
-	a.User = NormName(a.User)
-	if err := putJSON(b, u64(seq), a); err != nil {
+	v, err := seqJSON(raw, "seq", seq)
+	if err != nil {
 		return err
 	}
-	if a.Ticket != "" {
-		if err := tx.Bucket(bAuditTicket).Put(idxKey(a.Ticket, seq), nil); err != nil {
+	if err := b.Put(u64(seq), v); err != nil {
+		return err
+	}
+	if ticket != "" {
+		if err := tx.Bucket(bAuditTicket).Put(idxKey(ticket, seq), nil); err != nil {
 			return err
 		}
 	}
-	if a.User != "" {
-		return tx.Bucket(bAuditUser).Put(idxKey(a.User, seq), nil)
+	if user != "" {
+		return tx.Bucket(bAuditUser).Put(idxKey(user, seq), nil)
 	}
 	return nil
 }

@@ -311,6 +311,10 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 		return Ticket{}, err
 	}
 	ch.Ticket.ID = FormatID(num)
+	pre, err := prepare(0, ch)
+	if err != nil {
+		return Ticket{}, err
+	}
 	var out Ticket
 	d, in := pendingDelivery(ctx), pendingInbound(ctx)
 	err = s.db.Batch(func(tx *bolt.Tx) error {
@@ -327,7 +331,7 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 			}
 		}
 		var err error
-		out, err = apply(tx, num, nil, ch)
+		out, err = apply(tx, num, nil, ch, pre)
 		return err
 	})
 	settled(err, d, in)
@@ -364,9 +368,11 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 	}
 	for attempt := 0; ; attempt++ {
 		var cur Ticket
+		var read []byte
 		if err := s.db.View(func(tx *bolt.Tx) error {
 			var err error
 			cur, err = loadTicket(tx, num)
+			read = bytes.Clone(tx.Bucket(bTickets).Get(u64(num)))
 			return err
 		}); err != nil {
 			return Ticket{}, err
@@ -379,14 +385,18 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			return Ticket{}, err
 		}
 		ch.Ticket.ID = cur.ID
+		// Encoded here, outside the single writer: the transaction only
+		// compares and puts bytes.
+		pre, err := prepare(cur.Version, ch)
+		if err != nil {
+			return Ticket{}, err
+		}
 		var out Ticket
 		d, in := pendingDelivery(ctx), pendingInbound(ctx)
 		err = s.db.Batch(func(tx *bolt.Tx) error {
-			now, err := loadTicket(tx, num)
-			if err != nil {
-				return err
-			}
-			if now.Version != cur.Version {
+			// Any change rewrites the ticket, so the same bytes mean the
+			// ticket is still at the version fn saw.
+			if !bytes.Equal(tx.Bucket(bTickets).Get(u64(num)), read) {
 				return errConflict
 			}
 			if err := recordDelivery(tx, d); err != nil {
@@ -395,7 +405,7 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			if err := forgetInbound(tx, in); err != nil {
 				return err
 			}
-			out, err = apply(tx, num, &cur, ch)
+			out, err = apply(tx, num, &cur, ch, pre)
 			return err
 		})
 		if errors.Is(err, errConflict) && attempt < 100 {
@@ -406,22 +416,72 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 	}
 }
 
-// apply writes a change. old is nil for a new ticket.
-func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
-	t := ch.Ticket
-	var prevVersion int64
-	if old != nil {
-		prevVersion = old.Version
-	}
+// prepared is a change encoded before its transaction: the ticket at its
+// new version, its event, and the outbox and audit entries with a zero
+// sequence number that the transaction fills in (seqJSON).
+type prepared struct {
+	ticket Ticket
+	raw    []byte
+	event  []byte
+	notify [][]byte
+	audit  [][]byte
+}
+
+// prepare encodes ch as written over a ticket at version prev.
+func prepare(prev int64, ch Change) (*prepared, error) {
+	p := &prepared{ticket: ch.Ticket}
+	p.ticket.Version = prev
+	var err error
 	if ch.Event.Type != "" {
-		t.Version = prevVersion + 1
-		ch.Event.Seq = t.Version
-		ek := append(u64(num), u64(uint64(ch.Event.Seq))...)
-		if err := putJSON(tx.Bucket(bEvents), ek, ch.Event); err != nil {
+		p.ticket.Version = prev + 1
+		ch.Event.Seq = p.ticket.Version
+		if p.event, err = json.Marshal(ch.Event); err != nil {
+			return nil, err
+		}
+	}
+	if p.raw, err = json.Marshal(p.ticket); err != nil {
+		return nil, err
+	}
+	for _, n := range ch.Notify {
+		n.ID = 0
+		raw, err := json.Marshal(n)
+		if err != nil {
+			return nil, err
+		}
+		p.notify = append(p.notify, raw)
+	}
+	for _, a := range ch.Audit {
+		a.Seq, a.User = 0, NormName(a.User)
+		raw, err := json.Marshal(a)
+		if err != nil {
+			return nil, err
+		}
+		p.audit = append(p.audit, raw)
+	}
+	return p, nil
+}
+
+// seqJSON puts seq into an entry encoded with a zero sequence number as
+// its first field ({"id":0,... or {"seq":0,...}).
+func seqJSON(raw []byte, field string, seq uint64) ([]byte, error) {
+	prefix := `{"` + field + `":0,`
+	if !bytes.HasPrefix(raw, []byte(prefix)) {
+		return nil, fmt.Errorf("state: %s is not the first field of the encoded entry", field)
+	}
+	out := make([]byte, 0, len(raw)+20)
+	out = append(out, `{"`+field+`":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	return append(out, raw[len(prefix)-1:]...), nil
+}
+
+// apply writes a change encoded by prepare. old is nil for a new ticket.
+func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Ticket, error) {
+	t := pre.ticket
+	if pre.event != nil {
+		ek := append(u64(num), u64(uint64(t.Version))...)
+		if err := tx.Bucket(bEvents).Put(ek, pre.event); err != nil {
 			return t, err
 		}
-	} else {
-		t.Version = prevVersion
 	}
 	// Locks: refuse a resource held by another ticket.
 	locks := tx.Bucket(bLocks)
@@ -443,7 +503,7 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
 	if err := reindex(tx, num, old, &t); err != nil {
 		return t, err
 	}
-	if err := putJSON(tx.Bucket(bTickets), u64(num), t); err != nil {
+	if err := tx.Bucket(bTickets).Put(u64(num), pre.raw); err != nil {
 		return t, err
 	}
 	for _, j := range ch.Jobs {
@@ -468,8 +528,17 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
 			}
 		}
 	}
-	for _, n := range ch.Notify {
-		if _, err := enqueue(tx, n); err != nil {
+	for _, raw := range pre.notify {
+		b := tx.Bucket(bOutbox)
+		id, err := b.NextSequence()
+		if err != nil {
+			return t, err
+		}
+		v, err := seqJSON(raw, "id", id)
+		if err != nil {
+			return t, err
+		}
+		if err := b.Put(u64(id), v); err != nil {
 			return t, err
 		}
 	}
@@ -483,8 +552,8 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change) (Ticket, error) {
 			return t, err
 		}
 	}
-	for _, a := range ch.Audit {
-		if err := appendAudit(tx, a); err != nil {
+	for i, raw := range pre.audit {
+		if err := putAudit(tx, ch.Audit[i].Ticket, NormName(ch.Audit[i].User), raw); err != nil {
 			return t, err
 		}
 	}

@@ -121,6 +121,32 @@ func Names() []string {
 // Render fills template name with data. Templates write JSON, with every
 // value passed through q, so no value can break the message's structure.
 func Render(name string, data any) (Message, error) {
+	switch d := data.(type) {
+	case TicketView:
+		if name == "ticket" {
+			m := ticketCard(d)
+			m.StageTitle, m.Ended = d.StageTitle, d.Ended
+			return m, nil
+		}
+	case InfoView:
+		if name == "info" {
+			level := d.Level
+			if level == "" {
+				level = "info"
+			}
+			return Message{Kind: "info", Level: level, Title: d.Title, Body: strings.Trim(d.Body, "\n")}, nil
+		}
+	case ErrorView:
+		if name == "error" {
+			return Message{Kind: "error", Level: "error", Title: "⚠️ " + d.Message, Body: strings.Trim(d.Hint, "\n")}, nil
+		}
+	case NoticeView:
+		if name == "notice" {
+			m := noticeMessage(d)
+			m.StageTitle, m.Ended = d.Ticket.StageTitle, d.Ticket.Ended
+			return m, nil
+		}
+	}
 	var buf bytes.Buffer
 	if err := tmpl.ExecuteTemplate(&buf, name+".tmpl", data); err != nil {
 		return Message{}, fmt.Errorf("render %s: %w", name, err)

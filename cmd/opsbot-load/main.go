@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"opsbot/flows"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -156,6 +157,27 @@ func (l *loader) run(n, conc, rate int, dur time.Duration, seed int, withSlack b
 	l.printf("end-to-end over HTTP, durable:   %6.0f creates/s, %6.0f approvals/s, %6.0f shows/s; p50 %s p99 %s\n",
 		creates, approvals, shows, lat.pct(50), lat.pct(99))
 	l.printf("  ratio approvals/s : raw batched writes/s = %.2f\n", approvals/base)
+	// The same approvals without HTTP, the chat grammar or replies: the
+	// engine and the store alone, to show where the rest of the time goes.
+	engineIDs := make([]string, n)
+	e := l.b.Engine()
+	for i := range engineIDs {
+		t, err := e.Create(ctx, "alice", "bench", map[string]string{"item": fmt.Sprint(i)})
+		if err != nil {
+			return err
+		}
+		engineIDs[i] = t.ID
+	}
+	direct, err := phase("engine approve", func(i int) error {
+		_, err := e.Act(ctx, flows.Action{Actor: "bob", Ticket: engineIDs[i], Event: flows.EvApprove})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	l.printf("engine alone (no HTTP, no chat):  %6.0f approvals/s\n", direct)
+	l.printf("  ratio engine approvals/s : raw batched writes/s = %.2f; HTTP approvals/s : engine approvals/s = %.2f\n",
+		direct/base, approvals/direct)
 
 	// Latency at a fixed request rate (open loop: latency counts from the
 	// scheduled send time, so a stall is not hidden).
