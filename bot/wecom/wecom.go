@@ -486,8 +486,10 @@ func (t *Transport) Handler() http.Handler {
 			t.refuse(w, r, refused("malformed", "callback without FromUserName or MsgType"))
 			return
 		}
-		// Recorded before the ack, unless this exact delivery was seen.
-		if !t.ep.Durable("callback", plain, sig+":"+nonce) {
+		// Recorded before the ack, unless this exact delivery was seen. The
+		// key starts with the timestamp, so a busy minute's keys sit side
+		// by side in the store.
+		if !t.ep.Durable("callback", plain, ts+":"+sig+":"+nonce) {
 			t.deps.Refuse(r.Context(), endpoint.Refusal{Platform: "wecom", Remote: endpoint.RemoteHost(r), Action: r.Method + " " + r.URL.Path,
 				Class: "replay", Reason: "this signed delivery was received before"})
 		}

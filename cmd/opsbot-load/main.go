@@ -19,6 +19,7 @@ import (
 	"opsbot/flows"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -66,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	withSlack := fs.Bool("slack", true, "also drive the Slack HTTP endpoint with signed interactions")
 	dir := fs.String("dir", "", "work directory (default: a temp dir, removed afterwards)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	blockprofile := fs.String("blockprofile", "", "write a profile of where goroutines waited (blocking and mutex contention) to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -78,6 +80,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if *blockprofile != "" {
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		defer func() {
+			f, err := os.Create(*blockprofile)
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return
+			}
+			defer f.Close()
+			_ = pprof.Lookup("block").WriteTo(f, 0)
+		}()
 	}
 	work := *dir
 	if work == "" {
