@@ -53,12 +53,16 @@ fuzz: ## run every fuzzer of untrusted input briefly (FUZZTIME=10s each)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportCSV$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportJSON$$' -fuzztime $(FUZZTIME)
 
+PROFILE_SHOW = ^opsbot/(bot|flows|state|present|templates|commands)\.|bbolt\.\(\*DB\)\.(Update|View)$$|bbolt\.fdatasync|net/http\.\(\*conn\)\.serve$$|encoding/json\.(Marshal|Unmarshal)$$|runtime\.gcBgMarkWorker$$
+
 bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figures in docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./state ./flows ./commands ./templates
 	$(GO) test -run '^$$' -bench Release40Zones -benchtime 1x ./integrations/puppet
 	$(GO) test -run '^$$' -bench Propose -benchtime 5000x ./integrations/inventory
 	$(GO) test -run '^$$' -bench RedisWipe1M -benchtime 1x ./integrations/cleanup
-	$(GO) run ./cmd/opsbot-load
+	$(GO) run ./cmd/opsbot-load -cpuprofile load.prof
+	@echo "where the load run's CPU went (cumulative, opsbot and its store; full profile: go tool pprof load.prof):"
+	@$(GO) tool pprof -top -cum -nodecount=30 -show '$(PROFILE_SHOW)' load.prof 2>/dev/null | tail -n +6
 
 lint: ## go vet and staticcheck
 	$(GO) vet ./...

@@ -79,7 +79,9 @@ func (f *Flow) Table() []Transition {
 				need += fmt.Sprintf(" (%d when %s %s)", a.Approvals, a.Field, condText(&a.Cond))
 			}
 			decide := []Check{actorCheck(notRequester), actorCheck(holdsWaitingRole), actorCheck(notApprovedYet)}
-			add(EvApprove, st.Name, st.Name, "role "+roles+"; not the requester; fewer than "+need+" so far", append(slices.Clone(decide), ticketCheck(approvalsShort))...)
+			if st.Approvals > 1 || (st.ApprovalsIf != nil && st.ApprovalsIf.Approvals > 1) {
+				add(EvApprove, st.Name, st.Name, "role "+roles+"; not the requester; fewer than "+need+" so far", append(slices.Clone(decide), ticketCheck(approvalsShort))...)
+			}
 			add(EvApprove, st.Name, next(i), "role "+roles+"; not the requester; "+need, append(slices.Clone(decide), ticketCheck(approvalsComplete))...)
 			add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason", append(slices.Clone(decide), actorCheck(reasonGiven))...)
 			if st.RemindEvery > 0 {
