@@ -129,6 +129,11 @@ func TestPuppetConflictStopsTheRelease(t *testing.T) {
 	card := k.Bot.Card(tk)
 	mustContain(t, fmt.Sprint(card.Fields), "production !2 conflict [manifests/site.pp]")
 	mustContain(t, fmt.Sprint(card.Fields), "Next safe step")
+	// The conflict keeps its type: the files are on the step's result (the
+	// card shows them in the batch row above).
+	if r := tk.Results["releasing"]; !slices.Contains(r.Files, "manifests/site.pp") {
+		t.Fatalf("result %+v lacks the conflicting file", r)
+	}
 	if _, ok := bottest.Button(card, "Release batch"); ok {
 		t.Fatal("a failed release still offers the next batch")
 	}
@@ -230,6 +235,9 @@ func TestPuppetConfigCheckRunsOncePerHead(t *testing.T) {
 	k.Say("alice", releaseNew)
 	tk := k.WaitStage("T-1", "failed")
 	mustContain(t, tk.Results["config_edit"].Output, ":commit \"abc\" is not a 40-hex sha")
+	// The executor's user error keeps its hint all the way to the card.
+	mustContain(t, tk.Results["config_edit"].Hint, "fix the Puppetfile on the branch")
+	mustContain(t, k.Bot.Card(tk).Body, "提示 hint: 在分支上修正 Puppetfile")
 	calls := len(fake.Calls())
 	k.Say("alice", "/ops retry T-1")
 	tk = k.WaitStage("T-1", "failed")

@@ -387,7 +387,8 @@ func (x *Executor) check(ctx context.Context, t state.Ticket) flows.ExecResult {
 	if len(problems) > 0 {
 		set["check_failed"] = strings.Join(problems, "; ")
 		b.WriteString("Puppetfile:\n  " + strings.Join(problems, "\n  "))
-		return flows.ExecResult{ExitCode: 1, Err: errors.New("Puppetfile 检查未通过 · Puppetfile check failed"), Output: b.String(), Set: set}
+		return flows.ExecResult{ExitCode: 1, Err: &flows.UserError{Code: "puppetfile", Message: "Puppetfile 检查未通过 · Puppetfile check failed",
+			Hint: "在分支上修正 Puppetfile 后推送，再重试 · fix the Puppetfile on the branch, push, then retry"}, Output: b.String(), Set: set}
 	}
 	b.WriteString("Puppetfile OK")
 	return flows.ExecResult{OK: true, Output: b.String(), Set: set}
