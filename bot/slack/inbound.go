@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"opsbot/commands"
 	"strings"
 	"time"
 
@@ -149,8 +150,13 @@ func (t *Transport) interaction(cb slack.InteractionCallback) reply {
 			if reason == "" {
 				return reply{body: slack.NewErrorsViewSubmissionResponse(map[string]string{"reason": "驳回需要原因 a rejection needs a reason"})}
 			}
+			act, ok := t.deps.Act(value)
+			if !ok {
+				return reply{body: slack.NewErrorsViewSubmissionResponse(map[string]string{"reason": "这个表单已失效 this form is out of date: press 驳回 Reject again"})}
+			}
+			act.Comment = reason
 			return reply{work: func(ctx context.Context) {
-				in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: value + " " + reason, Click: true,
+				in := Input{UserID: cb.User.ID, Name: cb.User.Name, Email: t.email(ctx, cb.User.ID), Text: commands.Encode(act), Click: true,
 					Key: "reject:" + cb.View.ID}
 				t.respond(ctx, responseURL, clickReplies(t.deps.Handle(ctx, in)))
 			}}

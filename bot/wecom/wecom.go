@@ -532,8 +532,8 @@ func (t *Transport) handle(ctx context.Context, cb Callback) {
 		t.reply(ctx, cb.FromUserName, replies)
 	case cb.MsgType == "event" && cb.Event == "template_card_event" && t.needsReason(cb.EventKey):
 		// A card cannot ask for text: tell the person what to send.
-		id := strings.Fields(cb.EventKey)[2]
-		id, _, _ = strings.Cut(id, "#")
+		act, _ := t.deps.Act(cb.EventKey)
+		id := act.Ticket
 		t.reply(ctx, cb.FromUserName, []templates.Message{templates.MustRender("info", templates.InfoView{Level: "info",
 			Title: fmt.Sprintf("请回复「驳回 %s 原因」完成驳回 · reply \"reject %s <reason>\" to reject", id, id)})})
 	case cb.MsgType == "event" && cb.Event == "template_card_event":
