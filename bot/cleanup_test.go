@@ -194,7 +194,13 @@ func TestCleanupProtectedNeedsTwoApprovers(t *testing.T) {
 	if tk.Fields["protection"] != "two_approvers" || tk.Fields["backup"] != "true" {
 		t.Fatalf("fields %v", tk.Fields)
 	}
-	mustContain(t, ck.say("dave", "/ops approve T-1"), "T-1 approve")
+	// Approving the wipe of a protected environment asks for a
+	// confirmation first.
+	mustContain(t, ck.say("dave", "/ops approve T-1"), "please confirm: 同意会开始不能撤回的操作")
+	if tk = k.Ticket("T-1"); len(tk.Approvals) != 0 {
+		t.Fatal("an unconfirmed approval counted")
+	}
+	mustContain(t, ck.say("dave", "/ops approve T-1 confirm"), "T-1 approve")
 	if tk = k.Ticket("T-1"); tk.Stage != "approval" || len(tk.Approvals) != 1 {
 		t.Fatalf("one approval moved it: %s %d", tk.Stage, len(tk.Approvals))
 	}
@@ -203,13 +209,13 @@ func TestCleanupProtectedNeedsTwoApprovers(t *testing.T) {
 		t.Fatal("wiped after one approver")
 	}
 	mustContain(t, ck.say("root", "/ops role grant ops erin"), "ops")
-	approve(t, k, "erin", "T-1", "backup")
+	mustContain(t, ck.say("erin", "/ops approve T-1 确认"), "T-1 approve")
 	tk = k.WaitStage("T-1", "done")
 	mustContain(t, tk.Results["backup"].Output, "players: 已备份 backed up 12 docs")
 	if ck.docs("prod") != 0 || ck.keys("prod") != 0 {
 		t.Fatal("not wiped")
 	}
-	mustContain(t, ck.say("dave", "/ops restore T-1"), "T-1 rollback")
+	mustContain(t, ck.say("dave", "/ops restore T-1 确认"), "T-1 rollback")
 	tk = k.WaitStage("T-1", "rolled_back")
 	mustContain(t, tk.Results["rolling_back"].Output, "sessions: 已恢复 restored 7 keys")
 	if ck.docs("prod") != 12 || ck.keys("prod") != 7 {

@@ -185,7 +185,12 @@ func newRef() string {
 
 // userError is the single place user errors become chat replies.
 func (b *Bot) userError(ue *flows.UserError) templates.Message {
-	return templates.MustRender("error", templates.ErrorView{Message: b.redact.Redact(ue.Message), Hint: b.redact.Redact(ue.Hint)})
+	v := templates.ErrorView{Message: b.redact.Redact(ue.Message), Hint: b.redact.Redact(ue.Hint)}
+	if ue.Code == "confirm" {
+		// The way out is one press: the command that confirms.
+		v.Buttons = []templates.Button{{Label: "确认 Confirm", Value: ue.Hint, Style: "danger"}}
+	}
+	return templates.MustRender("error", v)
 }
 
 func (b *Bot) internal(ref string) templates.Message {
@@ -264,7 +269,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 	case commands.List:
 		return b.list(ctx, u, r)
 	case commands.Act:
-		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Batch: r.Batch, Comment: r.Comment,
+		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Batch: r.Batch, Confirmed: r.Confirm, Comment: r.Comment,
 			Audit: []state.AuditEntry{ok}})
 		if err != nil {
 			return nil, err
@@ -285,6 +290,24 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		}
 		*stored = true
 		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
+	case commands.Mute:
+		t, err := b.store.Get(ctx, r.Ticket)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil, flows.Userf("no_ticket", "/ops list mine", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !b.canRead(u, t, nil) {
+			return nil, notReadable(t.ID)
+		}
+		if _, err := e.Mute(ctx, u.Name, r.Ticket, r.On); err != nil {
+			return nil, err
+		}
+		if r.On {
+			return []templates.Message{info("success", fmt.Sprintf("🔕 不再通知 %s 的进度，结果仍会通知 · you will not hear %s's progress, only its result (/ops unmute %s)", t.ID, t.ID, t.ID), "")}, nil
+		}
+		return []templates.Message{info("success", fmt.Sprintf("🔔 恢复通知 %s 的进度 · you will hear %s's progress again", t.ID, t.ID), "")}, nil
 	case commands.Cluster:
 		return b.cluster(ctx, r)
 	case commands.Store:

@@ -65,7 +65,7 @@ func TestExampleConfigRunsTheDemo(t *testing.T) {
 	if tk.Stage != "done" {
 		t.Fatalf("stage %s", tk.Stage)
 	}
-	mustContain(t, say("dave", "/ops rollback T-1"), "T-1 rollback")
+	mustContain(t, say("dave", "/ops rollback T-1 confirm"), "T-1 rollback")
 	for deadline = time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if tk, _ = b.Store().Get(context.Background(), "T-1"); tk.Stage == "rolled_back" {
 			break

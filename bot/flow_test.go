@@ -312,7 +312,24 @@ func TestFailureRetryAndRollback(t *testing.T) {
 	k.WaitStage("T-1", "verify")
 	approve(t, k, "carol", "T-1", "done")
 	mustContain(t, bottest.Title(k.Say("alice", "/ops rollback T-1")), "only holders of ops can roll back")
-	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1")), "T-1 rollback")
+	// Rolling back cannot be taken back: typed without "confirm", it asks,
+	// and its confirm button is the way on.
+	ask := k.Say("dave", "/ops rollback T-1")
+	mustContain(t, bottest.Title(ask), "please confirm: 回滚会撤销已做的变更 rolling back undoes what T-1 changed")
+	confirm, ok := bottest.Button(ask[0], "Confirm")
+	if !ok || confirm.Value != "/ops rollback T-1 confirm" {
+		t.Fatalf("the confirmation offers %+v", ask[0].Buttons)
+	}
+	if tk := k.Ticket("T-1"); tk.Stage != "done" {
+		t.Fatalf("an unconfirmed rollback ran: %s", tk.Stage)
+	}
+	// The done card's rollback button carries the confirmation its
+	// platform asks for before sending it.
+	rb, _ := bottest.Button(k.Bot.Card(k.Ticket("T-1")), "Rollback")
+	if rb.Confirm == "" || !strings.HasSuffix(rb.Value, " confirm") || strings.Contains(rb.Unconfirmed, "confirm") {
+		t.Fatalf("rollback button %+v", rb)
+	}
+	mustContain(t, bottest.Title(k.Click("dave", confirm.Value)), "T-1 rollback")
 	tk = k.WaitStage("T-1", "rolled_back")
 	mustContain(t, tk.Results["rolling_back"].Output, "rolled back from v3")
 	if runs := k.Runs(); len(runs) != 3 || runs[2] != "rollback T-1 from v3" {
@@ -421,5 +438,65 @@ func TestSecretsNeverReachAuditLogsOrReplies(t *testing.T) {
 	}
 	if len(entries) < 7 {
 		t.Fatalf("only %d audit entries", len(entries))
+	}
+}
+
+// TestRejectAfterDeployRollsBack is the incident: carol rejects a go-live
+// at production verification after the deploy succeeded. The rollback
+// runs, the ticket ends rolled back, dave stays the operator, and alice
+// heard each stage pass on the way.
+func TestRejectAfterDeployRollsBack(t *testing.T) {
+	k := bottest.New(t)
+	k.Say("alice", `/ops new golive service=payments version=v3 rollback_app=redeploy hotfix=true`)
+	approve(t, k, "bob", "T-1", "deploy_approval")
+	k.Say("dave", "/ops approve T-1 go")
+	tk := k.WaitStage("T-1", "verify")
+	if tk.Operator != "dave" {
+		t.Fatalf("operator %q, want the deployer", tk.Operator)
+	}
+	mustContain(t, bottest.Title(k.Say("carol", "/ops reject T-1 checkout returns 500")), "T-1 reject")
+	tk = k.WaitStage("T-1", "rolled_back")
+	if tk.Operator != "dave" || !strings.Contains(tk.Results["rolling_back"].Output, "rolled back from v3") {
+		t.Fatalf("after the reject: operator %q, rollback %+v", tk.Operator, tk.Results["rolling_back"])
+	}
+	if runs := k.Runs(); len(runs) != 2 || runs[1] != "rollback T-1 from v3" {
+		t.Fatalf("runs %q", runs)
+	}
+	notices := k.Notices("alice")
+	for _, want := range []string{"方案审批 Plan review 已通过 passed (bob)", "运维确认 Ops go-ahead 已通过 passed (dave)", "部署 Deploy 已通过 passed", "T-1 carol 已驳回 rejected", "T-1 已回滚 rolled back"} {
+		if !slices.ContainsFunc(notices, func(s string) bool { return strings.Contains(s, want) }) {
+			t.Errorf("alice did not hear %q: %q", want, notices)
+		}
+	}
+	evs, _ := k.Bot.Store().Events(context.Background(), "T-1")
+	var who []string
+	for _, ev := range evs {
+		who = append(who, ev.Type+":"+ev.Actor)
+	}
+	for _, want := range []string{"approve:bob", "approve:dave", "reject:carol", "succeed:opsbot"} {
+		if !slices.Contains(who, want) {
+			t.Errorf("history lacks %s: %v", want, who)
+		}
+	}
+}
+
+// TestMuteProgress: the requester mutes a ticket's progress and still
+// hears its result.
+func TestMuteProgress(t *testing.T) {
+	k := bottest.New(t)
+	k.Say("alice", `/ops new golive service=payments version=v3 rollback_app=redeploy hotfix=true`)
+	mustContain(t, bottest.Title(k.Say("alice", "/ops mute T-1")), "you will not hear T-1's progress")
+	mustContain(t, bottest.Title(k.Say("mallory", "/ops mute T-1")), "you may not read T-1")
+	approve(t, k, "bob", "T-1", "deploy_approval")
+	k.Say("dave", "/ops approve T-1")
+	k.WaitStage("T-1", "verify")
+	approve(t, k, "carol", "T-1", "done")
+	k.Deliver()
+	notices := k.Notices("alice")
+	if slices.ContainsFunc(notices, func(s string) bool { return strings.Contains(s, "已通过 passed") }) {
+		t.Fatalf("a muted requester heard progress: %q", notices)
+	}
+	if !slices.ContainsFunc(notices, func(s string) bool { return strings.Contains(s, "T-1 已完成 done") }) {
+		t.Fatalf("the result did not come: %q", notices)
 	}
 }

@@ -164,7 +164,7 @@ func TestReviewPublishBothEnsemblesInOrder(t *testing.T) {
 		t.Fatalf("review ensemble has %d records", len(recs))
 	}
 	// Rollback restores the previous pointers on both ensembles.
-	g.k.Say("petra", "/ops rollback T-2")
+	g.k.Say("petra", "/ops rollback T-2 confirm")
 	g.k.WaitStage("T-2", "rolled_back")
 	if p, _, _ := prod.Pointers("android"); p.Review != 0 {
 		t.Fatalf("rollback left review %d on production", p.Review)

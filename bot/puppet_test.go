@@ -59,7 +59,7 @@ func toReleasing(t *testing.T, k *bottest.Kit, id string) state.Ticket {
 
 func releaseBatch(t *testing.T, k *bottest.Kit, id string, n int, want string) state.Ticket {
 	t.Helper()
-	mustContain(t, bottest.Title(k.Say("dave", "/ops release "+id)), id+" release")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release "+id+" confirm")), id+" release")
 	var tk state.Ticket
 	waitFor(t, fmt.Sprintf("batch %d to be %s", n, want), func() bool {
 		tk = k.Ticket(id)
@@ -77,12 +77,12 @@ func TestPuppetReleaseHappyPath(t *testing.T) {
 	mustContain(t, fmt.Sprint(card.Fields), "zone03 (无门店 no stores)")
 	mustContain(t, fmt.Sprint(card.Fields), "{批次1门店 Batch 1 stores S001,S002,S003}")
 	mustContain(t, fmt.Sprint(card.Fields), "{批次2门店 Batch 2 stores 无门店 no stores}")
-	if b, ok := bottest.Button(card, "Release batch 1"); !ok || !strings.HasSuffix(b.Value, "batch=1") {
+	if b, ok := bottest.Button(card, "Release batch 1"); !ok || !strings.HasSuffix(b.Value, "batch=1 confirm") || b.Unconfirmed != "/ops release T-1#3 batch=1" || b.Confirm == "" {
 		t.Fatalf("card buttons %+v", card.Buttons)
 	}
 	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
 	releaseBatch(t, k, "T-1", 2, state.BatchSucceeded)
-	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "T-1 release")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1 confirm")), "T-1 release")
 	tk = k.WaitStage("T-1", "done")
 	for _, b := range append([]string{"uat", "production"}, zones...) {
 		if got := fake.Read(b, "manifests/ntp.pp"); !strings.Contains(got, "chrony") {
@@ -150,10 +150,10 @@ func TestPuppetRollbackSyncAndTheIncident(t *testing.T) {
 	mustContain(t, bottest.Title(k.Say("alice", "/ops cancel T-1")), "roll back every released batch")
 	// Batch 2 first: newest first.
 	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 batch=1")), "the next is 2")
-	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1")), "T-1 rollback")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 confirm")), "T-1 rollback")
 	waitFor(t, "batch 2 rolled back", func() bool { return k.Ticket("T-1").Batches[1].State == state.BatchRolledBack })
 	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1")), "cannot release again")
-	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1")), "T-1 rollback")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 confirm")), "T-1 rollback")
 	waitFor(t, "batch 1 rolled back", func() bool { return k.Ticket("T-1").Batches[0].State == state.BatchRolledBack })
 	for _, b := range append([]string{"uat", "production"}, zones[:4]...) {
 		if got := fake.Read(b, "manifests/ntp.pp"); got != "" {
@@ -274,7 +274,7 @@ func TestPuppetSIGKILLMidBatch(t *testing.T) {
 	p.say("ivan", "/ops approve T-1")
 	waitFor(t, "releasing", func() bool { return p.stage("T-1") == "releasing" })
 	fake.SetLatency(150 * time.Millisecond)
-	p.say("dave", "/ops release T-1")
+	p.say("dave", "/ops release T-1 confirm")
 	waitFor(t, "the first merge", func() bool {
 		for _, m := range fake.MRs() {
 			if m.State == "merged" {

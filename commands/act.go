@@ -24,6 +24,10 @@ func readAct(s *Spec, a []string) (Act, error) {
 	req := Act{Event: flows.Event(s.Name), Ticket: id, Version: ver}
 	var words []string
 	for _, w := range a[1:] {
+		if w == "confirm" || w == "确认" {
+			req.Confirm = true
+			continue
+		}
 		if m := batchTok.FindStringSubmatch(w); m != nil && (req.Event == flows.EvRelease || req.Event == flows.EvRollback) {
 			n, _ := strconv.Atoi(m[1])
 			if n < 1 {
@@ -42,7 +46,7 @@ func readAct(s *Spec, a []string) (Act, error) {
 }
 
 // Encode writes an action as the command a button carries (or a person
-// could type): "/ops release T-42#7 batch=2", the comment quoted. It is
+// could type): "/ops release T-42#7 batch=2 confirm", the comment quoted. It is
 // the inverse of Parse: Parse(Encode(a)) gives a back for every Act that
 // Parse can give (a reject needs a comment; text longer than MaxInput is
 // refused).
@@ -57,6 +61,9 @@ func Encode(a Act) string {
 	}
 	if a.Batch > 0 {
 		b.WriteString(" batch=" + strconv.Itoa(a.Batch))
+	}
+	if a.Confirm {
+		b.WriteString(" confirm")
 	}
 	if a.Comment != "" {
 		b.WriteString(` "`)

@@ -18,6 +18,7 @@ func TestEncodeIsTheInverseOfParse(t *testing.T) {
 		{commands.Act{Event: flows.EvApprove, Ticket: "T-42", Version: 7}, "/ops approve T-42#7"},
 		{commands.Act{Event: flows.EvRelease, Ticket: "T-3", Version: 5, Batch: 2}, "/ops release T-3#5 batch=2"},
 		{commands.Act{Event: flows.EvRollback, Ticket: "T-3", Batch: 1}, "/ops rollback T-3 batch=1"},
+		{commands.Act{Event: flows.EvRollback, Ticket: "T-3", Version: 4, Confirm: true}, "/ops rollback T-3#4 confirm"},
 		{commands.Act{Event: flows.EvReject, Ticket: "T-9", Comment: `checkout "500" \ sale`}, `/ops reject T-9 "checkout \"500\" \\ sale"`},
 		{commands.Act{Event: flows.EvApprove, Ticket: "T-1", Comment: "batch=3"}, `/ops approve T-1 "batch=3"`},
 	}
@@ -71,7 +72,7 @@ func TestDecodeActAsksForAReason(t *testing.T) {
 // FuzzEncodeRoundTrip: whatever Parse makes of a line, an action encodes
 // to text that parses back to the same action.
 func FuzzEncodeRoundTrip(f *testing.F) {
-	for _, s := range []string{"/ops approve T-1#3 ok", "/ops release T-2#4 batch=1", `/ops reject T-3 "a \"b\" c"`,
+	for _, s := range []string{"/ops approve T-1#3 ok", "/ops release T-2#4 batch=1", "/ops rollback T-5 确认 now", "/ops rollback T-5 \"confirm\"", `/ops reject T-3 "a \"b\" c"`,
 		"/ops rollback T-9 batch=2 x y", "驳回 T-1 「理由」", `/ops approve T-1 a\b`, "/ops cancel T-7 batch=3", "/ops retry T-1 “x y”"} {
 		f.Add(s)
 	}

@@ -46,6 +46,9 @@ type Act struct {
 	Ticket  string
 	Version int64
 	Batch   int
+	// Confirm: "confirm" (确认) was given, for an action that cannot be
+	// taken back.
+	Confirm bool
 	Comment string
 }
 
@@ -75,6 +78,13 @@ type Edit struct {
 	Ticket  string
 	Version int64
 	Fields  map[string]string
+}
+
+// Mute stops (On) or resumes the progress notices of a ticket for the
+// person who asks.
+type Mute struct {
+	Ticket string
+	On     bool
 }
 
 // Cluster shows one store cluster with its utilization, or lists them.
@@ -108,6 +118,12 @@ func (Version) Command() string { return "version" }
 func (Edit) Command() string    { return "edit" }
 func (Cluster) Command() string { return "cluster" }
 func (Store) Command() string   { return "store" }
+func (m Mute) Command() string {
+	if m.On {
+		return "mute"
+	}
+	return "unmute"
+}
 func (f Freeze) Command() string {
 	if f.Op == "lift" {
 		return "unfreeze"
@@ -208,6 +224,10 @@ func specs() []Spec {
 			Example: "/ops audit T-42"},
 		Spec{Name: "edit", Aliases: []string{"修改"}, Usage: "/ops edit T-42 key=value ...", Summary: "修改等待审批的工单 edit a ticket that waits for approval (approvals start over)",
 			Example: "/ops edit T-42 size=5+3 k8s_id=c-7f3a9"},
+		Spec{Name: "mute", Aliases: []string{"静音"}, Usage: "/ops mute T-42", Summary: "不再接收该工单的进度通知（结果仍会通知）stop hearing a ticket's progress (you still hear its result)",
+			Example: "/ops mute T-42"},
+		Spec{Name: "unmute", Aliases: []string{"取消静音"}, Usage: "/ops unmute T-42", Summary: "恢复接收进度通知 hear a ticket's progress again",
+			Example: "/ops unmute T-42"},
 		Spec{Name: "cluster", Aliases: []string{"集群"}, Usage: "/ops cluster show NAME · /ops cluster list [env=prod]", Summary: "集群与使用率 a store cluster and its utilization",
 			Example: "/ops cluster show prod-sh-01"},
 		Spec{Name: "store", Aliases: []string{"门店"}, Usage: "/ops store show ID", Summary: "门店信息 a store and its cluster",
@@ -248,6 +268,14 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseFreeze(s, a) }
 		case "cluster":
 			s.Parse = func(a []string) (Request, error) { return parseCluster(s, a) }
+		case "mute", "unmute":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) != 1 {
+					return nil, usageErr(s, "需要一个工单号 %s takes one ticket id", s.Name)
+				}
+				id, _, err := ticketRef(s, a[0])
+				return Mute{Ticket: id, On: s.Name == "mute"}, err
+			}
 		case "store":
 			s.Parse = func(a []string) (Request, error) {
 				if len(a) == 1 && a[0] != "show" {

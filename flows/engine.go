@@ -96,6 +96,8 @@ type Notice struct {
 	Comment string
 	// Roles are the roles the notice is addressed as (approvals needed).
 	Roles []string
+	// Stage is the title of the stage a stage_passed notice is about.
+	Stage string
 }
 
 // Config wires an Engine.
@@ -266,7 +268,7 @@ func (s *step) finish() (state.Change, error) {
 	p := s.e.present
 	s.ch.Notify = append(s.ch.Notify, s.extra...)
 	for _, n := range s.notices {
-		raw, err := p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles})
+		raw, err := p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles, Stage: n.stage})
 		if err != nil {
 			return s.ch, err
 		}
@@ -297,6 +299,7 @@ type notice struct {
 	users []string
 	event NoticeEvent
 	roles []string
+	stage string
 }
 
 // enter moves the ticket into stage i (len(stages) means done), passing
@@ -418,7 +421,22 @@ func (s *step) resultAudience() []string {
 	return out
 }
 
+// progressPassed tells the requester that stage st is passed, unless
+// they muted the ticket's progress.
+func (s *step) progressPassed(st *Stage) {
+	s.notify([]string{s.t.Requester}, NoticeStagePassed, nil)
+	if n := len(s.notices); n > 0 && s.notices[n-1].event == NoticeStagePassed {
+		s.notices[n-1].stage = st.Title
+	}
+}
+
+// progress notices are the ones a person can mute per ticket.
+var progressNotices = []NoticeEvent{NoticeApproved, NoticeStagePassed}
+
 func (s *step) notify(users []string, event NoticeEvent, roles []string) {
+	if slices.Contains(progressNotices, event) {
+		users = slices.DeleteFunc(slices.Clone(users), func(u string) bool { return slices.Contains(s.t.Muted, u) })
+	}
 	if len(users) > 0 {
 		s.notices = append(s.notices, notice{users: users, event: event, roles: roles})
 	}
@@ -552,6 +570,9 @@ type Action struct {
 	Version int64
 	Batch   int
 	Comment string
+	// Confirmed says the person confirmed an action that cannot be taken
+	// back (a button's confirmation, or "confirm" typed).
+	Confirmed bool
 	// Audit entries are written in the same transaction when the action
 	// applies.
 	Audit []state.AuditEntry
@@ -607,22 +628,45 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 	})
 }
 
-// apply makes the change of a person's action whose row was picked.
+// apply makes the change of a person's action whose row was picked. The
+// ticket's Operator is whoever set a side effect going (the approval that
+// started the deploy, a retry, a release, a rollback), not whoever acted
+// last; the history keeps every actor.
 func (e *Engine) apply(s *step, row Transition) error {
-	s.t.Operator = s.actor
+	defer func() {
+		if row.Event == EvReject || row.Event == EvCancel {
+			return // the undo a stop runs is the bot's; the operator stays
+		}
+		for _, j := range s.ch.Jobs {
+			if j.Kind != state.JobCleanup {
+				s.t.Operator = s.actor
+			}
+		}
+	}()
 	switch row.Event {
 	case EvApprove:
 		st, i := s.f.Stage(s.t.Stage)
 		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment})
 		if len(s.t.Approvals) < st.Need(s.t.Fields) {
-			s.t.Operator = s.old.Operator
 			s.notify([]string{s.t.Requester}, NoticeApproved, nil)
 			return nil
 		}
+		s.progressPassed(st)
 		return s.enter(i + 1)
-	case EvReject:
-		s.terminal(StageRejected)
-	case EvCancel:
+	case EvReject, EvCancel:
+		if row.To == StageRollingBack {
+			// Actions already changed something: stopping undoes it.
+			verb := map[Event]string{EvReject: "驳回 rejected", EvCancel: "取消 cancelled"}[row.Event]
+			event := map[Event]NoticeEvent{EvReject: NoticeRejected, EvCancel: NoticeCancelled}[row.Event]
+			s.notify(s.resultAudience(), event, nil)
+			err := e.startRollback(s)
+			s.t.Note = strings.TrimSpace(fmt.Sprintf("%s by %s: %s\n↩️ 正在撤销已做的变更 undoing what was changed", verb, s.actor, s.ch.Event.Comment))
+			return err
+		}
+		if row.Event == EvReject {
+			s.terminal(StageRejected)
+			return nil
+		}
 		s.terminal(StageCancelled)
 		if oc := s.f.OnCancel; oc != nil {
 			s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID, Stage: StageCancelled,
@@ -691,4 +735,25 @@ func (e *Engine) startRollback(s *step) error {
 		MaxAttempts: 1, NextAt: s.now})
 	s.notify(s.resultAudience(), NoticeRollbackStarted, nil)
 	return nil
+}
+
+// Mute stops (or, with on false, resumes) the progress notices of a
+// ticket for actor: stages passed and approvals. Results still come.
+func (e *Engine) Mute(ctx context.Context, actor, id string, on bool) (state.Ticket, error) {
+	actor = state.NormName(actor)
+	if n, ok := state.ParseID(id); ok {
+		id = state.FormatID(n)
+	}
+	return e.commit(ctx, id, func(cur state.Ticket) (state.Change, error) {
+		if slices.Contains(cur.Muted, actor) == on {
+			return state.Change{}, state.ErrNoChange
+		}
+		t := cur
+		t.Muted = slices.DeleteFunc(slices.Clone(cur.Muted), func(u string) bool { return u == actor })
+		if on {
+			t.Muted = append(t.Muted, actor)
+		}
+		action := map[bool]string{true: "mute", false: "unmute"}[on]
+		return state.Change{Ticket: t, Audit: []state.AuditEntry{{At: e.now(), User: actor, Action: action, Ticket: id, Result: "ok"}}}, nil
+	})
 }

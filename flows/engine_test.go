@@ -264,8 +264,8 @@ func TestGuardsRefuseWithTheirCode(t *testing.T) {
 	// A card drawn before the stage changed is stale.
 	old := tk.Version
 	tk = r.must(flows.Action{Actor: "carol", Ticket: "T-1", Event: flows.EvApprove, Version: tk.Version})
-	if tk.Stage != "qa" || tk.Operator != "carol" {
-		t.Fatalf("after two approvals: %s (production does not skip qa)", tk.Stage)
+	if tk.Stage != "qa" || tk.Operator != "" {
+		t.Fatalf("after two approvals: %s, operator %q (production does not skip qa; an approval that starts nothing executes nothing)", tk.Stage, tk.Operator)
 	}
 	if _, err := r.act(flows.Action{Actor: "erin", Ticket: "T-1", Event: flows.EvApprove, Version: old - 1}); flows.CodeOf(err) != "stale" {
 		t.Fatalf("stale card: %v", err)
@@ -634,5 +634,124 @@ func TestTableRowsAreEdges(t *testing.T) {
 				t.Errorf("%s: a person's %s from %s has no guard", f.Name, row.Event, row.From)
 			}
 		}
+	}
+}
+
+// deployVerify is a flow whose verification comes after the deploy: a
+// reject there finds changes to undo.
+func deployVerify(t *testing.T, undo string) *flows.Flow {
+	f := &flows.Flow{Name: "dv", Title: "Deploy and verify", UndoOnStop: undo, Locks: []string{"service:{service}"},
+		Fields: []flows.Field{{Name: "service", Required: true}},
+		Stages: []flows.Stage{
+			{Name: "go", Title: "运维确认 Ops go-ahead", Kind: flows.KindApproval, Roles: []string{"ops"}},
+			{Name: "deploy", Title: "部署 Deploy", Kind: flows.KindAction, Executor: "fake"},
+			{Name: "verify", Title: "生产验证 Verification", Kind: flows.KindApproval, Roles: []string{"qa"}},
+		},
+		Rollback: &flows.Rollback{Executor: "fake", Roles: []string{"ops"}}}
+	if err := f.Validate([]string{"fake"}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (r *rig) with(f *flows.Flow) *rig {
+	r.e = flows.New(flows.Config{Store: r.store, Directory: r.e.Directory(), Flows: []*flows.Flow{f},
+		Executors: map[string]flows.Executor{"fake": r.x}, Now: r.clock, Presenter: r.p})
+	return r
+}
+
+// TestRejectAfterChangesUndoesThem: the deploy succeeded and registered its
+// undo; the verifier rejects; the rollback runs with those steps and the
+// ticket ends rolled back, the operator still the deployer.
+func TestRejectAfterChangesUndoesThem(t *testing.T) {
+	r := newRig(t).with(deployVerify(t, ""))
+	r.create("alice", "dv", map[string]string{"service": "pay"})
+	r.x.script("deploy", flows.ExecResult{OK: true, Undo: []state.UndoStep{{What: "restore v1"}}})
+	r.must(flows.Action{Actor: "dave", Ticket: "T-1", Event: flows.EvApprove})
+	tk := r.run()
+	if tk.Stage != "verify" || tk.Operator != "dave" || !r.notified(flows.NoticeStagePassed) {
+		t.Fatalf("after the deploy: %s operator %q", tk.Stage, tk.Operator)
+	}
+	tk = r.must(flows.Action{Actor: "erin", Ticket: "T-1", Event: flows.EvReject, Comment: "checkout returns 500"})
+	if tk.Stage != flows.StageRollingBack || tk.Operator != "dave" || !strings.Contains(tk.Note, "checkout returns 500") || len(tk.Locks) != 1 {
+		t.Fatalf("reject after the deploy: %s operator %q note %q locks %v", tk.Stage, tk.Operator, tk.Note, tk.Locks)
+	}
+	tk = r.run()
+	if tk.Stage != flows.StageRolledBack || len(r.x.last(state.JobUndo).Undo) != 1 || !tk.Saga[0].Undone {
+		t.Fatalf("after the undo: %s %+v", tk.Stage, tk.Saga)
+	}
+	evs, _ := r.store.Events(r.ctx, "T-1")
+	var actors []string
+	for _, ev := range evs {
+		actors = append(actors, ev.Actor)
+	}
+	if !slices.Contains(actors, "erin") || !slices.Contains(actors, "dave") {
+		t.Fatalf("history actors %v", actors)
+	}
+	// Before any change a reject just rejects.
+	r2 := newRig(t).with(deployVerify(t, ""))
+	r2.create("alice", "dv", map[string]string{"service": "pay"})
+	if tk := r2.must(flows.Action{Actor: "dave", Ticket: "T-1", Event: flows.EvReject, Comment: "no"}); tk.Stage != flows.StageRejected {
+		t.Fatalf("reject before changes: %s", tk.Stage)
+	}
+}
+
+// TestCancelAfterAFailedStepUndoesWhatItDid: a failed deploy registered
+// what it did before failing; cancel undoes it.
+func TestCancelAfterAFailedStepUndoesWhatItDid(t *testing.T) {
+	r := newRig(t).with(deployVerify(t, ""))
+	r.create("alice", "dv", map[string]string{"service": "pay"})
+	r.x.script("deploy", flows.ExecResult{ExitCode: 1, Err: errors.New("half done"), Undo: []state.UndoStep{{What: "half"}}})
+	r.must(flows.Action{Actor: "dave", Ticket: "T-1", Event: flows.EvApprove})
+	if tk := r.run(); tk.Stage != flows.StageFailed {
+		t.Fatalf("deploy: %s", tk.Stage)
+	}
+	if tk := r.must(flows.Action{Actor: "alice", Ticket: "T-1", Event: flows.EvCancel}); tk.Stage != flows.StageRollingBack {
+		t.Fatalf("cancel after a partial deploy: %s", tk.Stage)
+	}
+	r.x.script("undo", flows.ExecResult{ExitCode: 1, Err: errors.New("cannot reach host")})
+	if tk := r.run(); tk.Stage != flows.StageFailed || tk.FailedStage != flows.StageRollingBack || !r.notified(flows.NoticeRollbackFailed) {
+		t.Fatalf("failed undo: %s %s", tk.Stage, tk.FailedStage)
+	}
+}
+
+// TestUndoOnStopOffer: with undo_on_stop: offer the reject ends the ticket
+// and the card offers the rollback, which runs with one press.
+func TestUndoOnStopOffer(t *testing.T) {
+	r := newRig(t).with(deployVerify(t, flows.UndoOffer))
+	r.create("alice", "dv", map[string]string{"service": "pay"})
+	r.must(flows.Action{Actor: "dave", Ticket: "T-1", Event: flows.EvApprove})
+	r.run()
+	tk := r.must(flows.Action{Actor: "erin", Ticket: "T-1", Event: flows.EvReject, Comment: "500s"})
+	f, _ := r.e.Flow("dv")
+	if tk.Stage != flows.StageRejected || !slices.Contains(f.Offers(tk), flows.Offer{Event: flows.EvRollback}) {
+		t.Fatalf("rejected: %s offers %v", tk.Stage, f.Offers(tk))
+	}
+	if _, err := r.act(flows.Action{Actor: "erin", Ticket: "T-1", Event: flows.EvRollback}); flows.CodeOf(err) != "not_operator" {
+		t.Fatalf("rollback by erin: %v", err)
+	}
+	r.must(flows.Action{Actor: "dave", Ticket: "T-1", Event: flows.EvRollback})
+	if tk := r.run(); tk.Stage != flows.StageRolledBack {
+		t.Fatalf("offered rollback: %s", tk.Stage)
+	}
+}
+
+// TestRequesterHearsProgressUnlessMuted.
+func TestRequesterHearsProgressUnlessMuted(t *testing.T) {
+	r := newRig(t)
+	r.create("alice", "deploy", map[string]string{"service": "pay"})
+	if _, err := r.e.Mute(r.ctx, "alice", "T-1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.must(flows.Action{Actor: "bob", Ticket: "T-1", Event: flows.EvApprove})
+	if r.notified(flows.NoticeStagePassed) {
+		t.Fatal("a muted requester heard a stage pass")
+	}
+	if _, err := r.e.Mute(r.ctx, "alice", "T-1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.run()
+	if !r.notified(flows.NoticeStagePassed) {
+		t.Fatal("the requester did not hear the step pass")
 	}
 }

@@ -28,6 +28,12 @@ const (
 	StageRolledBack  = "rolled_back"
 )
 
+// What a reject or cancel does after changes (Flow.UndoOnStop).
+const (
+	UndoRun   = "run"
+	UndoOffer = "offer"
+)
+
 var builtinTitles = map[string]string{
 	StageSubmitted:   "已提交 submitted",
 	StageDone:        "已完成 done",
@@ -124,6 +130,16 @@ type Flow struct {
 	// Editable lets the requester change fields while the ticket waits
 	// for approval (/ops edit); the stage's approvals start over.
 	Editable bool `yaml:"editable"`
+	// UndoOnStop says what a reject or cancel does once the ticket's
+	// actions changed something (a flow with a rollback): "run" (the
+	// default) runs the rollback with the undo steps the actions
+	// registered, newest first, ending rolled_back or failed; "offer" ends
+	// the ticket rejected or cancelled and offers the rollback with one
+	// press.
+	UndoOnStop string `yaml:"undo_on_stop"`
+	// Destructive names the actions that cannot be taken back in this flow
+	// (rollback, release, cancel): each asks for a confirmation first.
+	Destructive []Event `yaml:"destructive"`
 
 	table []Transition
 }
@@ -193,6 +209,11 @@ type Stage struct {
 	Window *Window `yaml:"window"`
 	// SkipIf passes over the stage when a field matches.
 	SkipIf *Cond `yaml:"skip_if"`
+	// Confirm makes approving this stage ask for a confirmation (a
+	// protected stage: the approval starts what cannot be taken back);
+	// ConfirmIf does so when a field matches (env = prod).
+	Confirm   bool  `yaml:"confirm"`
+	ConfirmIf *Cond `yaml:"confirm_if"`
 }
 
 // Window is a time window: between two datetime fields of the ticket, or
@@ -360,6 +381,12 @@ func (f *Flow) Validate(executors []string) error {
 				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
+		if (st.Confirm || st.ConfirmIf != nil) && st.Kind != KindApproval {
+			return fmt.Errorf("%s: confirm protects an approval; put destructive: [release] on the flow for a release stage", where)
+		}
+		if st.ConfirmIf != nil && !seen[st.ConfirmIf.Field] {
+			return fmt.Errorf("%s: confirm_if field %s is not a field of the flow", where, st.ConfirmIf.Field)
+		}
 		if st.SkipIf != nil && !seen[st.SkipIf.Field] {
 			return fmt.Errorf("%s: skip_if field %s is not a field of the flow", where, st.SkipIf.Field)
 		}
@@ -369,6 +396,18 @@ func (f *Flow) Validate(executors []string) error {
 	}
 	if f.OnCancel != nil && !slices.Contains(executors, f.OnCancel.Executor) {
 		return fmt.Errorf("flow %s: on_cancel: unknown executor %q", f.Name, f.OnCancel.Executor)
+	}
+	for _, ev := range f.Destructive {
+		if !slices.Contains(PersonEvents, ev) || ev == EvApprove {
+			return fmt.Errorf("flow %s: destructive: %q is not an action people take (one of reject, cancel, retry, rollback, release; protect an approval with confirm: true on its stage)", f.Name, ev)
+		}
+	}
+	switch f.UndoOnStop {
+	case "":
+		f.UndoOnStop = UndoRun
+	case UndoRun, UndoOffer:
+	default:
+		return fmt.Errorf("flow %s: undo_on_stop %q: want %s or %s", f.Name, f.UndoOnStop, UndoRun, UndoOffer)
 	}
 	if f.Rollback != nil {
 		if !slices.Contains(executors, f.Rollback.Executor) {

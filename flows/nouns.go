@@ -51,10 +51,13 @@ type NoticeEvent string
 
 // Notices to people (direct messages).
 const (
-	NoticeApprovalNeeded      NoticeEvent = "approval_needed"
-	NoticeEdited              NoticeEvent = "edited"
-	NoticeRedo                NoticeEvent = "redo"
-	NoticeApproved            NoticeEvent = "approved"
+	NoticeApprovalNeeded NoticeEvent = "approval_needed"
+	NoticeEdited         NoticeEvent = "edited"
+	NoticeRedo           NoticeEvent = "redo"
+	NoticeApproved       NoticeEvent = "approved"
+	// NoticeStagePassed tells the requester a stage is behind the ticket:
+	// who approved it, or that its step succeeded.
+	NoticeStagePassed         NoticeEvent = "stage_passed"
 	NoticeRejected            NoticeEvent = "rejected"
 	NoticeCancelled           NoticeEvent = "cancelled"
 	NoticeDone                NoticeEvent = "done"
@@ -84,7 +87,7 @@ const (
 
 // Notices lists every notice event, for presenters to check that they
 // word each one.
-var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, NoticeApproved, NoticeRejected,
+var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, NoticeApproved, NoticeStagePassed, NoticeRejected,
 	NoticeCancelled, NoticeDone, NoticeFailed, NoticeInterrupted, NoticeExpired, NoticeReminder, NoticeEscalated,
 	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
 	NoticeBatchFailed, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,

@@ -324,7 +324,8 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 		case ev == EvSucceed && j.Kind == state.JobUndo:
 			s.terminal(StageRolledBack)
 		case ev == EvSucceed:
-			_, i := f.Stage(j.Stage)
+			st, i := f.Stage(j.Stage)
+			s.progressPassed(st)
 			if err := s.enter(i + 1); err != nil {
 				// The next stage's window is closed: fail here with the reason.
 				var ue *UserError

@@ -54,6 +54,11 @@ func actorCheck(fn func(g *Guard) error) Check  { return Check{Actor: true, Fn: 
 func (f *Flow) Table() []Transition {
 	var rows []Transition
 	add := func(ev Event, from, to, guard string, checks ...Check) {
+		if slices.Contains(PersonEvents, ev) && f.mayConfirm(ev, from) {
+			// Asked last: a confirmation is only asked of who may act.
+			checks = append(checks, actorCheck(confirmed))
+			guard += "; confirmed"
+		}
 		rows = append(rows, Transition{Event: ev, From: from, To: to, Guard: guard, Checks: checks})
 	}
 	next := func(i int) string {
@@ -64,6 +69,15 @@ func (f *Flow) Table() []Transition {
 	}
 	add(EvSubmit, StageSubmitted, f.Stages[0].Name, "requester may open tickets; resource locks free; fields valid")
 	var cancellable, retryable []string
+	// undoable: from here on, actions may have changed something that the
+	// flow's rollback undoes; a reject or cancel then runs (or offers) it.
+	undoable := map[string]bool{StageFailed: f.Rollback != nil}
+	changed := false
+	for _, st := range f.Stages {
+		undoable[st.Name] = changed && f.Rollback != nil
+		changed = changed || st.Kind == KindAction
+	}
+	runUndo := f.UndoOnStop != UndoOffer
 	for i, st := range f.Stages {
 		if st.SkipIf != nil {
 			add(EvSkip, st.Name, next(i), fmt.Sprintf("%s %s", st.SkipIf.Field, condText(st.SkipIf)))
@@ -83,7 +97,13 @@ func (f *Flow) Table() []Transition {
 				add(EvApprove, st.Name, st.Name, "role "+roles+"; not the requester; fewer than "+need+" so far", append(slices.Clone(decide), ticketCheck(approvalsShort))...)
 			}
 			add(EvApprove, st.Name, next(i), "role "+roles+"; not the requester; "+need, append(slices.Clone(decide), ticketCheck(approvalsComplete))...)
-			add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason", append(slices.Clone(decide), actorCheck(reasonGiven))...)
+			reject := append(slices.Clone(decide), actorCheck(reasonGiven))
+			if undoable[st.Name] && runUndo {
+				add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason; nothing changed yet", append(slices.Clone(reject), ticketCheck(noChanges))...)
+				add(EvReject, st.Name, StageRollingBack, "role "+roles+"; not the requester; a reason; actions changed something: undo it", append(reject, ticketCheck(changesMade))...)
+			} else {
+				add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason", reject...)
+			}
 			if st.RemindEvery > 0 {
 				add(EvRemind, st.Name, st.Name, "every "+st.RemindEvery.D().String())
 			}
@@ -141,7 +161,18 @@ func (f *Flow) Table() []Transition {
 			checks = append(checks, ticketCheck(nothingReleased))
 			guard = "requester, operator or admin; nothing released in place"
 		}
+		if undoable[from] && runUndo {
+			add(EvCancel, from, StageCancelled, guard+"; nothing changed yet", append(slices.Clone(checks), ticketCheck(noChanges))...)
+			add(EvCancel, from, StageRollingBack, "requester or admin; actions changed something: undo it", append(checks, ticketCheck(changesMade))...)
+			continue
+		}
 		add(EvCancel, from, StageCancelled, guard, checks...)
+	}
+	if f.Rollback != nil && !runUndo {
+		for _, from := range []string{StageRejected, StageCancelled} {
+			add(EvRollback, from, StageRollingBack, "role "+strings.Join(append(slices.Clone(f.Rollback.Roles), AdminRole), "|")+"; actions changed something",
+				actorCheck(mayRollBack), ticketCheck(changesMade))
+		}
 	}
 	if f.OnCancel != nil {
 		add(EvSucceed, StageCancelled, StageCancelled, "on_cancel "+f.OnCancel.Executor+" done")
@@ -229,6 +260,9 @@ func (f *Flow) leads(event Event, from, to string) bool {
 type Offer struct {
 	Event Event
 	Batch int
+	// Confirm says the action cannot be taken back: the person confirms
+	// before it is sent.
+	Confirm bool
 }
 
 // Offers lists the person events whose row could apply to the ticket now,
@@ -247,7 +281,7 @@ func (f *Flow) Offers(t state.Ticket) []Offer {
 			if err != nil {
 				continue
 			}
-			o := Offer{Event: ev}
+			o := Offer{Event: ev, Confirm: f.NeedsConfirm(ev, t)}
 			if g.Stage != nil && g.Stage.Kind == KindRelease {
 				switch ev {
 				case EvRelease:
@@ -387,4 +421,77 @@ func mayRollBack(g *Guard) error {
 	}
 	return Userf("not_operator", "可回滚 can roll back: "+strings.Join(g.Engine.dir.Members(rb.Roles...), ", "),
 		"只有 %s 角色可以回滚 · only holders of %s can roll back %s", strings.Join(rb.Roles, "/"), strings.Join(rb.Roles, ", "), g.Ticket.ID)
+}
+
+// Changes: whether the ticket's actions changed something the flow's
+// rollback would undo: an action that succeeded, or undo steps an action
+// registered (a failed run registers what it did before it failed), not
+// undone since.
+func changed(f *Flow, t state.Ticket) bool {
+	if f.Rollback == nil {
+		return false
+	}
+	for _, en := range t.Saga {
+		if !en.Undone && en.Kind == state.JobAction {
+			return true
+		}
+	}
+	for _, st := range f.Stages {
+		if r, ok := t.Results[st.Name]; ok && st.Kind == KindAction && r.OK {
+			return true
+		}
+	}
+	return false
+}
+
+func changesMade(g *Guard) error {
+	if changed(g.Flow, g.Ticket) {
+		return nil
+	}
+	return errOtherRow
+}
+
+func noChanges(g *Guard) error {
+	if changed(g.Flow, g.Ticket) {
+		return errOtherRow
+	}
+	return nil
+}
+
+// mayConfirm says whether event from stage from can need a confirmation.
+func (f *Flow) mayConfirm(ev Event, from string) bool {
+	if slices.Contains(f.Destructive, ev) {
+		return true
+	}
+	st, _ := f.Stage(from)
+	return ev == EvApprove && st != nil && (st.Confirm || st.ConfirmIf != nil)
+}
+
+// NeedsConfirm says whether event on ticket t asks for a confirmation:
+// the flow declares it destructive, or it approves a protected stage.
+func (f *Flow) NeedsConfirm(ev Event, t state.Ticket) bool {
+	if slices.Contains(f.Destructive, ev) {
+		return true
+	}
+	st, _ := f.Stage(t.Stage)
+	return ev == EvApprove && st != nil && (st.Confirm || (st.ConfirmIf != nil && st.ConfirmIf.match(t.Fields)))
+}
+
+// confirmed refuses an action that cannot be taken back until the person
+// confirms it; the hint is the command that does.
+func confirmed(g *Guard) error {
+	if g.Action.Confirmed || !g.Flow.NeedsConfirm(g.Action.Event, g.Ticket) {
+		return nil
+	}
+	id := g.Ticket.ID
+	what := map[Event]string{
+		EvRollback: "回滚会撤销已做的变更 rolling back undoes what " + id + " changed",
+		EvRelease:  "发布会合并到生产分支 releasing merges into production branches",
+		EvCancel:   "取消会停止并撤销 cancelling stops " + id + " and undoes what it changed",
+		EvApprove:  "同意会开始不能撤回的操作 approving starts what cannot be taken back",
+		EvRetry:    "重试会再次执行 retrying runs the step again",
+		EvReject:   "驳回会撤销已做的变更 rejecting undoes what " + id + " changed",
+	}[g.Action.Event]
+	return &UserError{Code: "confirm", Message: fmt.Sprintf("请确认 · please confirm: %s (%s)", what, id),
+		Hint: fmt.Sprintf("/ops %s %s confirm", g.Action.Event, id)}
 }

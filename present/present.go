@@ -37,7 +37,7 @@ func New(fl []*flows.Flow) *Presenter {
 // JSON.
 func (p *Presenter) Notice(f *flows.Flow, t state.Ticket, n flows.Notice) (json.RawMessage, error) {
 	m, err := templates.Render("notice", templates.NoticeView{Ticket: View(f, t), Event: string(n.Event), Actor: n.Actor,
-		Comment: n.Comment, Roles: n.Roles})
+		Comment: n.Comment, Roles: n.Roles, Passed: n.Stage})
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +139,14 @@ func Buttons(f *flows.Flow, t state.Ticket) []templates.Button {
 				label = "回滚批次" + n + " Roll back batch " + n
 			}
 		}
-		out = append(out, templates.Button{Label: label, Style: text.style,
-			Value: commands.Encode(commands.Act{Event: o.Event, Ticket: t.ID, Version: t.Version, Batch: o.Batch})})
+		b := templates.Button{Label: label, Style: text.style,
+			Value: commands.Encode(commands.Act{Event: o.Event, Ticket: t.ID, Version: t.Version, Batch: o.Batch, Confirm: o.Confirm})}
+		b.Reason = o.Event == flows.EvReject
+		if o.Confirm {
+			b.Confirm = confirmText(o.Event, t)
+			b.Unconfirmed = commands.Encode(commands.Act{Event: o.Event, Ticket: t.ID, Version: t.Version, Batch: o.Batch})
+		}
+		out = append(out, b)
 	}
 	return out
 }
@@ -240,4 +246,19 @@ func ClusterWarning(w state.ClusterWarning) templates.Message {
 		Title: fmt.Sprintf("⚠️ 集群 %s 使用率 %d%% 超过 %d%% · cluster %s utilization crossed %d%%: %d/%d stores",
 			w.Cluster, pct(w.After), at, w.Cluster, at, w.After, w.Capacity),
 		Body: fmt.Sprintf("%s 迁入 moved in %d→%d (%s)", w.Ticket, w.Before, w.After, w.Title)})
+}
+
+// confirmText is the question a destructive button asks before it is sent.
+func confirmText(ev flows.Event, t state.Ticket) string {
+	switch ev {
+	case flows.EvRollback:
+		return fmt.Sprintf("确定回滚 %s？已做的变更会被撤销 · Roll back %s? What it changed is undone.", t.ID, t.ID)
+	case flows.EvRelease:
+		return fmt.Sprintf("确定发布 %s 的下一批次？会合并到生产分支 · Release the next batch of %s? It merges into production branches.", t.ID, t.ID)
+	case flows.EvApprove:
+		return fmt.Sprintf("确定同意 %s？这会开始不能撤回的操作 · Approve %s? This starts what cannot be taken back.", t.ID, t.ID)
+	case flows.EvCancel:
+		return fmt.Sprintf("确定取消 %s？ · Cancel %s?", t.ID, t.ID)
+	}
+	return fmt.Sprintf("确定？ · Sure? (%s %s)", ev, t.ID)
 }

@@ -37,6 +37,9 @@ type Ticket struct {
 	Locks        []string `json:"locks,omitempty"`
 	Escalated    bool     `json:"escalated,omitempty"`
 	Reminders    int      `json:"reminders,omitempty"`
+	// Muted are the people who asked not to hear this ticket's progress
+	// (stages passed); they still hear its result.
+	Muted []string `json:"muted,omitempty"`
 	// FailedStage is the action stage a failed ticket can retry.
 	FailedStage string `json:"failed_stage,omitempty"`
 	// Operator is the last person whose action moved the ticket forward.

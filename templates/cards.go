@@ -114,6 +114,7 @@ var noticeTitles = map[string]string{
 	"cleanup_done":          "🧹 {id} 收尾完成 clean-up done:",
 	"cleanup_failed":        "❌ {id} 收尾失败 clean-up failed:",
 	"step_started":          "⏳ {id} 开始执行 {stage} started:",
+	"stage_passed":          "✅ {id} {passed} 已通过 passed ({actor}):",
 	"step_succeeded":        "✅ {id} 步骤成功 step succeeded:",
 	"step_failed":           "❌ {id} 步骤失败 step failed:",
 }
@@ -143,7 +144,7 @@ func noticeMessage(n NoticeView) Message {
 	if !ok {
 		title = "{id} " + n.Event + ":"
 	}
-	title = strings.NewReplacer("{id}", t.ID, "{actor}", n.Actor, "{roles}", strings.Join(n.Roles, ", "), "{stage}", t.StageTitle).Replace(title)
+	title = strings.NewReplacer("{id}", t.ID, "{actor}", n.Actor, "{roles}", strings.Join(n.Roles, ", "), "{stage}", t.StageTitle, "{passed}", n.Passed).Replace(title)
 	fields := ticketFields(t)
 	if n.Comment != "" {
 		fields = append(fields, Field{"说明 Comment", n.Comment})

@@ -54,6 +54,16 @@ type Button struct {
 	Value    string `json:"value"`
 	Style    string `json:"style,omitempty"` // "primary", "danger" or ""
 	Disabled bool   `json:"disabled,omitempty"`
+	// Confirm, when set, is asked before the button is sent (a Slack
+	// confirm dialog, the browser's confirm in the local chat): the action
+	// cannot be taken back, and Value already carries the confirmation.
+	// A platform that cannot ask first sends Unconfirmed instead, and the
+	// answer asks for the confirmation (a second card or a typed one).
+	Confirm     string `json:"confirm,omitempty"`
+	Unconfirmed string `json:"unconfirmed,omitempty"`
+	// Reason says the button asks for a reason first (reject): the
+	// platform appends it, quoted, as the command's comment.
+	Reason bool `json:"reason,omitempty"`
 }
 
 // MaxOutput is how much action output a card shows.
@@ -138,7 +148,7 @@ func Render(name string, data any) (Message, error) {
 		}
 	case ErrorView:
 		if name == "error" {
-			return Message{Kind: "error", Level: "error", Title: "⚠️ " + d.Message, Body: strings.Trim(d.Hint, "\n")}, nil
+			return Message{Kind: "error", Level: "error", Title: "⚠️ " + d.Message, Body: strings.Trim(d.Hint, "\n"), Buttons: buttons(d.Buttons)}, nil
 		}
 	case NoticeView:
 		if name == "notice" {

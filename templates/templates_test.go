@@ -80,11 +80,11 @@ func cases() map[string]struct {
 	}
 	for _, ev := range []string{"submitted", "approval_needed", "approved", "rejected", "cancelled", "done", "failed", "interrupted",
 		"expired", "reminder", "escalated", "retried", "rollback_started", "rolled_back", "rollback_failed", "step_started", "step_succeeded", "step_failed",
-		"release_ready", "batch_done", "batch_failed", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo", "something_new"} {
+		"release_ready", "batch_done", "batch_failed", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo", "stage_passed", "something_new"} {
 		c["notice-"+ev] = struct {
 			tmpl string
 			data any
-		}{"notice", templates.NoticeView{Ticket: ticket(), Event: ev, Actor: "bob", Comment: "see runbook", Roles: []string{"techlead"}}}
+		}{"notice", templates.NoticeView{Ticket: ticket(), Event: ev, Actor: "bob", Comment: "see runbook", Roles: []string{"techlead"}, Passed: "方案审批 Plan review"}}
 	}
 	return c
 }

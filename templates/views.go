@@ -65,6 +65,8 @@ type NoticeView struct {
 	Actor   string
 	Comment string
 	Roles   []string
+	// Passed is the title of the stage a "stage_passed" notice is about.
+	Passed string
 }
 
 // ListView is a page of tickets.
@@ -123,6 +125,8 @@ type FlowHelp struct {
 type ErrorView struct {
 	Message string
 	Hint    string
+	// Buttons offer the way out, e.g. the confirmation an action asks for.
+	Buttons []Button
 }
 
 // InternalView is an unexpected error, shown only by its reference.

@@ -79,6 +79,14 @@ func Blocks(m templates.Message, mention Mentioner, live bool) []slack.Block {
 			}
 			btn := slack.NewButtonBlockElement(fmt.Sprintf("opsbot_%d", i), b.Value,
 				slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(b.Label, maxButtonText), true, false))
+			if b.Confirm != "" {
+				// Slack asks before it sends the press.
+				btn = btn.WithConfirm(slack.NewConfirmationBlockObject(
+					slack.NewTextBlockObject(slack.PlainTextType, "请确认 Please confirm", false, false),
+					slack.NewTextBlockObject(slack.PlainTextType, templates.Clip(b.Confirm, 300), false, false),
+					slack.NewTextBlockObject(slack.PlainTextType, "确认 Confirm", false, false),
+					slack.NewTextBlockObject(slack.PlainTextType, "取消 Back", false, false)).WithStyle(slack.StyleDanger))
+			}
 			switch b.Style {
 			case "primary":
 				btn.Style = slack.StylePrimary

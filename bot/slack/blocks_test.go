@@ -106,3 +106,16 @@ func TestUserTextCannotInjectMentions(t *testing.T) {
 		t.Fatalf("mapped user not mentioned: %s", s)
 	}
 }
+
+// TestDestructiveButtonAsksFirst: a button that cannot be taken back
+// carries Slack's confirm dialog, so the press is sent only once confirmed.
+func TestDestructiveButtonAsksFirst(t *testing.T) {
+	m := templates.Message{Kind: "ticket", Title: "T-1", Ticket: "T-1", Buttons: []templates.Button{
+		{Label: "回滚 Rollback", Value: "/ops rollback T-1#5 confirm", Unconfirmed: "/ops rollback T-1#5", Style: "danger",
+			Confirm: "确定回滚 T-1？ · Roll back T-1?"},
+		{Label: "重试 Retry", Value: "/ops retry T-1#5"}}}
+	raw := string(marshal(slack.Blocks(m, nil, true), ""))
+	if strings.Count(raw, `"deny":{`) != 1 || !strings.Contains(raw, "Roll back T-1?") || !strings.Contains(raw, `"value":"/ops rollback T-1#5 confirm"`) {
+		t.Fatalf("blocks %s", raw)
+	}
+}

@@ -120,7 +120,12 @@ func Render(m templates.Message, taskID string) Card {
 		default:
 			style = 4
 		}
-		c.ButtonList = append(c.ButtonList, CardButton{Text: templates.Clip(chinese(b.Label), maxButtonText), Style: style, Key: b.Value})
+		key := b.Value
+		if b.Confirm != "" {
+			// A card cannot ask first: the press asks for the confirmation.
+			key = b.Unconfirmed
+		}
+		c.ButtonList = append(c.ButtonList, CardButton{Text: templates.Clip(chinese(b.Label), maxButtonText), Style: style, Key: key})
 	}
 	return c
 }

@@ -102,3 +102,16 @@ func TestEverySendIsPacedPerUser(t *testing.T) {
 		t.Fatalf("paced %v", p.keys)
 	}
 }
+
+// TestDestructiveButtonAsksOnASecondCard: a card cannot ask before it
+// sends, so a destructive button's key is the unconfirmed command: the
+// answer asks for the confirmation.
+func TestDestructiveButtonAsksOnASecondCard(t *testing.T) {
+	m := templates.Message{Kind: "ticket", Title: "T-1", Ticket: "T-1", Buttons: []templates.Button{
+		{Label: "回滚 Rollback", Value: "/ops rollback T-1#5 confirm", Unconfirmed: "/ops rollback T-1#5", Style: "danger",
+			Confirm: "确定回滚 T-1？"}}}
+	c := wecom.Render(m, "t1")
+	if len(c.ButtonList) != 1 || c.ButtonList[0].Key != "/ops rollback T-1#5" {
+		t.Fatalf("buttons %+v", c.ButtonList)
+	}
+}
