@@ -454,6 +454,18 @@ func TestRejectAfterDeployRollsBack(t *testing.T) {
 	if tk.Operator != "dave" {
 		t.Fatalf("operator %q, want the deployer", tk.Operator)
 	}
+	// The deployer hears how the deploy went; the verifier's card shows the
+	// deploy result she is verifying.
+	if !slices.ContainsFunc(k.Notices("dave"), func(s string) bool { return strings.Contains(s, "T-1 步骤成功 step succeeded") }) {
+		t.Fatalf("dave was not told the deploy's result: %q", k.Notices("dave"))
+	}
+	var verifying string
+	for _, e := range k.Inbox("carol") {
+		if e.Kind == "notice" && strings.Contains(e.Msg.Title, "needs your approval") {
+			verifying = e.Msg.Body
+		}
+	}
+	mustContain(t, verifying, "✅ deploy 成功 succeeded")
 	mustContain(t, bottest.Title(k.Say("carol", "/ops reject T-1 checkout returns 500")), "T-1 reject")
 	tk = k.WaitStage("T-1", "rolled_back")
 	if tk.Operator != "dave" || !strings.Contains(tk.Results["rolling_back"].Output, "rolled back from v3") {
@@ -499,4 +511,35 @@ func TestMuteProgress(t *testing.T) {
 	if !slices.ContainsFunc(notices, func(s string) bool { return strings.Contains(s, "T-1 已完成 done") }) {
 		t.Fatalf("the result did not come: %q", notices)
 	}
+}
+
+// TestCardsOfferWhatEachPersonMayDo: a card sent to a person offers only
+// the actions that person may take; the shared card says who may act.
+func TestCardsOfferWhatEachPersonMayDo(t *testing.T) {
+	k := bottest.New(t)
+	k.Say("alice", `/ops new golive service=payments version=v3 rollback_app=redeploy hotfix=true`)
+	approve(t, k, "bob", "T-1", "deploy_approval")
+	labels := func(user string, title string) []string {
+		var out []string
+		for _, e := range k.Inbox(user) {
+			if e.Kind == "notice" && strings.Contains(e.Msg.Title, title) {
+				out = nil
+				for _, b := range e.Msg.Buttons {
+					out = append(out, b.Label)
+				}
+			}
+		}
+		return out
+	}
+	// alice heard plan review pass: she may cancel, never approve her own.
+	if got := labels("alice", "已通过 passed"); !slices.Equal(got, []string{"取消 Cancel"}) {
+		t.Fatalf("alice's card offers %q", got)
+	}
+	// dave (ops) is asked to approve: approve and reject, not cancel.
+	if got := labels("dave", "needs your approval"); !slices.Equal(got, []string{"同意 Approve", "驳回 Reject"}) {
+		t.Fatalf("dave's card offers %q", got)
+	}
+	// The shared card names who may act.
+	card := k.Bot.Card(k.Ticket("T-1"))
+	mustContain(t, fmt.Sprint(card.Fields), "ops: dave")
 }

@@ -98,6 +98,10 @@ type Notice struct {
 	Roles []string
 	// Stage is the title of the stage a stage_passed notice is about.
 	Stage string
+	// Personal says the notice goes to people directly: its card offers
+	// Offers, the actions they may take, not every action of the stage.
+	Personal bool
+	Offers   []Offer
 }
 
 // Config wires an Engine.
@@ -268,11 +272,22 @@ func (s *step) finish() (state.Change, error) {
 	p := s.e.present
 	s.ch.Notify = append(s.ch.Notify, s.extra...)
 	for _, n := range s.notices {
-		raw, err := p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles, Stage: n.stage})
-		if err != nil {
-			return s.ch, err
-		}
+		// Each person's card offers what that person may do: drawn once
+		// per set of actions, not once per person.
+		drawn := map[string]json.RawMessage{}
 		for _, u := range n.users {
+			offers := s.e.OffersFor(s.f, s.t, u)
+			key := fmt.Sprint(offers)
+			raw, ok := drawn[key]
+			if !ok {
+				var err error
+				raw, err = p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles,
+					Stage: n.stage, Personal: true, Offers: offers})
+				if err != nil {
+					return s.ch, err
+				}
+				drawn[key] = raw
+			}
 			s.ch.Notify = append(s.ch.Notify, state.Notification{User: u, Ticket: s.t.ID, Kind: state.NotifyMessage,
 				Message: raw, NextAt: s.now, Created: s.now})
 		}

@@ -326,6 +326,10 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 		case ev == EvSucceed:
 			st, i := f.Stage(j.Stage)
 			s.progressPassed(st)
+			// Whoever set the step going hears how it went.
+			if op := s.t.Operator; op != "" && op != s.t.Requester && j.Kind == state.JobAction {
+				s.notify([]string{op}, NoticeStepSucceeded, nil)
+			}
 			if err := s.enter(i + 1); err != nil {
 				// The next stage's window is closed: fail here with the reason.
 				var ue *UserError

@@ -297,6 +297,23 @@ func (f *Flow) Offers(t state.Ticket) []Offer {
 	return out
 }
 
+// OffersFor lists the actions user may take on the ticket now: the offers
+// whose row's guards, the actor's included, pass for user (a reason and a
+// confirmation are asked when the button is pressed). It is what a card
+// sent to that person offers.
+func (e *Engine) OffersFor(f *Flow, t state.Ticket, user string) []Offer {
+	var out []Offer
+	for _, o := range f.Offers(t) {
+		g := &Guard{Engine: e, Flow: f, Ticket: t, Now: e.now(),
+			Action: Action{Actor: user, Ticket: t.ID, Event: o.Event, Comment: "-", Confirmed: true}}
+		g.Stage, _ = f.Stage(t.Stage)
+		if _, err := f.pick(g, o.Event, true); err == nil {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // Mermaid renders the flow's transitions table as a Mermaid state diagram.
 func (f *Flow) Mermaid() string {
 	var b strings.Builder

@@ -22,11 +22,14 @@ import (
 // Presenter renders tickets of the flows it was given.
 type Presenter struct {
 	flows map[string]*flows.Flow
+	// members names the holders of roles, for "waiting for" lines.
+	members func(roles ...string) []string
 }
 
-// New returns a presenter for flows (already validated).
-func New(fl []*flows.Flow) *Presenter {
-	p := &Presenter{flows: map[string]*flows.Flow{}}
+// New returns a presenter for flows (already validated); members names
+// the holders of roles (nil: roles are shown without people).
+func New(fl []*flows.Flow, members func(roles ...string) []string) *Presenter {
+	p := &Presenter{flows: map[string]*flows.Flow{}, members: members}
 	for _, f := range fl {
 		p.flows[f.Name] = f
 	}
@@ -36,7 +39,11 @@ func New(fl []*flows.Flow) *Presenter {
 // Notice implements flows.Presenter: a notice about the ticket as stored
 // JSON.
 func (p *Presenter) Notice(f *flows.Flow, t state.Ticket, n flows.Notice) (json.RawMessage, error) {
-	m, err := templates.Render("notice", templates.NoticeView{Ticket: View(f, t), Event: string(n.Event), Actor: n.Actor,
+	v := p.view(f, t)
+	if n.Personal {
+		v.Buttons = buttons(t, n.Offers)
+	}
+	m, err := templates.Render("notice", templates.NoticeView{Ticket: v, Event: string(n.Event), Actor: n.Actor,
 		Comment: n.Comment, Roles: n.Roles, Passed: n.Stage})
 	if err != nil {
 		return nil, err
@@ -50,7 +57,7 @@ func (p *Presenter) TicketCard(t state.Ticket) templates.Message {
 	if !ok {
 		return templates.MustRender("info", templates.InfoView{Level: "warning", Title: t.ID + " (unknown flow " + t.Flow + ")"})
 	}
-	return templates.MustRender("ticket", View(f, t))
+	return templates.MustRender("ticket", p.view(f, t))
 }
 
 // TicketView is a ticket's view, its flow looked up (lists).
@@ -60,7 +67,30 @@ func (p *Presenter) TicketView(t state.Ticket) templates.TicketView {
 		return templates.TicketView{ID: t.ID, Flow: t.Flow, FlowTitle: t.Flow, Title: t.Title, Stage: t.Stage,
 			StageTitle: flows.StageLabel(t.Stage), Ended: flows.Ended(t.Stage)}
 	}
-	return View(f, t)
+	return p.view(f, t)
+}
+
+// view is View with the people each waiting role names: a card shared in
+// a channel says who may act ("ops: dave, erin").
+func (p *Presenter) view(f *flows.Flow, t state.Ticket) templates.TicketView {
+	v := View(f, t)
+	if p.members == nil || !t.Open {
+		return v
+	}
+	v.Waiting = nil
+	for _, role := range t.WaitingRoles {
+		var who []string
+		for _, u := range p.members(role) {
+			if u != t.Requester && !slices.ContainsFunc(t.Approvals, func(a state.Approval) bool { return a.User == u }) {
+				who = append(who, u)
+			}
+		}
+		if len(who) == 0 {
+			who = []string{"无人 nobody: /ops role grant " + role + " <user>"}
+		}
+		v.Waiting = append(v.Waiting, role+": "+strings.Join(who, ", "))
+	}
+	return v
 }
 
 // View builds what a ticket's card shows, with the buttons its stage
@@ -91,8 +121,11 @@ func View(f *flows.Flow, t state.Ticket) templates.TicketView {
 		v.Approvals = append(v.Approvals, templates.ApprovalView{User: a.User, At: a.At, Comment: a.Comment})
 	}
 	last := t.FailedStage
-	if last == "" && !t.Open {
-		// The most recent result explains a closed ticket.
+	running := st != nil && st.Kind != flows.KindApproval && st.Kind != flows.KindRelease
+	if last == "" && !running {
+		// The most recent result explains a closed ticket, and shows the
+		// approver of a later stage what she is approving (the deploy's
+		// result at verification).
 		var at time.Time
 		for name, r := range t.Results {
 			if r.Ended.After(at) {
@@ -125,9 +158,11 @@ var buttonText = map[flows.Event]struct{ label, style string }{
 // Buttons are the actions the ticket's stage offers now, each carrying
 // the command it runs (with the card's version, and its batch for a batch
 // release), so a stale button cannot act on a later state.
-func Buttons(f *flows.Flow, t state.Ticket) []templates.Button {
+func Buttons(f *flows.Flow, t state.Ticket) []templates.Button { return buttons(t, f.Offers(t)) }
+
+func buttons(t state.Ticket, offers []flows.Offer) []templates.Button {
 	var out []templates.Button
-	for _, o := range f.Offers(t) {
+	for _, o := range offers {
 		text := buttonText[o.Event]
 		label := text.label
 		if o.Batch > 0 {

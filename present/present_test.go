@@ -82,7 +82,7 @@ func TestViewShowsTypedResults(t *testing.T) {
 	if !strings.Contains(m.Body, "提示 hint: resolve it") || !strings.Contains(m.Body, "a.pp") || m.StageTitle != "失败 failed" {
 		t.Fatalf("card body %q stage %q", m.Body, m.StageTitle)
 	}
-	p := present.New([]*flows.Flow{f})
+	p := present.New([]*flows.Flow{f}, nil)
 	if m := p.TicketCard(state.Ticket{ID: "T-9", Flow: "gone"}); !strings.Contains(m.Title, "unknown flow gone") {
 		t.Fatalf("unknown flow: %q", m.Title)
 	}
