@@ -147,7 +147,7 @@ func TestGuardsGiveOneOutcomeAndAClearMessage(t *testing.T) {
 	r := k.Click("bob", approveBtn.Value)
 	mustContain(t, bottest.Title(r), "T-1 approve")
 	r = k.Click("bob", approveBtn.Value)
-	mustContain(t, bottest.Title(r), "this card is out of date: T-1 is now test_signoff")
+	mustContain(t, bottest.Title(r), "this card is out of date: T-1 moved on to 测试签收 Test sign-off")
 	if tk := k.Ticket("T-1"); tk.Version != 2 || tk.Stage != "test_signoff" {
 		t.Fatalf("duplicate click applied twice: %+v", tk)
 	}
@@ -465,11 +465,17 @@ func TestRejectAfterDeployRollsBack(t *testing.T) {
 			verifying = e.Msg.Body
 		}
 	}
-	mustContain(t, verifying, "✅ deploy 成功 succeeded")
+	mustContain(t, verifying, "✅ 部署 Deploy 成功 succeeded")
 	mustContain(t, bottest.Title(k.Say("carol", "/ops reject T-1 checkout returns 500")), "T-1 reject")
 	tk = k.WaitStage("T-1", "rolled_back")
 	if tk.Operator != "dave" || !strings.Contains(tk.Results["rolling_back"].Output, "rolled back from v3") {
 		t.Fatalf("after the reject: operator %q, rollback %+v", tk.Operator, tk.Results["rolling_back"])
+	}
+	// People read stage titles, never stage names.
+	body := k.Bot.Card(tk).Body
+	mustContain(t, body, "✅ 回滚中 rolling back 成功 succeeded")
+	if strings.Contains(body, "rolling_back") {
+		t.Fatalf("card body shows a stage name: %q", body)
 	}
 	if runs := k.Runs(); len(runs) != 2 || runs[1] != "rollback T-1 from v3" {
 		t.Fatalf("runs %q", runs)

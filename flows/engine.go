@@ -609,13 +609,14 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		}
 		// A card is stale once the ticket left the stage it was drawn in.
 		if a.Version > 0 && a.Version != cur.Version && cur.StageVersion > a.Version {
+			title := f.StageTitle(cur.Stage)
 			return state.Change{}, Userf("stale", fmt.Sprintf("/ops show %s", cur.ID),
-				"卡片已过期：%s 现在是 %s · this card is out of date: %s is now %s (v%d)",
-				cur.ID, StageLabel(cur.Stage), cur.ID, cur.Stage, cur.Version)
+				"卡片已过期：%s 已到 %s · this card is out of date: %s moved on to %s",
+				cur.ID, title, cur.ID, title)
 		}
 		if !slices.Contains(PersonEvents, a.Event) || !f.allows(a.Event, cur.Stage) {
 			return state.Change{}, Userf("not_allowed", fmt.Sprintf("/ops show %s", cur.ID),
-				"%s 处于 %s，不能%s · %s is %s: %s is not possible now", cur.ID, StageLabel(cur.Stage), verbZH(a.Event), cur.ID, cur.Stage, a.Event)
+				"%s 处于 %s，不能%s · %s is at %s: %s is not possible now", cur.ID, f.StageTitle(cur.Stage), verbZH(a.Event), cur.ID, f.StageTitle(cur.Stage), a.Event)
 		}
 		g := &Guard{Engine: e, Flow: f, Ticket: cur, Action: a, Now: e.now()}
 		g.Stage, _ = f.Stage(cur.Stage)

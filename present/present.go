@@ -105,7 +105,7 @@ func View(f *flows.Flow, t state.Ticket) templates.TicketView {
 		if st.Kind == flows.KindApproval {
 			v.Need, v.Have = st.Need(t.Fields), len(t.Approvals)
 		} else if st.Kind != flows.KindRelease {
-			v.Note = strings.TrimSpace("⏳ 执行中 running " + st.Executor + "\n" + t.Note)
+			v.Note = strings.TrimSpace("⏳ 执行中 running " + st.Title + "\n" + t.Note)
 		}
 	}
 	for _, fd := range f.Fields {
@@ -134,7 +134,7 @@ func View(f *flows.Flow, t state.Ticket) templates.TicketView {
 		}
 	}
 	if r, ok := t.Results[last]; ok {
-		v.Result = &templates.ResultView{Stage: last, OK: r.OK, ExitCode: r.ExitCode, Output: r.Output, Error: r.Error,
+		v.Result = &templates.ResultView{Stage: f.StageTitle(last), OK: r.OK, ExitCode: r.ExitCode, Output: r.Output, Error: r.Error,
 			Hint: r.Hint, Files: r.Files, Attempt: r.Attempt}
 	}
 	if st != nil && st.Kind == flows.KindRelease {
