@@ -474,9 +474,10 @@ func TestRejectAfterDeployRollsBack(t *testing.T) {
 	// People read stage titles, never stage names.
 	body := k.Bot.Card(tk).Body
 	mustContain(t, body, "✅ 回滚中 rolling back 成功 succeeded")
-	if strings.Contains(body, "rolling_back") {
-		t.Fatalf("card body shows a stage name: %q", body)
+	if strings.Contains(body, "rolling_back") || strings.Contains(body, "正在撤销") {
+		t.Fatalf("card body shows a stage name or an undo still under way: %q", body)
 	}
+	mustContain(t, body, "已撤销已做的变更 what was changed is undone")
 	if runs := k.Runs(); len(runs) != 2 || runs[1] != "rollback T-1 from v3" {
 		t.Fatalf("runs %q", runs)
 	}

@@ -283,6 +283,15 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 			s.t.Results = map[string]state.Result{}
 		}
 		s.t.Results[j.Stage] = res
+		s.t.LastResult = j.Stage
+		if j.Kind == state.JobUndo {
+			// A stop's note said the undo was under way; say how it ended.
+			done := "↩️ 已撤销已做的变更 what was changed is undone"
+			if ev != EvSucceed {
+				done = "❌ 撤销失败 the undo failed: see the result, then retry"
+			}
+			s.t.Note = strings.Replace(s.t.Note, "↩️ 正在撤销已做的变更 undoing what was changed", done, 1)
+		}
 		for k, v := range set {
 			if s.t.Outputs == nil {
 				s.t.Outputs = map[string]string{}

@@ -126,10 +126,14 @@ func View(f *flows.Flow, t state.Ticket) templates.TicketView {
 		// The most recent result explains a closed ticket, and shows the
 		// approver of a later stage what she is approving (the deploy's
 		// result at verification).
-		var at time.Time
-		for name, r := range t.Results {
-			if r.Ended.After(at) {
-				last, at = name, r.Ended
+		last = t.LastResult
+		if last == "" {
+			// Tickets from before LastResult: the latest by time.
+			var at time.Time
+			for name, r := range t.Results {
+				if r.Ended.After(at) {
+					last, at = name, r.Ended
+				}
 			}
 		}
 	}

@@ -37,6 +37,8 @@ type Ticket struct {
 	Locks        []string `json:"locks,omitempty"`
 	Escalated    bool     `json:"escalated,omitempty"`
 	Reminders    int      `json:"reminders,omitempty"`
+	// LastResult names the stage whose result came last (Results).
+	LastResult string `json:"last_result,omitempty"`
 	// Muted are the people who asked not to hear this ticket's progress
 	// (stages passed); they still hear its result.
 	Muted []string `json:"muted,omitempty"`
