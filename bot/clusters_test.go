@@ -158,9 +158,9 @@ func TestClusterCreateRules(t *testing.T) {
 	ck := newClusterKit(t, "")
 	ck.put([]state.Cluster{{Name: "uat-big", Env: "uat", Location: "Putuo", Size: "9+6", Status: "active"}}, nil)
 	refused := []struct{ why, args, msg string }{
-		{"env enum", with(ownUAT, "env=qa"), `env="qa" is not allowed: choose one of sit, uat, pt, prod, dev, hd`},
-		{"location enum", with(ownUAT, "location=Mars"), `location="Mars" is not allowed: choose one of Putuo, Hedan, Ali, AWS`},
-		{"size enum", with(ownUAT, "size=4+4"), `size="4+4" is not allowed: choose one of 3+3, 5+3, 9+6`},
+		{"env enum", with(ownUAT, "env=qa"), `env="qa" 不是可选值 is not allowed: choose one of sit, uat, pt, prod, dev, hd`},
+		{"location enum", with(ownUAT, "location=Mars"), `location="Mars" 不是可选值 is not allowed: choose one of Putuo, Hedan, Ali, AWS`},
+		{"size enum", with(ownUAT, "size=4+4"), `size="4+4" 不是可选值 is not allowed: choose one of 3+3, 5+3, 9+6`},
 		{"9+6 is prod only", with(ownUAT, "size=9+6"),
 			"size=9+6 只能用于 prod 集群 · size 9+6 is for prod clusters only: env uat may use 3+3 or 5+3 (a cluster that already is 9+6 may keep it)"},
 		{"own DC needs K8s IPs", with(ownUAT, "k8s_ips="), "location=Putuo 需要 k8s_ips · location Putuo needs k8s_ips, e.g. k8s_ips=10.0.0.1,10.0.0.2"},
@@ -171,9 +171,9 @@ func TestClusterCreateRules(t *testing.T) {
 		{"look-up fails", with(cloudProd, "k8s_id=c-404"),
 			"k8s_id=c-404 查询 K8s IP 失败 · looking up the K8s IPs of k8s_id c-404 failed: no K8s cluster c-404 (HTTP 404)"},
 		{"look-up finds nothing", with(cloudProd, "k8s_id=c-none"), "k8s_id=c-none 查不到节点 · k8s_id c-none has no nodes: the lookup returned no IPs"},
-		{"IP list names the bad entry", with(ownUAT, "k8s_ips=10.0.0.1,10.0.0.300,"), `k8s_ips: entry 2 "10.0.0.300" is not a valid IP address`},
-		{"OB IP list names the bad entry", with(ownUAT, "ob_ip=10.0.0.1,x"), `ob_ip: entry 2 "x" is not a valid IP address`},
-		{"an empty entry in a list", with(ownUAT, "k8s_ips=10.0.0.1,,10.0.0.2"), `k8s_ips: entry 2 is empty: write IPs separated by commas`},
+		{"IP list names the bad entry", with(ownUAT, "k8s_ips=10.0.0.1,10.0.0.300,"), `k8s_ips: 第 2 项 "10.0.0.300" 不是有效的 IP 地址 · entry 2 "10.0.0.300" is not a valid IP address`},
+		{"OB IP list names the bad entry", with(ownUAT, "ob_ip=10.0.0.1,x"), `ob_ip: 第 2 项 "x" 不是有效的 IP 地址 · entry 2 "x" is not a valid IP address`},
+		{"an empty entry in a list", with(ownUAT, "k8s_ips=10.0.0.1,,10.0.0.2"), `k8s_ips: 第 2 项为空 · entry 2 is empty: write IPs separated by commas`},
 		{"prod naming", with(cloudProd, "name=shanghai-1", "domain=shanghai-1.ops.example.test"),
 			"name=shanghai-1 不符合生产集群命名 · prod cluster names must match ^(?:prod-[a-z]+-[0-9]{2})$, e.g. prod-sh-01"},
 		{"prod number check: OB IPs per size", with(cloudProd, "ob_ip=10.1.1.1,10.1.1.2"), "ob_ip 有 2 个，size 5+3 需要 3 个 · size 5+3 needs 3 OB IPs, got 2"},

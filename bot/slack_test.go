@@ -326,7 +326,7 @@ flows:
 	if err := json.Unmarshal([]byte(ack), &resp); err != nil || resp.Action != "errors" {
 		t.Fatalf("ack %q", ack)
 	}
-	if !strings.Contains(resp.Errors["k8s_ips"], `entry 2 "10.0.0.300" is not a valid IP address`) ||
+	if !strings.Contains(resp.Errors["k8s_ips"], `第 2 项 "10.0.0.300" 不是有效的 IP 地址 · entry 2 "10.0.0.300" is not a valid IP address`) ||
 		!strings.Contains(resp.Errors["env"], "choose one of sit, uat, pt, prod") || resp.Errors["name"] != "" {
 		t.Fatalf("field errors %v", resp.Errors)
 	}

@@ -519,7 +519,7 @@ func (fd *Field) CheckValue(v string) (string, error) {
 	bad := func(format string, a ...any) (string, error) {
 		msg := fmt.Sprintf(format, a...)
 		if ex != "" {
-			msg += fmt.Sprintf(" (e.g. %s=%s)", fd.Name, ex)
+			msg += fmt.Sprintf(" (例 e.g. %s=%s)", fd.Name, ex)
 		}
 		return "", fmt.Errorf("%s", msg)
 	}
@@ -530,10 +530,10 @@ func (fd *Field) CheckValue(v string) (string, error) {
 				return e, nil
 			}
 		}
-		return bad("%s=%q is not allowed: choose one of %s", fd.Name, v, strings.Join(fd.Enum, ", "))
+		return bad("%s=%q 不是可选值 is not allowed: choose one of %s", fd.Name, v, strings.Join(fd.Enum, ", "))
 	case TypeInt:
 		if _, err := strconv.ParseInt(v, 10, 64); err != nil {
-			return bad("%s=%q is not a whole number", fd.Name, v)
+			return bad("%s=%q 不是整数 is not a whole number", fd.Name, v)
 		}
 	case TypeBool:
 		switch strings.ToLower(v) {
@@ -542,11 +542,11 @@ func (fd *Field) CheckValue(v string) (string, error) {
 		case "false", "no", "n", "0", "否", "":
 			v = "false"
 		default:
-			return bad("%s=%q: use true or false", fd.Name, v)
+			return bad("%s=%q: 请填 true 或 false · use true or false", fd.Name, v)
 		}
 	case TypeIP:
 		if net.ParseIP(v) == nil {
-			return bad("%s=%q is not a valid IP address", fd.Name, v)
+			return bad("%s=%q 不是有效的 IP 地址 is not a valid IP address", fd.Name, v)
 		}
 	case TypeIPList:
 		list, err := ParseIPList(v)
@@ -557,21 +557,21 @@ func (fd *Field) CheckValue(v string) (string, error) {
 	case TypeDateTime:
 		t, err := ParseDateTime(v)
 		if err != nil {
-			return bad("%s=%q is not a date and time: use 2026-05-09T20:00+08:00 or \"2026-05-09 20:00\"", fd.Name, v)
+			return bad("%s=%q 不是日期时间 is not a date and time: use 2026-05-09T20:00+08:00 or \"2026-05-09 20:00\"", fd.Name, v)
 		}
 		v = t.Format(time.RFC3339)
 	case TypeURL:
 		u, err := url.Parse(v)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad("%s=%q is not an http(s) URL", fd.Name, v)
+			return bad("%s=%q 不是 http(s) 地址 is not an http(s) URL", fd.Name, v)
 		}
 	case TypeCommit:
 		if !regexp.MustCompile(`^[0-9a-f]{7,40}$`).MatchString(v) {
-			return bad("%s=%q is not a commit sha (7 to 40 hex digits)", fd.Name, v)
+			return bad("%s=%q 不是提交号 is not a commit sha (7 to 40 hex digits)", fd.Name, v)
 		}
 	}
 	if fd.re != nil && !fd.re.MatchString(v) {
-		return bad("%s=%q does not match the pattern %s", fd.Name, v, fd.Pattern)
+		return bad("%s=%q 格式不对 does not match the pattern %s", fd.Name, v, fd.Pattern)
 	}
 	return v, nil
 }
@@ -587,10 +587,10 @@ func ParseIPList(s string) ([]string, error) {
 			if i == len(parts)-1 && i > 0 {
 				continue // trailing comma
 			}
-			return nil, fmt.Errorf("entry %d is empty: write IPs separated by commas, e.g. 10.0.0.1,10.0.0.2", i+1)
+			return nil, fmt.Errorf("第 %d 项为空 · entry %d is empty: write IPs separated by commas, e.g. 10.0.0.1,10.0.0.2", i+1, i+1)
 		}
 		if net.ParseIP(p) == nil {
-			return nil, fmt.Errorf("entry %d %q is not a valid IP address", i+1, p)
+			return nil, fmt.Errorf("第 %d 项 %q 不是有效的 IP 地址 · entry %d %q is not a valid IP address", i+1, p, i+1, p)
 		}
 		out = append(out, p)
 	}

@@ -14,7 +14,7 @@ func TestFieldValues(t *testing.T) {
 		errSubstr string
 	}{
 		{flows.Field{Name: "ips", Type: flows.TypeIPList}, " 10.0.0.1, 10.0.0.2 ,", "10.0.0.1,10.0.0.2", ""},
-		{flows.Field{Name: "ips", Type: flows.TypeIPList}, "10.0.0.1,10.0.0.300", "", `entry 2 "10.0.0.300" is not a valid IP address`},
+		{flows.Field{Name: "ips", Type: flows.TypeIPList}, "10.0.0.1,10.0.0.300", "", `第 2 项 "10.0.0.300" 不是有效的 IP 地址 · entry 2 "10.0.0.300" is not a valid IP address`},
 		{flows.Field{Name: "ips", Type: flows.TypeIPList}, "10.0.0.1,,10.0.0.2", "", "entry 2 is empty"},
 		{flows.Field{Name: "ip", Type: flows.TypeIP}, "::1", "::1", ""},
 		{flows.Field{Name: "env", Type: flows.TypeEnum, Enum: []string{"sit", "uat", "prod"}}, "PROD", "prod", ""},
@@ -26,7 +26,9 @@ func TestFieldValues(t *testing.T) {
 		{flows.Field{Name: "sha", Type: flows.TypeCommit}, "3f2a9c1", "3f2a9c1", ""},
 		{flows.Field{Name: "sha", Type: flows.TypeCommit}, "main", "", "is not a commit sha"},
 		{flows.Field{Name: "url", Type: flows.TypeURL}, "ftp://x", "", "is not an http(s) URL"},
-		{flows.Field{Name: "n", Type: flows.TypeInt, Example: "3"}, "three", "", `n="three" is not a whole number (e.g. n=3)`},
+		{flows.Field{Name: "n", Type: flows.TypeInt, Example: "3"}, "three", "", `n="three" 不是整数 is not a whole number (例 e.g. n=3)`},
+		{flows.Field{Name: "service", Pattern: "[a-z][a-z0-9-]{1,39}", Example: "payments"}, "Payments_Svc", "",
+			`service="Payments_Svc" 格式不对 does not match the pattern [a-z][a-z0-9-]{1,39} (例 e.g. service=payments)`},
 	}
 	for _, c := range cases {
 		f := &flows.Flow{Name: "x", Fields: []flows.Field{c.field}, Stages: []flows.Stage{{Name: "a", Kind: "approval", Roles: []string{"r"}}}}
@@ -70,8 +72,8 @@ func TestCheckFieldsListsEveryProblem(t *testing.T) {
 	if !ok {
 		t.Fatalf("err %v", err)
 	}
-	for _, want := range []string{`unknown field "servce" (是不是 did you mean "service"?)`, `commit="zzz" is not a commit sha`,
-		`hotfix="x": use true or false`, "missing required fields: service, version, rollback_app"} {
+	for _, want := range []string{`unknown field "servce" (是不是 did you mean "service"?)`, `commit="zzz" 不是提交号 is not a commit sha`,
+		`hotfix="x": 请填 true 或 false · use true or false`, "missing required fields: service, version, rollback_app"} {
 		if !strings.Contains(ue.Message, want) {
 			t.Errorf("message %q lacks %q", ue.Message, want)
 		}
