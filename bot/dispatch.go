@@ -242,7 +242,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 	ok.Result = "ok"
 	switch r := req.(type) {
 	case commands.Help:
-		return []templates.Message{b.help(r.Topic)}, nil
+		return []templates.Message{b.help(r.Topic, r.Short)}, nil
 	case commands.New:
 		t, err := e.Create(ctx, u.Name, r.Flow, r.Fields, ok)
 		if err != nil {

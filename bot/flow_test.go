@@ -550,3 +550,23 @@ func TestCardsOfferWhatEachPersonMayDo(t *testing.T) {
 	card := k.Bot.Card(k.Ticket("T-1"))
 	mustContain(t, fmt.Sprint(card.Fields), "ops: dave")
 }
+
+// TestWordsPeopleType: greetings, typos in help, flow titles as names,
+// ticket ids without their dash, and tickets that do not exist.
+func TestWordsPeopleType(t *testing.T) {
+	k := bottest.New(t)
+	mustContain(t, bottest.Title(k.Say("alice", "你好")), "我是 opsbot")
+	mustContain(t, bottest.Title(k.Say("alice", "/ops help aprove")), `did you mean "approve"`)
+	mustContain(t, bottest.Title(k.Say("alice", `/ops new 软件上线 service=payments version=v3 rollback_app=redeploy`)), "T-1 submitted")
+	mustContain(t, bottest.Title(k.Say("alice", "/ops show T1")), "T-1")
+	mustContain(t, bottest.Title(k.Say("root", "/ops audit T-77")), "there is no ticket T-77")
+	mustContain(t, bottest.Title(k.Say("bob", "同意T-1")), "T-1 approve")
+	help := k.Say("alice", "/ops help")
+	var all string
+	for _, m := range help {
+		all += templates.Text(m)
+	}
+	for _, alias := range []string{"也可写 also: 回滚, restore, 恢复", "也可写 also: 静音", "也可写 also: 新建, create, 提交工单"} {
+		mustContain(t, all, alias)
+	}
+}

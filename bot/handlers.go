@@ -7,6 +7,7 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"opsbot/commands"
 	"opsbot/flows"
@@ -15,6 +16,7 @@ import (
 	"opsbot/templates"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // canRead says whether u may read ticket t (its card, history, comments,
@@ -74,8 +76,12 @@ func history(evs []state.Event) string {
 	return strings.Join(lines, "\n")
 }
 
-func (b *Bot) help(topic string) templates.Message {
+func (b *Bot) help(topic string, short bool) templates.Message {
 	e := b.engine
+	if short {
+		return info("info", "你好 👋 我是 opsbot，帮你走审批流程 · hi, I am opsbot: I take tickets through their approvals",
+			"提交 open: "+strings.Join(flowExamples(e), "\n")+"\n待我审批 waiting for me: /ops list waiting\n全部命令 every command: /ops help")
+	}
 	if topic != "" {
 		if s, ok := b.reg.Lookup(topic); ok {
 			return templates.MustRender("help", templates.HelpView{Topic: &templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example}})
@@ -105,9 +111,21 @@ func (b *Bot) help(topic string) templates.Message {
 				Summary: f.Description + "\n阶段 stages: " + strings.Join(stages, " → ") + "\n字段 fields:\n  " + strings.Join(lines, "\n  ")}})
 		}
 	}
+	if topic != "" {
+		var names []string
+		names = append(names, b.reg.Names()...)
+		names = append(names, e.FlowNames()...)
+		return templates.MustRender("error", templates.ErrorView{
+			Message: fmt.Sprintf("没有命令或流程 %q · no command or flow called %q%s", topic, topic, suggestWord(topic, names)),
+			Hint:    "/ops help"})
+	}
 	v := templates.HelpView{}
 	for _, s := range b.reg.Specs() {
-		v.Commands = append(v.Commands, templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: s.Summary, Example: s.Example})
+		summary := s.Summary
+		if len(s.Aliases) > 0 {
+			summary += " · 也可写 also: " + strings.Join(s.Aliases, ", ")
+		}
+		v.Commands = append(v.Commands, templates.HelpCommand{Name: s.Name, Usage: s.Usage, Summary: summary, Example: s.Example})
 	}
 	for _, n := range e.FlowNames() {
 		f, _ := e.Flow(n)
@@ -194,6 +212,11 @@ func (b *Bot) role(ctx context.Context, u state.User, r commands.Role) ([]templa
 
 func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]templates.Message, error) {
 	privileged := b.dir.HasRole(u.Name, flows.AdminRole, "auditor")
+	if r.Ticket != "" {
+		if _, err := b.store.Get(ctx, r.Ticket); errors.Is(err, state.ErrNotFound) {
+			return nil, flows.Userf("no_ticket", "/ops list all", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
+		}
+	}
 	switch {
 	case privileged:
 	case r.User == u.Name:
@@ -319,4 +342,31 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 	}
 	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, until.In(cst).Format("2006-01-02 15:04"), r.Env, until.In(cst).Format("2006-01-02 15:04"), f.Reason),
 		"清档将被拒绝 cleanup tickets are refused; /ops unfreeze env="+r.Env)}, nil
+}
+
+// flowExamples gives one "/ops new" line per flow, at most three.
+func flowExamples(e *flows.Engine) []string {
+	var out []string
+	for _, n := range e.FlowNames() {
+		if len(out) == 3 {
+			out = append(out, "…")
+			break
+		}
+		f, _ := e.Flow(n)
+		out = append(out, "/ops new "+f.Name+" · "+f.Title)
+	}
+	return out
+}
+
+func suggestWord(w string, candidates []string) string {
+	var words []string
+	for _, c := range candidates {
+		if c != "" && unicode.IsLetter([]rune(c)[0]) {
+			words = append(words, c)
+		}
+	}
+	if c := flows.Closest(w, words); c != "" {
+		return fmt.Sprintf(" (是不是 did you mean %q?)", c)
+	}
+	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"opsbot/flows"
 	"opsbot/state"
@@ -17,8 +18,12 @@ import (
 // Request is a parsed command.
 type Request interface{ Command() string }
 
-// Help asks for the command list or one command's usage.
-type Help struct{ Topic string }
+// Help asks for the command list or one command's usage; Short asks for a
+// few lines to start with (an answer to a greeting).
+type Help struct {
+	Topic string
+	Short bool
+}
 
 // New opens a ticket.
 type New struct {
@@ -193,7 +198,7 @@ func specs() []Spec {
 			Example: "/ops help new", Parse: func(a []string) (Request, error) {
 				return Help{Topic: strings.Join(a, " ")}, nil
 			}},
-		Spec{Name: "new", Aliases: []string{"新建", "create"}, Usage: "/ops new <flow> key=value ...", Summary: "提交工单 open a ticket",
+		Spec{Name: "new", Aliases: []string{"新建", "create", "提交工单", "提交", "申请"}, Usage: "/ops new <flow> key=value ...", Summary: "提交工单 open a ticket",
 			Example: `/ops new golive service=payments version=v1.4.2 rollback_app="redeploy v1.4.1"`},
 		Spec{Name: "show", Aliases: []string{"status", "查看", "状态"}, Usage: "/ops show T-42", Summary: "查看工单 show a ticket",
 			Example: "/ops show T-42"},
@@ -204,7 +209,7 @@ func specs() []Spec {
 		name                        flows.Event
 		zh, summary, usage, example string
 	}{
-		{flows.EvApprove, "同意", "同意 approve a ticket's current stage", "/ops approve T-42 [comment]", "/ops approve T-42 looks good"},
+		{flows.EvApprove, "同意", "同意 approve a ticket's current stage (通过, 批准)", "/ops approve T-42 [comment]", "/ops approve T-42 looks good"},
 		{flows.EvReject, "驳回", "驳回 reject a ticket (reason required)", "/ops reject T-42 <reason>", "/ops reject T-42 window collides with the sale"},
 		{flows.EvCancel, "取消", "取消 cancel your ticket and release its locks", "/ops cancel T-42", "/ops cancel T-42"},
 		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
@@ -212,6 +217,9 @@ func specs() []Spec {
 		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42 [batch=N]", "/ops release T-42"},
 	} {
 		aliases := []string{a.zh}
+		if a.name == flows.EvApprove {
+			aliases = append(aliases, "通过", "批准")
+		}
 		if a.name == flows.EvRollback {
 			aliases = append(aliases, "restore", "恢复") // a cleanup's rollback restores its backup
 		}
@@ -350,7 +358,14 @@ func parseOpts(s *Spec, a []string, allowed ...string) (pos []string, opts map[s
 }
 
 func didYouMean(w string, c []string) string {
-	if x := flows.Closest(w, c); x != "" {
+	// Only words are suggested: "?" is an alias, not a likely typo.
+	words := make([]string, 0, len(c))
+	for _, x := range c {
+		if x != "" && unicode.IsLetter([]rune(x)[0]) {
+			words = append(words, x)
+		}
+	}
+	if x := flows.Closest(w, words); x != "" {
 		return fmt.Sprintf(" (是不是 did you mean %q?)", x)
 	}
 	return ""

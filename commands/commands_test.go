@@ -116,3 +116,37 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestChineseInputIsUnderstood: full-width signs, a command run into its
+// ticket, Chinese synonyms and greetings.
+func TestChineseInputIsUnderstood(t *testing.T) {
+	r := commands.Default()
+	cases := []struct {
+		in   string
+		want commands.Request
+	}{
+		{"同意T-9", commands.Act{Event: "approve", Ticket: "T-9"}},
+		{"同意 Ｔ－９ 好的", commands.Act{Event: "approve", Ticket: "T-9", Comment: "好的"}},
+		{"＠opsbot 同意 T-9", commands.Act{Event: "approve", Ticket: "T-9"}},
+		{"通过 T2", commands.Act{Event: "approve", Ticket: "T-2"}},
+		{"提交工单 golive service＝payments", commands.New{Flow: "golive", Fields: map[string]string{"service": "payments"}}},
+		{"你好", commands.Help{Short: true}},
+		{"hi!", commands.Help{Short: true}},
+	}
+	for _, c := range cases {
+		got, err := r.Parse(c.in)
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%q: got %#v %v, want %#v", c.in, got, err, c.want)
+		}
+	}
+	for in, want := range map[string]string{
+		"审批 T-9": "同意用 同意 T-9 (approve)",
+		"aprove T-1": `did you mean "approve"`,
+		"帮主": "未知命令",
+	} {
+		_, err := r.Parse(in)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), `"?"`) {
+			t.Errorf("%q: %v, want it to say %q and never suggest \"?\"", in, err, want)
+		}
+	}
+}

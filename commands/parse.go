@@ -1,9 +1,12 @@
 package commands
 
 import (
+	"opsbot/state"
 	"regexp"
 	"strings"
 	"unicode"
+
+	"golang.org/x/text/width"
 
 	"opsbot/flows"
 )
@@ -37,14 +40,54 @@ func (r *Registry) Parse(text string) (Request, error) {
 	if len(toks) == 0 {
 		return Help{}, nil
 	}
+	toks = r.split(toks)
 	name := strings.ToLower(toks[0])
 	spec, ok := r.Lookup(name)
 	if !ok {
+		if hint, ok := nearWords[name]; ok {
+			return nil, &flows.UserError{Code: "unknown_command", Message: "未知命令 unknown command " + quoteTok(toks[0]) + ": " + hint,
+				Hint: "/ops help"}
+		}
 		return nil, &flows.UserError{Code: "unknown_command",
 			Message: "未知命令 unknown command " + quoteTok(toks[0]) + didYouMean(name, r.Names()),
 			Hint:    "/ops help"}
 	}
 	return spec.Parse(toks[1:])
+}
+
+// nearWords are words people type that name no one command; the answer
+// points at the ones they mean.
+var nearWords = map[string]string{
+	"审批":     "同意用 同意 T-9 (approve)，驳回用 驳回 T-9 原因 (reject) · to approve type 同意 T-9, to reject 驳回 T-9 <reason>",
+	"review": "to approve type /ops approve T-9, to reject /ops reject T-9 <reason> · 同意 T-9 / 驳回 T-9 原因",
+}
+
+// split reads what people type without the spaces a command needs:
+// full-width letters and signs ("Ｔ－９", "＝"), and a command word run
+// into its ticket ("同意T-9").
+func (r *Registry) split(toks []string) []string {
+	toks[0] = width.Fold.String(toks[0])
+	for i := 1; i < len(toks); i++ {
+		if k, v, ok := strings.Cut(toks[i], "＝"); ok && !strings.Contains(k, "=") {
+			toks[i] = width.Fold.String(k) + "=" + v
+		}
+	}
+	if _, ok := r.Lookup(strings.ToLower(toks[0])); ok {
+		return toks
+	}
+	if strings.ToLower(toks[0]) != toks[0] && len(strings.ToLower(toks[0])) != len(toks[0]) {
+		return toks
+	}
+	for _, name := range r.Names() {
+		rest, ok := strings.CutPrefix(strings.ToLower(toks[0]), name)
+		if !ok || rest == "" {
+			continue
+		}
+		if _, isID := state.ParseID(rest); isID && strings.ContainsAny(rest[:1], "Tt") {
+			return append([]string{name, toks[0][len(toks[0])-len(rest):]}, toks[1:]...)
+		}
+	}
+	return toks
 }
 
 // Command names the command text asks for (its canonical name, aliases
@@ -66,6 +109,7 @@ func (r *Registry) Command(text string) (name string, args []string, ok bool) {
 	if err != nil || len(toks) == 0 {
 		return "", nil, false
 	}
+	toks = r.split(toks)
 	spec, found := r.Lookup(strings.ToLower(toks[0]))
 	if !found {
 		return "", nil, false
@@ -73,7 +117,7 @@ func (r *Registry) Command(text string) (name string, args []string, ok bool) {
 	return spec.Name, toks[1:], true
 }
 
-var mentionRe = regexp.MustCompile(`^(<@[A-Za-z0-9]+>|@opsbot\b)[\s:：,，]*`)
+var mentionRe = regexp.MustCompile(`^(<@[A-Za-z0-9]+>|[@＠]opsbot\b)[\s:：,，]*`)
 
 func cutWord(s, w string) (string, bool) {
 	if len(s) >= len(w) && strings.EqualFold(s[:len(w)], w) && (len(s) == len(w) || unicode.IsSpace(rune(s[len(w)]))) {
@@ -84,8 +128,13 @@ func cutWord(s, w string) (string, bool) {
 
 var waitingRe = regexp.MustCompile(`(?i)^(what('s| is)? (is )?waiting( for me)?|waiting for me|my approvals|待我审批|我的待办|待办)[?？!！。.]*$`)
 
+var greetingRe = regexp.MustCompile(`(?i)^(hi|hello|hey|你好|您好|嗨|在吗|在么|哈喽)[!！。.~～\s]*$`)
+
 // phrase answers the natural phrasings used in @-mentions.
 func phrase(s string) (Request, bool) {
+	if greetingRe.MatchString(strings.TrimSpace(s)) {
+		return Help{Short: true}, true
+	}
 	if waitingRe.MatchString(strings.TrimSpace(s)) {
 		return List{Scope: "waiting", Page: 1}, true
 	}

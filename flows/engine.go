@@ -165,10 +165,25 @@ func New(cfg Config) *Engine {
 	return e
 }
 
-// Flow returns a flow by name.
+// Flow returns a flow by name, or by its title as people say it: the
+// whole title ("软件上线 Software go-live"), its Chinese part ("软件上线") or
+// its English part ("software go-live").
 func (e *Engine) Flow(name string) (*Flow, bool) {
-	f, ok := e.flows[strings.ToLower(name)]
-	return f, ok
+	if f, ok := e.flows[strings.ToLower(name)]; ok {
+		return f, true
+	}
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return nil, false
+	}
+	for _, n := range e.names {
+		f := e.flows[n]
+		zh, en, _ := strings.Cut(f.Title, " ")
+		if strings.EqualFold(f.Title, name) || zh == name || strings.EqualFold(en, name) {
+			return f, true
+		}
+	}
+	return nil, false
 }
 
 // FlowNames lists the flows, sorted.

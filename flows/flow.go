@@ -481,9 +481,12 @@ func (f *Flow) Field(name string) *Field {
 // FieldNames lists the field names, required first when split is true.
 func (f *Flow) FieldNames() (required, optional []string) {
 	for _, fd := range f.Fields {
-		if fd.Required {
+		switch {
+		case fd.Computed:
+			// filled by opsbot, never typed
+		case fd.Required:
 			required = append(required, fd.Name)
-		} else {
+		default:
 			optional = append(optional, fd.Name)
 		}
 	}

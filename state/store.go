@@ -1,6 +1,7 @@
 package state
 
 import (
+	"golang.org/x/text/width"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -220,7 +221,13 @@ func u64(n uint64) []byte {
 
 // ParseID returns the number of a ticket id such as "T-42" (or "42").
 func ParseID(id string) (uint64, bool) {
-	s := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(id), "T-"), "t-")
+	s := width.Fold.String(strings.TrimSpace(id)) // "Ｔ－９" is T-9
+	for _, p := range []string{"T-", "t-", "T", "t"} {
+		if rest, ok := strings.CutPrefix(s, p); ok {
+			s = rest
+			break
+		}
+	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	return n, err == nil && n > 0
 }
