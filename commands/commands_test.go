@@ -140,9 +140,9 @@ func TestChineseInputIsUnderstood(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"审批 T-9": "同意用 同意 T-9 (approve)",
+		"审批 T-9":     "同意用 同意 T-9 (approve)",
 		"aprove T-1": `did you mean "approve"`,
-		"帮主": "未知命令",
+		"帮主":         "未知命令",
 	} {
 		_, err := r.Parse(in)
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), `"?"`) {

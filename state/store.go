@@ -1,13 +1,13 @@
 package state
 
 import (
-	"golang.org/x/text/width"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/text/width"
 	"io"
 	"os"
 	"path/filepath"
