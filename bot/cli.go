@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"opsbot/flows"
 	"opsbot/state"
 )
 
@@ -112,7 +113,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return 2
 		}
 		if fs.NArg() != 1 {
-			fmt.Fprint(stderr, usage)
+			fmt.Fprintln(stderr, "opsbot backup: name the file to write, e.g. opsbot backup /var/backups/opsbot-2026-05-09.db (or -verify FILE to check one)")
 			return 2
 		}
 		if *verify {
@@ -183,7 +184,12 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "unknown command %q\n%s", cmd, usage)
+	cmds := []string{"run", "config", "backup", "restore", "diagram", "inventory", "help"}
+	if c := flows.Closest(cmd, cmds); c != "" {
+		fmt.Fprintf(stderr, "opsbot: unknown command %q: did you mean %q? (opsbot %s ...)\n", cmd, c, c)
+		return 2
+	}
+	fmt.Fprintf(stderr, "opsbot: unknown command %q\n%s", cmd, usage)
 	return 2
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"opsbot/bot"
 	"opsbot/bot/bottest"
 	"opsbot/state"
 	"opsbot/templates"
@@ -569,4 +570,29 @@ func TestWordsPeopleType(t *testing.T) {
 	for _, alias := range []string{"也可写 also: 回滚, restore, 恢复", "也可写 also: 静音", "也可写 also: 新建, create, 提交工单"} {
 		mustContain(t, all, alias)
 	}
+}
+
+// TestTheTerminalTellsTheStory: the log has one line per ticket event,
+// in words; the command line points at what is missing or misspelt.
+func TestTheTerminalTellsTheStory(t *testing.T) {
+	k := bottest.New(t)
+	k.Say("alice", `/ops new golive service=payments version=v3 rollback_app=redeploy hotfix=true`)
+	approve(t, k, "bob", "T-1", "deploy_approval")
+	k.Say("dave", "/ops approve T-1")
+	k.WaitStage("T-1", "verify")
+	log := k.LogText()
+	for _, want := range []string{"T-1 created by alice (golive): 方案审批 Plan review",
+		"T-1 approve by bob: 方案审批 Plan review -> 运维确认 Ops go-ahead",
+		"T-1 approve by dave: 运维确认 Ops go-ahead -> 部署 Deploy",
+		"T-1 succeed by opsbot: 部署 Deploy -> 生产验证 Production verification"} {
+		mustContain(t, log, want)
+	}
+	var out, errb strings.Builder
+	if code := bot.Main([]string{"hlep"}, nil, &out, &errb); code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	mustContain(t, errb.String(), `did you mean "help"`)
+	errb.Reset()
+	bot.Main([]string{"backup"}, nil, &out, &errb)
+	mustContain(t, errb.String(), "name the file to write, e.g. opsbot backup")
 }

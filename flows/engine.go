@@ -487,7 +487,15 @@ func normRoles(roles []string) []string {
 // commit applies a step-building function to a ticket in one transaction
 // and wakes the workers that have new work.
 func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) (state.Change, error)) (state.Ticket, error) {
-	t, err := e.store.Transition(ctx, id, fn)
+	var made state.Change
+	t, err := e.store.Transition(ctx, id, func(cur state.Ticket) (state.Change, error) {
+		ch, err := fn(cur)
+		made = ch
+		return ch, err
+	})
+	if err == nil {
+		e.logEvent(t, made.Event)
+	}
 	var le *state.LockedError
 	if errors.As(err, &le) {
 		return t, lockedError(le)
@@ -579,6 +587,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	if err != nil {
 		return t, err
 	}
+	e.logEvent(t, state.Event{Type: string(EvSubmit), Actor: actor})
 	poke(e.jobs)
 	poke(e.outbox)
 	return t, nil
@@ -787,4 +796,22 @@ func (e *Engine) Mute(ctx context.Context, actor, id string, on bool) (state.Tic
 		action := map[bool]string{true: "mute", false: "unmute"}[on]
 		return state.Change{Ticket: t, Audit: []state.AuditEntry{{At: e.now(), User: actor, Action: action, Ticket: id, Result: "ok"}}}, nil
 	})
+}
+
+// logEvent writes one line per ticket event, for whoever runs the bot:
+// "T-1 approve by bob: 方案审批 Plan review -> 运维确认 Ops go-ahead".
+func (e *Engine) logEvent(t state.Ticket, ev state.Event) {
+	if ev.Type == "" {
+		return
+	}
+	f, ok := e.flows[t.Flow]
+	from, to := ev.From, t.Stage
+	if ok {
+		from, to = f.StageTitle(from), f.StageTitle(to)
+	}
+	msg := fmt.Sprintf("%s %s by %s: %s -> %s", t.ID, ev.Type, ev.Actor, from, to)
+	if ev.Type == string(EvSubmit) {
+		msg = fmt.Sprintf("%s created by %s (%s): %s", t.ID, ev.Actor, t.Flow, to)
+	}
+	e.log.Info(msg, "ticket", t.ID, "flow", t.Flow, "event", ev.Type, "stage", t.Stage)
 }
