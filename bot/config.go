@@ -455,6 +455,7 @@ func (c *Config) Warnings() []string {
 			"so anyone on this host can act as any user, including approving tickets requested in Slack or WeCom; "+
 			"remove local.enabled in production")
 	}
+	out = append(out, c.roleWarnings()...)
 	if tok := os.Getenv(c.Admin.TokenEnv); tok != "" && len(tok) < 16 {
 		out = append(out, fmt.Sprintf("%s is shorter than 16 characters: the admin endpoints stay off; use e.g. `openssl rand -hex 32`", c.Admin.TokenEnv))
 	}
@@ -746,6 +747,59 @@ func (c *Config) WeComChannelRobots() map[string]string {
 	for name, ch := range c.Channels {
 		if k := os.Getenv(ch.WeComRobotEnv); ch.WeComRobotEnv != "" && k != "" {
 			out[name] = k
+		}
+	}
+	return out
+}
+
+// roleWarnings names every role a stage waits for that no configured user
+// holds, and every user role that no flow uses (with the role it is most
+// likely meant to be).
+func (c *Config) roleWarnings() []string {
+	fl, err := c.AllFlows(c.Executors())
+	if err != nil {
+		return nil
+	}
+	held := map[string]bool{}
+	for _, u := range c.Users {
+		for _, r := range u.Roles {
+			held[state.NormName(r)] = true
+		}
+	}
+	used := []string{flows.AdminRole, "auditor"}
+	var out []string
+	for _, f := range fl {
+		for _, r := range append(f.Roles(), f.RequesterRoles...) {
+			used = append(used, state.NormName(r))
+		}
+		for _, st := range f.Stages {
+			if st.EscalateTo != "" {
+				used = append(used, state.NormName(st.EscalateTo))
+			}
+			if st.Kind != flows.KindApproval {
+				continue
+			}
+			var holders int
+			for _, r := range st.Roles {
+				if held[state.NormName(r)] {
+					holders++
+				}
+			}
+			if holders == 0 {
+				out = append(out, fmt.Sprintf("flows.%s.stages.%s waits for %s, which no user in users: holds; grant it (users: roles: [%s], or /ops role grant %s <user>) or its tickets wait for good",
+					f.Name, st.Name, strings.Join(st.Roles, " or "), st.Roles[0], st.Roles[0]))
+			}
+		}
+	}
+	for _, u := range c.Users {
+		for _, r := range u.Roles {
+			if r = state.NormName(r); !slices.Contains(used, r) {
+				hint := ""
+				if x := flows.Closest(r, used); x != "" {
+					hint = fmt.Sprintf(" (did you mean %q?)", x)
+				}
+				out = append(out, fmt.Sprintf("users.%s.roles: no flow uses the role %q%s", u.Name, r, hint))
+			}
 		}
 	}
 	return out

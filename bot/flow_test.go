@@ -596,3 +596,28 @@ func TestTheTerminalTellsTheStory(t *testing.T) {
 	bot.Main([]string{"backup"}, nil, &out, &errb)
 	mustContain(t, errb.String(), "name the file to write, e.g. opsbot backup")
 }
+
+// TestRolesThatNothingUses: granting a role no flow asks for warns with
+// the likely one; config check names unheld stage roles and unused ones.
+func TestRolesThatNothingUses(t *testing.T) {
+	k := bottest.New(t)
+	r := k.Say("root", "/ops role grant techlaed alice")
+	mustContain(t, r[0].Body, `no flow uses the role techlaed (是不是 did you mean "techlead"?)`)
+	if r := k.Say("root", "/ops role grant techlead alice"); r[0].Body != "" {
+		t.Fatalf("a used role warned: %q", r[0].Body)
+	}
+	cfg, err := bot.ParseConfig([]byte(`
+users:
+  - {name: alice, roles: [techlaed]}
+flows:
+  - name: solo
+    fields: [{name: x}]
+    stages: [{name: sign, kind: approval, roles: [qa]}]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(cfg.Warnings(), "\n")
+	mustContain(t, w, "flows.solo.stages.sign waits for qa, which no user in users: holds")
+	mustContain(t, w, `users.alice.roles: no flow uses the role "techlaed"`)
+}

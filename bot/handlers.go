@@ -207,7 +207,32 @@ func (b *Bot) role(ctx context.Context, u state.User, r commands.Role) ([]templa
 	if !changed {
 		return []templates.Message{info("info", fmt.Sprintf("无变化 no change: %s %s %s", r.User, map[bool]string{true: "already has", false: "does not have"}[grant], r.Role), "")}, nil
 	}
-	return []templates.Message{info("success", fmt.Sprintf("%s %s → %s", verb, r.Role, r.User), "")}, nil
+	body := ""
+	if grant && !slices.Contains(b.knownRoles(), r.Role) {
+		// Granted as asked, but nothing will ask for it: most likely a typo.
+		body = fmt.Sprintf("⚠️ 没有流程使用角色 %s · no flow uses the role %s%s", r.Role, r.Role, suggestWord(r.Role, b.knownRoles()))
+	}
+	return []templates.Message{info("success", fmt.Sprintf("%s %s → %s", verb, r.Role, r.User), body)}, nil
+}
+
+// knownRoles are the roles something asks for: the flows' roles and
+// requester roles, admin and auditor.
+func (b *Bot) knownRoles() []string {
+	out := []string{flows.AdminRole, "auditor"}
+	for _, n := range b.engine.FlowNames() {
+		f, _ := b.engine.Flow(n)
+		for _, r := range append(f.Roles(), f.RequesterRoles...) {
+			if r = state.NormName(r); !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+		for _, st := range f.Stages {
+			if r := state.NormName(st.EscalateTo); r != "" && !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]templates.Message, error) {
