@@ -318,6 +318,15 @@ func (e *Engine) OffersFor(f *Flow, t state.Ticket, user string) []Offer {
 func (f *Flow) Mermaid() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "---\ntitle: %s (%s)\n---\nstateDiagram-v2\n", f.Name, f.Title)
+	// Each stage as people read it, next to its name.
+	for _, name := range append(slices.Clone(reserved[:1]), f.stageNames()...) {
+		fmt.Fprintf(&b, "    state \"%s<br/>%s\" as %s\n", strings.ReplaceAll(f.StageTitle(name), `"`, "'"), name, name)
+	}
+	for _, name := range reserved[1:] {
+		if f.usesStage(name) {
+			fmt.Fprintf(&b, "    state \"%s<br/>%s\" as %s\n", StageLabel(name), name, name)
+		}
+	}
 	fmt.Fprintf(&b, "    [*] --> %s\n", StageSubmitted)
 	seen := map[string]bool{}
 	for _, r := range f.Table() {
@@ -511,4 +520,22 @@ func confirmed(g *Guard) error {
 	}[g.Action.Event]
 	return &UserError{Code: "confirm", Message: fmt.Sprintf("请确认 · please confirm: %s (%s)", what, id),
 		Hint: fmt.Sprintf("/ops %s %s confirm", g.Action.Event, id)}
+}
+
+func (f *Flow) stageNames() []string {
+	out := make([]string, len(f.Stages))
+	for i, st := range f.Stages {
+		out[i] = st.Name
+	}
+	return out
+}
+
+// usesStage says whether a row of the table names stage.
+func (f *Flow) usesStage(stage string) bool {
+	for _, r := range f.Table() {
+		if r.From == stage || r.To == stage {
+			return true
+		}
+	}
+	return false
 }
