@@ -122,7 +122,8 @@ func TestTableAndDiagram(t *testing.T) {
 	d := f.Mermaid()
 	for _, want := range []string{"stateDiagram-v2", "plan_review --> test_signoff: approve", "test_signoff --> staging_signoff: skip",
 		"deploy --> failed: interrupt", "failed --> deploy: retry", "done --> rolling_back: rollback", "rolling_back --> rolled_back: succeed",
-		"plan_review --> expired: expire", "failed --> cancelled: cancel"} {
+		"plan_review --> expired: expire", "failed --> cancelled: cancel",
+		`state "方案审批 Plan review<br/>plan_review" as plan_review`, `state "已回滚 rolled back<br/>rolled_back" as rolled_back`} {
 		if !strings.Contains(d, want) {
 			t.Errorf("diagram lacks %q", want)
 		}
