@@ -298,6 +298,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			return nil, fmt.Errorf("flow %s: unknown validator %q (%s)", f.Name, f.Validator, strings.Join(names, ", "))
 		}
 	}
+	if loc, err := cfg.Zone(); err == nil {
+		templates.SetZone(loc)
+	}
 	b.present = present.New(fl, b.dir.Members)
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
 		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present})

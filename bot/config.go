@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	_ "time/tzdata" // time_zone works on hosts without zone files
 
 	"go.yaml.in/yaml/v3"
 
@@ -26,6 +27,9 @@ import (
 type Config struct {
 	// Listen is the local chat and admin API address; loopback only.
 	Listen string `yaml:"listen"`
+	// TimeZone is the zone people read times in (an IANA name such as
+	// Asia/Shanghai); empty means the host's.
+	TimeZone string `yaml:"time_zone"`
 	// Local is the local chat (a development transport).
 	Local LocalConfig `yaml:"local"`
 	// Admin guards the operator endpoints (/admin/...).
@@ -476,6 +480,9 @@ func (c *Config) Resolve(p string) string {
 func (c *Config) Check(executors []string) []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, err := c.Zone(); err != nil {
+		bad("time_zone: %q is not a time zone (e.g. Asia/Shanghai or UTC)", c.TimeZone)
+	}
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port (e.g. 127.0.0.1:8080)", c.Listen)
 	} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
@@ -803,4 +810,12 @@ func (c *Config) roleWarnings() []string {
 		}
 	}
 	return out
+}
+
+// Zone is the time zone people read times in.
+func (c *Config) Zone() (*time.Location, error) {
+	if c.TimeZone == "" {
+		return time.Local, nil
+	}
+	return time.LoadLocation(c.TimeZone)
 }

@@ -2,6 +2,7 @@ package bot_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,4 +141,15 @@ func FuzzRedactorNeverLeaksConfiguredSecret(f *testing.F) {
 			t.Fatal("configured secret leaked")
 		}
 	})
+}
+
+func TestTimeZoneIsChecked(t *testing.T) {
+	cfg, err := bot.ParseConfig([]byte("time_zone: Mars/Olympus\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := fmt.Sprint(cfg.Check(cfg.Executors()))
+	if !strings.Contains(errs, `time_zone: "Mars/Olympus" is not a time zone (e.g. Asia/Shanghai or UTC)`) {
+		t.Fatalf("errors %s", errs)
+	}
 }

@@ -3,6 +3,7 @@ package templates
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,7 +12,23 @@ import (
 // every reply, and a text/template walk with JSON quoting and decoding
 // cost thirty times as much. The golden files hold their exact output.
 
-func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
+var zone atomic.Pointer[time.Location]
+
+// SetZone sets the time zone every time is shown in, with its name
+// ("2026-05-09 20:00 CST"); the default is the host's.
+func SetZone(loc *time.Location) {
+	if loc != nil {
+		zone.Store(loc)
+	}
+}
+
+func stamp(t time.Time) string {
+	loc := zone.Load()
+	if loc == nil {
+		loc = time.Local
+	}
+	return t.In(loc).Format("2006-01-02 15:04 MST")
+}
 
 // ticketFields are the fields every card and notice of a ticket shows.
 func ticketFields(v TicketView) []Field {

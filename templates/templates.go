@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
-	"time"
 	"unicode/utf8"
 )
 
@@ -77,7 +76,7 @@ var tmpl *template.Template
 func init() {
 	tmpl = template.Must(template.New("").Funcs(template.FuncMap{
 		"q":     quote,
-		"time":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		"time":  stamp,
 		"join":  strings.Join,
 		"trunc": Truncate,
 		"add":   func(a, b int) int { return a + b },

@@ -144,3 +144,21 @@ func TestTruncateKeepsRunes(t *testing.T) {
 		t.Fatalf("%q", s)
 	}
 }
+
+// Golden files show times in UTC, whatever the host's zone.
+func init() { templates.SetZone(time.UTC) }
+
+// TestTimesInTheConfiguredZone: times are shown in the configured zone,
+// which is named.
+func TestTimesInTheConfiguredZone(t *testing.T) {
+	sh, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Skip("no zone data:", err)
+	}
+	templates.SetZone(sh)
+	defer templates.SetZone(time.UTC)
+	m := templates.MustRender("ticket", ticket())
+	if !strings.Contains(m.Context, "2026-05-09 20:30 CST") {
+		t.Fatalf("context %q", m.Context)
+	}
+}

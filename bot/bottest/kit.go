@@ -138,7 +138,7 @@ func ConfigYAML(dir, extra string) string {
 		// or WeCom is on.
 		extra += "\nlocal: {enabled: true}"
 	}
-	return fmt.Sprintf("listen: 127.0.0.1:0\nstate: {path: %q}\nscripts: {dir: %q}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
+	return fmt.Sprintf("listen: 127.0.0.1:0\ntime_zone: UTC\nstate: {path: %q}\nscripts: {dir: %q}\noutbox: {retry_min: 1s, retry_max: 1m}\n%s\n%s",
 		filepath.Join(dir, "opsbot.db"), filepath.Join(dir, "scripts"), Users, extra)
 }
 

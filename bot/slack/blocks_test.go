@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"opsbot/bot/slack"
 	"opsbot/bot/slack/slackfake"
@@ -119,3 +120,6 @@ func TestDestructiveButtonAsksFirst(t *testing.T) {
 		t.Fatalf("blocks %s", raw)
 	}
 }
+
+// Golden files show times in UTC, whatever the host's zone.
+func init() { templates.SetZone(time.UTC) }

@@ -115,3 +115,6 @@ func TestDestructiveButtonAsksOnASecondCard(t *testing.T) {
 		t.Fatalf("buttons %+v", c.ButtonList)
 	}
 }
+
+// Golden files show times in UTC, whatever the host's zone.
+func init() { templates.SetZone(time.UTC) }
