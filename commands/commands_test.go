@@ -73,7 +73,7 @@ func TestParseErrorsSayWhatToType(t *testing.T) {
 		{"/ops role grant te$t bob", "role names use letters", ""},
 		{"/ops role grnt x y", `did you mean "grant"?`, ""},
 		{"/ops show T-1 T-2", "show takes one ticket id", ""},
-		{strings.Repeat("x", commands.MaxInput+1), "too long", ""},
+		{strings.Repeat("x", commands.MaxInput+1), "a command is at most 8000 bytes", ""},
 	}
 	for _, c := range cases {
 		_, err := r.Parse(c.in)
@@ -148,5 +148,12 @@ func TestChineseInputIsUnderstood(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), `"?"`) {
 			t.Errorf("%q: %v, want it to say %q and never suggest \"?\"", in, err, want)
 		}
+	}
+}
+
+func TestTooLongStatesTheLimit(t *testing.T) {
+	_, err := commands.Default().Parse("/ops new golive impact=" + strings.Repeat("x", 9000))
+	if err == nil || !strings.Contains(err.Error(), "a command is at most 8000 bytes (about 2666 Chinese characters); this one has 9023") {
+		t.Fatalf("err %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"fmt"
 	"opsbot/state"
 	"regexp"
 	"strings"
@@ -19,7 +20,9 @@ const MaxInput = 8000
 // ("@opsbot status T-42") and a few phrases ("what is waiting for me").
 func (r *Registry) Parse(text string) (Request, error) {
 	if len(text) > MaxInput {
-		return nil, &flows.UserError{Code: "too_long", Message: "消息太长 the command is too long",
+		return nil, &flows.UserError{Code: "too_long",
+			Message: fmt.Sprintf("消息太长：最多 %d 字节（约 %d 个汉字），这条有 %d · a command is at most %d bytes (about %d Chinese characters); this one has %d",
+				MaxInput, MaxInput/3, len(text), MaxInput, MaxInput/3, len(text)),
 			Hint: "长内容请放在链接里 put long text behind a link"}
 	}
 	text = strings.TrimSpace(text)
