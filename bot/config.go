@@ -10,8 +10,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // time_zone works on hosts without zone files
@@ -344,6 +346,18 @@ type UserConfig struct {
 // defaults. dir is where relative paths are resolved from.
 func ParseConfig(data []byte, dir string) (*Config, error) {
 	cfg := &Config{}
+	// First every problem of the file, each by key path and line.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Content) > 0 {
+		var errs []error
+		checkTree(doc.Content[0], reflect.TypeFor[Config](), "", &errs)
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("config: %d problem(s):\n  %w", len(errs), joinLines(errs))
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -482,6 +496,14 @@ func (c *Config) Check(executors []string) []error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, err := c.Zone(); err != nil {
 		bad("time_zone: %q is not a time zone (e.g. Asia/Shanghai or UTC)", c.TimeZone)
+	}
+	// Every listen address names a real port.
+	for key, addr := range map[string]string{"listen": c.Listen, "slack.listen": c.Slack.Listen, "redis.addr": c.Redis.Addr} {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+				bad("%s: port %q is not a port number (0 to 65535, e.g. 127.0.0.1:8080)", key, port)
+			}
+		}
 	}
 	if host, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port (e.g. 127.0.0.1:8080)", c.Listen)
@@ -818,4 +840,16 @@ func (c *Config) Zone() (*time.Location, error) {
 		return time.Local, nil
 	}
 	return time.LoadLocation(c.TimeZone)
+}
+
+// joinLines joins errors one per indented line.
+func joinLines(errs []error) error {
+	var b strings.Builder
+	for i, e := range errs {
+		if i > 0 {
+			b.WriteString("\n  ")
+		}
+		b.WriteString(e.Error())
+	}
+	return errors.New(b.String())
 }

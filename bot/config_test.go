@@ -56,7 +56,7 @@ flows:
 	os.WriteFile(cfg, []byte("listen: 127.0.0.1:1\nlisten_port: 3\n"), 0o644)
 	errb.Reset()
 	bot.Main([]string{"config", "check", cfg}, nil, &out, &errb)
-	if !strings.Contains(errb.String(), "field listen_port not found") {
+	if !strings.Contains(errb.String(), `listen_port (line 2): unknown key`) {
 		t.Errorf("unknown key not named: %s", errb.String())
 	}
 }
@@ -150,6 +150,47 @@ func TestTimeZoneIsChecked(t *testing.T) {
 	}
 	errs := fmt.Sprint(cfg.Check(cfg.Executors()))
 	if !strings.Contains(errs, `time_zone: "Mars/Olympus" is not a time zone (e.g. Asia/Shanghai or UTC)`) {
+		t.Fatalf("errors %s", errs)
+	}
+}
+
+// TestConfigCheckSpeaksTheConfigsLanguage: every problem of a file at
+// once, each by key path and line, with the likely key or the kind of
+// value wanted and an example; a secret pasted into an *_env option is
+// never echoed.
+func TestConfigCheckSpeaksTheConfigsLanguage(t *testing.T) {
+	_, err := bot.ParseConfig([]byte(`listn: 127.0.0.1:8080
+local:
+  enabled: "yes"
+rate_limit: {per_minute: sixty}
+audit: {retention: forever}
+slack:
+  bot_token_env: xoxb-1234567890-abcdefghijklmnop
+`), t.TempDir())
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`config: 5 problem(s)`,
+		`listn (line 1): unknown key; did you mean "listen"?`,
+		`local.enabled (line 3): want true or false, not "yes"`,
+		`rate_limit.per_minute (line 4): want a whole number such as 60, not "sixty"`,
+		`audit.retention (line 5): bad duration "forever": want e.g. 90s, 30m, 4h or 3d`,
+		`slack.bot_token_env (line 7): want the name of an environment variable (e.g. OPSBOT_SLACK_BOT_TOKEN), not its value; the value is not shown`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("lacks %q in:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "xoxb-") {
+		t.Fatalf("the secret was echoed:\n%s", msg)
+	}
+	cfg, err := bot.ParseConfig([]byte("listen: 127.0.0.1:99999\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := fmt.Sprint(cfg.Check(cfg.Executors())); !strings.Contains(errs, `listen: port "99999" is not a port number (0 to 65535`) {
 		t.Fatalf("errors %s", errs)
 	}
 }
