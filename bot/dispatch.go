@@ -251,10 +251,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		*stored, audit.Ticket = true, t.ID
 		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Show:
-		t, err := b.store.Get(ctx, r.Ticket)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil, flows.Userf("no_ticket", "/ops list open", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
-		}
+		t, err := b.ticket(ctx, r.Ticket)
 		if err != nil {
 			return nil, err
 		}
@@ -291,10 +288,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		*stored = true
 		return []templates.Message{info("success", fmt.Sprintf("✏️ %s 已修改，审批重新开始 · %s edited; approvals start over", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
 	case commands.Mute:
-		t, err := b.store.Get(ctx, r.Ticket)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil, flows.Userf("no_ticket", "/ops list mine", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
-		}
+		t, err := b.ticket(ctx, r.Ticket)
 		if err != nil {
 			return nil, err
 		}
@@ -316,4 +310,14 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.freeze(ctx, u, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
+}
+
+// ticket reads a ticket a person named; one that does not exist is their
+// mistake, said as such.
+func (b *Bot) ticket(ctx context.Context, id string) (state.Ticket, error) {
+	t, err := b.store.Get(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return t, flows.Userf("no_ticket", "/ops list open", "没有工单 %s · there is no ticket %s", id, id)
+	}
+	return t, err
 }

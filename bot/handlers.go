@@ -7,7 +7,6 @@ package bot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"opsbot/commands"
 	"opsbot/flows"
@@ -16,7 +15,6 @@ import (
 	"opsbot/templates"
 	"slices"
 	"strings"
-	"unicode"
 )
 
 // canRead says whether u may read ticket t (its card, history, comments,
@@ -116,7 +114,7 @@ func (b *Bot) help(topic string, short bool) templates.Message {
 		names = append(names, b.reg.Names()...)
 		names = append(names, e.FlowNames()...)
 		return templates.MustRender("error", templates.ErrorView{
-			Message: fmt.Sprintf("没有命令或流程 %q · no command or flow called %q%s", topic, topic, suggestWord(topic, names)),
+			Message: fmt.Sprintf("没有命令或流程 %q · no command or flow called %q%s", topic, topic, commands.DidYouMean(topic, names)),
 			Hint:    "/ops help"})
 	}
 	v := templates.HelpView{}
@@ -210,7 +208,7 @@ func (b *Bot) role(ctx context.Context, u state.User, r commands.Role) ([]templa
 	body := ""
 	if grant && !slices.Contains(b.knownRoles(), r.Role) {
 		// Granted as asked, but nothing will ask for it: most likely a typo.
-		body = fmt.Sprintf("⚠️ 没有流程使用角色 %s · no flow uses the role %s%s", r.Role, r.Role, suggestWord(r.Role, b.knownRoles()))
+		body = fmt.Sprintf("⚠️ 没有流程使用角色 %s · no flow uses the role %s%s", r.Role, r.Role, commands.DidYouMean(r.Role, b.knownRoles()))
 	}
 	return []templates.Message{info("success", fmt.Sprintf("%s %s → %s", verb, r.Role, r.User), body)}, nil
 }
@@ -238,8 +236,8 @@ func (b *Bot) knownRoles() []string {
 func (b *Bot) auditLog(ctx context.Context, u state.User, r commands.Audit) ([]templates.Message, error) {
 	privileged := b.dir.HasRole(u.Name, flows.AdminRole, "auditor")
 	if r.Ticket != "" {
-		if _, err := b.store.Get(ctx, r.Ticket); errors.Is(err, state.ErrNotFound) {
-			return nil, flows.Userf("no_ticket", "/ops list all", "没有工单 %s · there is no ticket %s", r.Ticket, r.Ticket)
+		if _, err := b.ticket(ctx, r.Ticket); flows.CodeOf(err) == "no_ticket" {
+			return nil, err
 		}
 	}
 	switch {
@@ -381,17 +379,4 @@ func flowExamples(e *flows.Engine) []string {
 		out = append(out, "/ops new "+f.Name+" · "+f.Title)
 	}
 	return out
-}
-
-func suggestWord(w string, candidates []string) string {
-	var words []string
-	for _, c := range candidates {
-		if c != "" && unicode.IsLetter([]rune(c)[0]) {
-			words = append(words, c)
-		}
-	}
-	if c := flows.Closest(w, words); c != "" {
-		return fmt.Sprintf(" (是不是 did you mean %q?)", c)
-	}
-	return ""
 }

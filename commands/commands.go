@@ -350,15 +350,17 @@ func parseOpts(s *Spec, a []string, allowed ...string) (pos []string, opts map[s
 			found = found || x == k
 		}
 		if !found {
-			return nil, nil, usageErr(s, "未知选项 unknown option %q%s", k, didYouMean(k, allowed))
+			return nil, nil, usageErr(s, "未知选项 unknown option %q%s", k, DidYouMean(k, allowed))
 		}
 		opts[k] = v
 	}
 	return pos, opts, nil
 }
 
-func didYouMean(w string, c []string) string {
-	// Only words are suggested: "?" is an alias, not a likely typo.
+// DidYouMean is ` (是不是 did you mean "x"?)` for the word among candidates
+// nearest to w, or "": only words are suggested ("?" is an alias, not a
+// likely typo).
+func DidYouMean(w string, c []string) string {
 	words := make([]string, 0, len(c))
 	for _, x := range c {
 		if x != "" && unicode.IsLetter([]rune(x)[0]) {
@@ -410,7 +412,7 @@ func parseList(s *Spec, a []string) (Request, error) {
 			found = found || x == sc
 		}
 		if !found {
-			return nil, usageErr(s, "未知范围 unknown scope %q%s", pos[0], didYouMean(sc, scopes))
+			return nil, usageErr(s, "未知范围 unknown scope %q%s", pos[0], DidYouMean(sc, scopes))
 		}
 		req.Scope = sc
 	}
@@ -458,7 +460,7 @@ func parseRole(s *Spec, a []string) (Request, error) {
 		}
 		return Role{Op: op, Role: role, User: state.NormName(a[2])}, nil
 	}
-	return nil, usageErr(s, "未知操作 unknown role operation %q%s", a[0], didYouMean(op, []string{"grant", "revoke", "list"}))
+	return nil, usageErr(s, "未知操作 unknown role operation %q%s", a[0], DidYouMean(op, []string{"grant", "revoke", "list"}))
 }
 
 func roleName(r string) bool {
@@ -566,7 +568,7 @@ func parseCluster(s *Spec, a []string) (Request, error) {
 		}
 		return Cluster{Op: "list", Env: opts["env"]}, nil
 	}
-	return nil, usageErr(s, "未知操作 %q · cluster takes show or list%s", a[0], didYouMean(a[0], []string{"show", "list"}))
+	return nil, usageErr(s, "未知操作 %q · cluster takes show or list%s", a[0], DidYouMean(a[0], []string{"show", "list"}))
 }
 
 func parseFreeze(s *Spec, a []string) (Request, error) {

@@ -52,7 +52,7 @@ func (r *Registry) Parse(text string) (Request, error) {
 				Hint: "/ops help"}
 		}
 		return nil, &flows.UserError{Code: "unknown_command",
-			Message: "未知命令 unknown command " + quoteTok(toks[0]) + didYouMean(name, r.Names()),
+			Message: "未知命令 unknown command " + quoteTok(toks[0]) + DidYouMean(name, r.Names()),
 			Hint:    "/ops help"}
 	}
 	return spec.Parse(toks[1:])

@@ -91,17 +91,7 @@ func BenchmarkRelease40Zones(b *testing.B) {
 // TestRevertResumesWithoutRevertingTwice: a rollback cut short after some
 // reverts (the bot restarted) runs again and skips what was reverted.
 func TestRevertResumesWithoutRevertingTwice(t *testing.T) {
-	fake := gitlabfake.New(t)
-	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
-	for _, b := range []string{"uat", "production", "zone01"} {
-		fake.Branch(b, "main")
-	}
-	fake.Branch("release/x", "uat")
-	fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
-	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
-	ex := puppet.New(puppet.Config{Client: c})
-	parsed, _ := flows.ParseBatches(&flows.Stage{Kind: flows.KindRelease}, "zone01")
-	tk := state.Ticket{ID: "T-1", Title: "x", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+	fake, c, ex, tk := oneZoneRelease(t)
 	res := ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: "release", Params: map[string]string{"batch": "0"}})
 	if !res.OK {
 		t.Fatal(res.Err)
@@ -137,17 +127,7 @@ func TestRevertResumesWithoutRevertingTwice(t *testing.T) {
 // undo step per merge, in the order made; the revert reverses exactly
 // the steps it is handed, newest first, and nothing else.
 func TestReleaseRegistersItsMergesAndRevertUsesThem(t *testing.T) {
-	fake := gitlabfake.New(t)
-	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
-	for _, b := range []string{"uat", "production", "zone01"} {
-		fake.Branch(b, "main")
-	}
-	fake.Branch("release/x", "uat")
-	fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
-	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
-	ex := puppet.New(puppet.Config{Client: c})
-	parsed, _ := flows.ParseBatches(&flows.Stage{Kind: flows.KindRelease}, "zone01")
-	tk := state.Ticket{ID: "T-1", Title: "x", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+	fake, _, ex, tk := oneZoneRelease(t)
 	res := ex.Run(context.Background(), flows.ExecInput{Ticket: tk, Kind: state.JobRelease, Params: map[string]string{"batch": "0"}})
 	if !res.OK {
 		t.Fatal(res.Err)
@@ -173,4 +153,22 @@ func TestReleaseRegistersItsMergesAndRevertUsesThem(t *testing.T) {
 	if fake.Read("zone01", "manifests/x.pp") != "" || fake.Read("production", "manifests/x.pp") == "" {
 		t.Fatal("the revert did not follow its undo steps")
 	}
+}
+
+// oneZoneRelease is a release of branch release/x (one new file) in one
+// batch: uat, production, then zone01.
+func oneZoneRelease(t *testing.T) (*gitlabfake.Fake, *gitlab.Client, *puppet.Executor, state.Ticket) {
+	t.Helper()
+	fake := gitlabfake.New(t)
+	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n"})
+	for _, b := range []string{"uat", "production", "zone01"} {
+		fake.Branch(b, "main")
+	}
+	fake.Branch("release/x", "uat")
+	fake.Commit("release/x", "x", map[string]string{"manifests/x.pp": "class x {}\n"})
+	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+	ex := puppet.New(puppet.Config{Client: c})
+	parsed, _ := flows.ParseBatches(&flows.Stage{Kind: flows.KindRelease}, "zone01")
+	tk := state.Ticket{ID: "T-1", Title: "x", Fields: map[string]string{"branch": "release/x"}, Batches: parsed}
+	return fake, c, ex, tk
 }
