@@ -11,7 +11,7 @@ import (
 func TestLayering(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "opsbot/flows").Output()
 	if err != nil {
-		t.Skip("go list:", err)
+		t.Fatal("go list:", err)
 	}
 	if strings.Contains(string(out), "opsbot/templates\n") || strings.Contains(string(out), "opsbot/present\n") {
 		t.Fatalf("flows depends on presentation:\n%s", out)
