@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 .DEFAULT_GOAL := help
 
-.PHONY: help run build deps test fuzz bench lint fmt golden diagram
+.PHONY: help run build deps test fuzz bench lint fmt golden diagram screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,16 +24,22 @@ $(FERRETDB): tools/ferretdb/go.mod tools/ferretdb/go.sum
 	  echo v1.24.0 > vendor/github.com/FerretDB/FerretDB/build/version/version.txt && \
 	  $(GO) build -mod=vendor -trimpath -o ../../$(FERRETDB) github.com/FerretDB/FerretDB/cmd/ferretdb
 
-deps: $(FERRETDB) ## install what the tests need: redis-server, git, zookeeper and bind9 from Debian's packages, FerretDB from the module proxy
+deps: $(FERRETDB) ## install what the tests need: redis-server, git, zookeeper, bind9, chromium (with CJK and emoji fonts) from Debian's packages, FerretDB from the module proxy
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
 	[ -f /usr/share/java/zookeeper.jar ] || missing="$$missing zookeeper"; \
 	[ -x /usr/sbin/named ] || missing="$$missing bind9"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing (Debian packages)"; \
+	lean=""; \
+	command -v chromium >/dev/null 2>&1 || lean="$$lean chromium"; \
+	[ -d /usr/share/fonts/truetype/wqy ] || lean="$$lean fonts-wqy-microhei"; \
+	[ -d /usr/share/fonts/truetype/noto ] || lean="$$lean fonts-noto-color-emoji"; \
+	if [ -n "$$missing$$lean" ]; then \
+	  echo "installing$$missing$$lean (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq; \
+	  [ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  [ -z "$$lean" ] || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$lean >/dev/null; \
 	fi
 
 test: deps ## install test dependencies, then run every test with the race detector
@@ -63,6 +69,9 @@ bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figur
 	$(GO) run ./cmd/opsbot-load -cpuprofile load.prof
 	@echo "where the load run's CPU went (cumulative, opsbot and its store; full profile: go tool pprof load.prof):"
 	@$(GO) tool pprof -top -cum -nodecount=30 -show '$(PROFILE_SHOW)' load.prof 2>/dev/null | tail -n +6
+
+screenshots: deps ## drive the local chat page in Chromium through the README's go-live and write its main states to docs/screenshots
+	OPSBOT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestLocalPageInBrowser$$' ./bot/
 
 lint: ## go vet and staticcheck
 	$(GO) vet ./...

@@ -262,7 +262,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if !b.canRead(u, t, evs) {
 			return nil, notReadable(t.ID)
 		}
-		return []templates.Message{b.present.TicketCard(t), info("info", "历史 History "+t.ID, history(evs))}, nil
+		return []templates.Message{b.present.TicketCard(t), info("info", "历史 History "+t.ID, b.present.History(t, evs))}, nil
 	case commands.List:
 		return b.list(ctx, u, r)
 	case commands.Act:

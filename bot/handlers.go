@@ -55,25 +55,6 @@ func notReadable(id string) error {
 		"你无权查看 %s · you may not read %s: its requester, the people in its flow's roles, auditors and admins can", id, id)
 }
 
-func history(evs []state.Event) string {
-	var lines []string
-	start := max(0, len(evs)-15)
-	for _, ev := range evs[start:] {
-		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, ev.At.UTC().Format("01-02 15:04"), ev.Actor, ev.Type)
-		if ev.From != ev.To {
-			l += fmt.Sprintf(" (%s → %s)", ev.From, ev.To)
-		}
-		if ev.Comment != "" {
-			l += ": " + ev.Comment
-		}
-		lines = append(lines, l)
-	}
-	if start > 0 {
-		lines = append([]string{fmt.Sprintf("… %d earlier", start)}, lines...)
-	}
-	return strings.Join(lines, "\n")
-}
-
 func (b *Bot) help(topic string, short bool) templates.Message {
 	e := b.engine
 	if short {
@@ -377,6 +358,39 @@ func flowExamples(e *flows.Engine) []string {
 		}
 		f, _ := e.Flow(n)
 		out = append(out, "/ops new "+f.Name+" · "+f.Title)
+	}
+	return out
+}
+
+// maxWaiting bounds the cards Waiting draws.
+const maxWaiting = 20
+
+// Waiting draws the cards of the open tickets that wait for user to act
+// (approve, deploy, verify, release, retry, roll back), each with only
+// the buttons that person may press; with nothing waiting,
+// the short help, so a first look is never empty.
+func (b *Bot) Waiting(ctx context.Context, name string) []templates.Message {
+	u, ok := b.dir.User(name)
+	var out []templates.Message
+	if ok && len(u.Roles) > 0 {
+		page, err := b.store.List(ctx, state.Index{Kind: "waiting", Keys: u.Roles}, func(t state.Ticket) bool { return t.Open }, 0, maxWaiting*4)
+		if err != nil {
+			b.log.Error("list waiting tickets", "user", name, "err", err)
+			return []templates.Message{b.internal(newRef())}
+		}
+		for _, t := range page.Tickets {
+			f, ok := b.engine.Flow(t.Flow)
+			if !ok {
+				continue
+			}
+			offers := slices.DeleteFunc(b.engine.OffersFor(f, t, u.Name), func(o flows.Offer) bool { return o.Event == flows.EvCancel })
+			if len(offers) > 0 && len(out) < maxWaiting {
+				out = append(out, b.present.CardFor(t, offers))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return []templates.Message{b.help("", true)}
 	}
 	return out
 }

@@ -20,6 +20,11 @@ func (b *Bot) Start(ctx context.Context) error {
 	if err := b.engine.Recover(ctx); err != nil {
 		return fmt.Errorf("recover jobs: %w", err)
 	}
+	if lc := b.Local(); lc != nil {
+		if err := lc.Restore(ctx); err != nil {
+			return fmt.Errorf("local chat history: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", b.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)

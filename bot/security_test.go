@@ -365,7 +365,7 @@ func TestFinding11WhoMayReadATicket(t *testing.T) {
 	}
 	for _, who := range []string{"alice", "bob", "carol", "root", "audra"} {
 		msgs := k.Say(who, "/ops show T-1")
-		if len(msgs) < 2 || !strings.Contains(msgs[1].Body, "bob approve") {
+		if len(msgs) < 2 || !strings.Contains(msgs[1].Body, "bob 同意 Approve") {
 			t.Errorf("%s cannot read T-1: %s", who, bottest.Title(msgs))
 		}
 	}

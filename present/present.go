@@ -60,6 +60,21 @@ func (p *Presenter) TicketCard(t state.Ticket) templates.Message {
 	return templates.MustRender("ticket", p.view(f, t))
 }
 
+// CardFor draws a ticket's card for one person: only the actions offered
+// to them (Engine.OffersFor).
+func (p *Presenter) CardFor(t state.Ticket, offers []flows.Offer) templates.Message {
+	f, ok := p.flows[t.Flow]
+	if !ok {
+		return p.TicketCard(t)
+	}
+	v := p.view(f, t)
+	v.Buttons = buttons(t, offers)
+	return templates.MustRender("ticket", v)
+}
+
+// ButtonsFor are the buttons of the given offers (Engine.OffersFor).
+func ButtonsFor(t state.Ticket, offers []flows.Offer) []templates.Button { return buttons(t, offers) }
+
 // TicketView is a ticket's view, its flow looked up (lists).
 func (p *Presenter) TicketView(t state.Ticket) templates.TicketView {
 	f, ok := p.flows[t.Flow]
@@ -300,4 +315,37 @@ func confirmText(ev flows.Event, t state.Ticket) string {
 		return fmt.Sprintf("确定取消 %s？ · Cancel %s?", t.ID, t.ID)
 	}
 	return fmt.Sprintf("确定？ · Sure? (%s %s)", ev, t.ID)
+}
+
+// History is a ticket's last 15 events, one line each: version, time (in
+// the configured zone, named once at the top), who, what, and the stages
+// by their titles.
+func (p *Presenter) History(t state.Ticket, evs []state.Event) string {
+	title := flows.StageLabel
+	if f, ok := p.flows[t.Flow]; ok {
+		title = f.StageTitle
+	}
+	start := max(0, len(evs)-15)
+	var lines []string
+	if len(evs) > 0 {
+		lines = append(lines, "时区 zone: "+templates.InZone(evs[len(evs)-1].At).Format("MST"))
+	}
+	if start > 0 {
+		lines = append(lines, fmt.Sprintf("… 更早 %d 条 %d earlier", start, start))
+	}
+	for _, ev := range evs[start:] {
+		what := ev.Type
+		if w, ok := buttonText[flows.Event(ev.Type)]; ok {
+			what = w.label
+		}
+		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, templates.InZone(ev.At).Format("01-02 15:04"), ev.Actor, what)
+		if ev.From != ev.To {
+			l += fmt.Sprintf(" · %s → %s", title(ev.From), title(ev.To))
+		}
+		if ev.Comment != "" {
+			l += ": " + ev.Comment
+		}
+		lines = append(lines, l)
+	}
+	return strings.Join(lines, "\n")
 }

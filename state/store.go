@@ -167,6 +167,10 @@ var migrations = []func(tx *bolt.Tx) error{
 		_, err := tx.CreateBucketIfNotExists(bFreezes)
 		return err
 	},
+	func(tx *bolt.Tx) error { // 6: the local chat's history
+		_, err := tx.CreateBucketIfNotExists(bChatLog)
+		return err
+	},
 }
 
 // SchemaVersion is the schema this build writes.

@@ -22,12 +22,15 @@ func SetZone(loc *time.Location) {
 	}
 }
 
-func stamp(t time.Time) string {
+func stamp(t time.Time) string { return InZone(t).Format("2006-01-02 15:04 MST") }
+
+// InZone is t in the zone times are shown in (SetZone).
+func InZone(t time.Time) time.Time {
 	loc := zone.Load()
 	if loc == nil {
 		loc = time.Local
 	}
-	return t.In(loc).Format("2006-01-02 15:04 MST")
+	return t.In(loc)
 }
 
 // ticketFields are the fields every card and notice of a ticket shows.

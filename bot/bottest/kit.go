@@ -113,9 +113,14 @@ type Kit struct {
 type Option func(*setup)
 
 type setup struct {
-	yaml string
-	opts bot.Options
+	yaml   string
+	listen string
+	opts   bot.Options
 }
+
+// WithListen serves on addr instead of a free port (a bot started again
+// where a browser still has its page open).
+func WithListen(addr string) Option { return func(s *setup) { s.listen = addr } }
 
 // WithYAML appends configuration (flows, redis, rate limits...).
 func WithYAML(y string) Option { return func(s *setup) { s.yaml += "\n" + y } }
@@ -169,7 +174,11 @@ func Start(t testing.TB, dir string, clock *Clock, opts ...Option) *Kit {
 		o(s)
 	}
 	WriteScripts(t, dir)
-	cfg, err := bot.ParseConfig([]byte(ConfigYAML(dir, s.yaml)), dir)
+	y := ConfigYAML(dir, s.yaml)
+	if s.listen != "" {
+		y = strings.Replace(y, "listen: 127.0.0.1:0\n", "listen: "+s.listen+"\n", 1)
+	}
+	cfg, err := bot.ParseConfig([]byte(y), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

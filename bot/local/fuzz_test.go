@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"testing"
 
@@ -21,8 +22,8 @@ func FuzzLocalAPI(f *testing.F) {
 	f.Add(false, []byte(`{"user":"ａｌｉｃｅ","text":"x"}`))
 	f.Add(false, []byte(`not json`))
 	var users []string
-	tr := New(Config{Name: stateName, Users: func() []User { return nil }, Handle: func(ctx context.Context, user, text string, click bool) []templates.Message {
-		users = append(users, user)
+	tr := New(Config{Name: stateName, Users: func() []User { return nil }, Handle: func(ctx context.Context, in Input) []templates.Message {
+		users = append(users, in.User)
 		return []templates.Message{{Title: "ok"}}
 	}})
 	h := tr.Handler()
@@ -44,6 +45,10 @@ func FuzzLocalAPI(f *testing.F) {
 			if err := state.CheckName("user", users[0]); err != nil || users[0] != state.NormName(users[0]) {
 				t.Fatalf("user %q reached the bot: %v", users[0], err)
 			}
+		case 413: // more than a command can be
+			if len(users) != 0 || !bytes.Contains(w.Body.Bytes(), []byte("at most")) {
+				t.Fatalf("an oversized body was handled or its refusal states no limit: %s", w.Body)
+			}
 		case 400, 429: // malformed, or more people than the page takes
 			if len(users) != 0 || !bytes.Contains(w.Body.Bytes(), []byte("alice")) {
 				t.Fatalf("a refusal handled input or does not show an example: %s", w.Body)
@@ -57,7 +62,7 @@ func FuzzLocalAPI(f *testing.F) {
 // Each new name is a new user and inbox: their number is bounded.
 func TestLocalUsersAreBounded(t *testing.T) {
 	tr := New(Config{Name: stateName, MaxUsers: 3, Users: func() []User { return nil },
-		Handle: func(ctx context.Context, user, text string, click bool) []templates.Message { return nil }})
+		Handle: func(ctx context.Context, in Input) []templates.Message { return nil }})
 	h := tr.Handler()
 	post := func(user string) int {
 		req := httptest.NewRequest("POST", "/api/command", bytes.NewReader([]byte(`{"user":"`+user+`","text":"/ops help"}`)))
@@ -82,4 +87,59 @@ func TestLocalUsersAreBounded(t *testing.T) {
 func stateName(s string) (string, error) {
 	n := state.NormName(s)
 	return n, state.CheckName("user", n)
+}
+
+// memHistory keeps what the transport hands to History.
+type memHistory struct {
+	kept map[int64]Stored
+}
+
+func (h *memHistory) Load(ctx context.Context) ([]Stored, error) {
+	var out []Stored
+	for id := int64(0); id < 100; id++ {
+		if s, ok := h.kept[id]; ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (h *memHistory) Save(ctx context.Context, put, drop []Stored) error {
+	for _, s := range put {
+		if old, ok := h.kept[s.Entry.ID]; !ok || old.Entry.Rev < s.Entry.Rev {
+			h.kept[s.Entry.ID] = s
+		}
+	}
+	for _, s := range drop {
+		delete(h.kept, s.Entry.ID)
+	}
+	return nil
+}
+
+// The kept history is bounded like the inbox: what falls out of an inbox
+// is dropped from the store too; a new transport reads back what is left,
+// with revisions going on from there.
+func TestLocalHistoryIsBoundedAndRestored(t *testing.T) {
+	h := &memHistory{kept: map[int64]Stored{}}
+	tr := New(Config{Name: stateName, MaxInbox: 3, History: h})
+	for i := range 5 {
+		if err := tr.Send(t.Context(), "alice", templates.Message{Title: fmt.Sprint("n", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(h.kept) != 3 {
+		t.Fatalf("kept %d entries, want 3: %+v", len(h.kept), h.kept)
+	}
+	again := New(Config{Name: stateName, MaxInbox: 3, History: h})
+	if err := again.Restore(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got, rev := again.Inbox("alice", 0)
+	if len(got) != 3 || got[0].Msg.Title != "n2" || got[2].Msg.Title != "n4" || rev != 5 {
+		t.Fatalf("restored %+v at rev %d", got, rev)
+	}
+	again.Send(t.Context(), "alice", templates.Message{Title: "n5"})
+	if got, _ := again.Inbox("alice", 5); len(got) != 1 || got[0].ID != 6 {
+		t.Fatalf("a new entry after the restore: %+v", got)
+	}
 }

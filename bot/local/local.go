@@ -6,12 +6,14 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +22,17 @@ import (
 	"opsbot/templates"
 )
 
-// Handler runs a command typed (or a button pressed) by user.
-type Handler func(ctx context.Context, user, text string, click bool) []templates.Message
+// Handler runs a command typed (or a button pressed).
+type Handler func(ctx context.Context, in Input) []templates.Message
+
+// Input is one command typed or button pressed on the page.
+type Input struct {
+	User  string
+	Text  string
+	Click bool
+	// Key identifies the command for de-duplication (empty: none).
+	Key string
+}
 
 // User is a person the page offers to act as.
 type User struct {
@@ -43,6 +54,37 @@ type Config struct {
 	MaxUsers int
 	// Redact masks secrets in the echo of what the user typed.
 	Redact func(string) string
+	// History keeps the inboxes across restarts (nil: memory only).
+	History History
+	// Waiting draws the cards waiting for user to act on, each with the
+	// buttons that person may press, or something useful to start with
+	// when nothing waits (the page shows them on load and on reconnect).
+	Waiting func(ctx context.Context, user string) []templates.Message
+	// Buttons are the actions user may take on the ticket now (ok false:
+	// no such ticket). A person's own messages show only those; a team
+	// channel shows every action and says who may act.
+	Buttons func(ctx context.Context, user, ticket string) (buttons []templates.Button, ok bool)
+	// Channels names the team channels the page offers besides people.
+	Channels func() []string
+	// Warn reports a failure nobody waits for (history not written).
+	Warn func(msg string, err error)
+	// MaxText is the longest command the bot reads, in bytes (the page
+	// states it before sending); 0 means no stated limit.
+	MaxText int
+}
+
+// History keeps inboxes in durable storage: Load returns what was kept,
+// Save writes entries (a newer revision wins) and drops entries that fell
+// out of their inbox, in one write.
+type History interface {
+	Load(ctx context.Context) ([]Stored, error)
+	Save(ctx context.Context, put, drop []Stored) error
+}
+
+// Stored is an entry with its inbox, as History keeps it.
+type Stored struct {
+	Box   string
+	Entry Entry
 }
 
 // Entry is one message in a user's inbox. Rev changes when a card is
@@ -54,6 +96,13 @@ type Entry struct {
 	Text string             `json:"text,omitempty"`
 	Msg  *templates.Message `json:"msg,omitempty"`
 	At   time.Time          `json:"at"`
+	// For marks a reply in a team channel that only one person sees
+	// (what they typed there and the bot's answer), as Slack's
+	// ephemeral messages.
+	For string `json:"for,omitempty"`
+	// Client is the page's id of the command typed, so a command sent
+	// again after a lost answer is recognized and not run twice.
+	Client string `json:"client,omitempty"`
 }
 
 // Transport is the local chat.
@@ -66,6 +115,12 @@ type Transport struct {
 	cards  map[string][]*Entry
 	failN  int
 	notify chan struct{}
+	// boot changes at every start: a page that sees another boot reloads
+	// its inbox from the start.
+	boot string
+	// dirty and dropped are the entries changed or trimmed under mu, for
+	// the caller to hand to History once mu is released.
+	dirty, dropped []Stored
 }
 
 // New returns a local chat transport.
@@ -79,7 +134,55 @@ func New(cfg Config) *Transport {
 	if cfg.Redact == nil {
 		cfg.Redact = func(s string) string { return s }
 	}
-	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, cards: map[string][]*Entry{}, notify: make(chan struct{})}
+	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, cards: map[string][]*Entry{}, notify: make(chan struct{}),
+		boot: strconv.FormatInt(time.Now().UnixNano(), 36)}
+}
+
+// Restore loads the kept history: every inbox as it was, cards indexed
+// for updates in place, revisions continuing after the highest kept.
+func (t *Transport) Restore(ctx context.Context) error {
+	if t.cfg.History == nil {
+		return nil
+	}
+	kept, err := t.cfg.History.Load(ctx)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range kept {
+		e := s.Entry
+		t.inbox[s.Box] = append(t.inbox[s.Box], &e)
+		if e.Msg != nil && e.Msg.Ticket != "" {
+			t.cards[e.Msg.Ticket] = append(t.cards[e.Msg.Ticket], &e)
+		}
+		t.rev = max(t.rev, e.Rev, e.ID)
+	}
+	return nil
+}
+
+// persist hands the entries changed under mu to History. Callers hold mu
+// when they change entries and call persist after releasing it, so
+// concurrent writers share one transaction (History batches them) and a
+// newer revision written first is not overwritten by an older one.
+func (t *Transport) persist(ctx context.Context) error {
+	t.mu.Lock()
+	put, drop := t.dirty, t.dropped
+	t.dirty, t.dropped = nil, nil
+	t.mu.Unlock()
+	if t.cfg.History == nil || len(put)+len(drop) == 0 {
+		return nil
+	}
+	// The write must land even when the request that caused it has gone:
+	// the entry is already shown.
+	return t.cfg.History.Save(context.WithoutCancel(ctx), put, drop)
+}
+
+// touched records that e in box changed. Callers hold mu.
+func (t *Transport) touched(box string, e *Entry) {
+	if t.cfg.History != nil {
+		t.dirty = append(t.dirty, Stored{Box: box, Entry: *e})
+	}
 }
 
 // Platform implements the bot's Transport.
@@ -104,12 +207,13 @@ func (t *Transport) injectedFailure() error {
 // Send implements the bot's Transport: the message lands in user's inbox.
 func (t *Transport) Send(ctx context.Context, user string, msg templates.Message) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if err := t.injectedFailure(); err != nil {
+		t.mu.Unlock()
 		return err
 	}
 	t.add(user, &Entry{Kind: "notice", Msg: &msg})
-	return nil
+	t.mu.Unlock()
+	return t.persist(ctx)
 }
 
 // PostChannel implements the bot's ChannelPoster: a team channel is the
@@ -124,32 +228,74 @@ func (t *Transport) PostChannel(ctx context.Context, channel string, msg templat
 // nothing on it can be pressed any more.
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg templates.Message) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if err := t.injectedFailure(); err != nil {
+		t.mu.Unlock()
 		return err
 	}
+	var people []string
+	for _, e := range t.cards[ticket] {
+		if box := t.boxOf(e); !strings.HasPrefix(box, "#") && !slices.Contains(people, box) {
+			people = append(people, box)
+		}
+	}
+	t.mu.Unlock()
+	// What each person may press is asked outside the lock (it reads the
+	// ticket).
+	own := map[string][]templates.Button{}
+	for _, p := range people {
+		if b, ok := t.buttonsFor(ctx, p, ticket); ok {
+			own[p] = b
+		}
+	}
+	t.mu.Lock()
 	changed := false
 	for _, e := range t.cards[ticket] {
 		if e.Msg.Version >= msg.Version {
 			continue
 		}
+		box := t.boxOf(e)
 		m := *e.Msg
-		if m.Stage == msg.Stage {
-			m.Buttons = msg.Buttons
-		} else {
+		switch b, personal := own[box]; {
+		case m.Stage != msg.Stage:
 			m.Buttons = disabled(m.Buttons)
+		case personal:
+			m.Buttons = b
+		default:
+			m.Buttons = msg.Buttons
 		}
 		m.Version = msg.Version
 		m.Context = "现状 now: " + msg.Title + " · " + msg.Context
 		e.Msg = &m
 		t.rev++
 		e.Rev = t.rev
+		t.touched(box, e)
 		changed = true
 	}
 	if changed {
 		t.wake()
 	}
-	return nil
+	t.mu.Unlock()
+	return t.persist(ctx)
+}
+
+// buttonsFor asks the bot what user may press on ticket.
+func (t *Transport) buttonsFor(ctx context.Context, user, ticket string) ([]templates.Button, bool) {
+	if t.cfg.Buttons == nil || ticket == "" {
+		return nil, false
+	}
+	return t.cfg.Buttons(ctx, user, ticket)
+}
+
+// boxOf finds the inbox holding e. Callers hold mu.
+func (t *Transport) boxOf(e *Entry) string {
+	for box, list := range t.inbox {
+		// Entries are in id order: search by id.
+		i, ok := slices.BinarySearchFunc(list, e.ID, func(x *Entry, id int64) int { return cmp.Compare(x.ID, id) })
+		if ok && list[i] == e {
+			return box
+		}
+	}
+	return ""
 }
 
 func disabled(in []templates.Button) []templates.Button {
@@ -168,13 +314,17 @@ func (t *Transport) add(user string, e *Entry) {
 	if len(box) > t.cfg.MaxInbox {
 		for _, old := range box[:len(box)-t.cfg.MaxInbox] {
 			t.forget(old)
+			if t.cfg.History != nil {
+				t.dropped = append(t.dropped, Stored{Box: user, Entry: Entry{ID: old.ID}})
+			}
 		}
-		box = box[len(box)-t.cfg.MaxInbox:]
+		box = slices.Clone(box[len(box)-t.cfg.MaxInbox:])
 	}
 	t.inbox[user] = box
 	if e.Msg != nil && e.Msg.Ticket != "" {
 		t.cards[e.Msg.Ticket] = append(t.cards[e.Msg.Ticket], e)
 	}
+	t.touched(user, e)
 	t.wake()
 }
 
@@ -202,13 +352,17 @@ func (t *Transport) wake() {
 	t.notify = make(chan struct{})
 }
 
-// Inbox returns user's entries changed after rev, and the latest rev.
-func (t *Transport) Inbox(user string, after int64) ([]Entry, int64) {
+// Inbox returns box's entries changed after rev, and the latest rev.
+func (t *Transport) Inbox(box string, after int64) ([]Entry, int64) { return t.view(box, "", after) }
+
+// view is what viewer sees of box: in a team channel, replies meant for
+// someone else are left out.
+func (t *Transport) view(box, viewer string, after int64) ([]Entry, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Entry
-	for _, e := range t.inbox[user] {
-		if e.Rev > after {
+	for _, e := range t.inbox[box] {
+		if e.Rev > after && (e.For == "" || viewer == "" || e.For == viewer) {
 			out = append(out, *e)
 		}
 	}
@@ -226,13 +380,63 @@ func (t *Transport) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Cache-Control", "no-store")
 		w.Write(page)
 	})
 	mux.HandleFunc("GET /api/users", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, t.cfg.Users()) })
+	mux.HandleFunc("GET /api/info", t.serveInfo)
+	mux.HandleFunc("GET /api/waiting", t.serveWaiting)
 	mux.HandleFunc("POST /api/command", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, false) })
 	mux.HandleFunc("POST /api/click", func(w http.ResponseWriter, r *http.Request) { t.serveCommand(w, r, true) })
 	mux.HandleFunc("GET /api/inbox", t.serveInbox)
 	return mux
+}
+
+// Info is what the page needs to know once: the limit it states before
+// sending, the team channels it offers, and the start it talks to.
+type Info struct {
+	MaxText  int      `json:"max_text"`
+	Channels []string `json:"channels"`
+	Boot     string   `json:"boot"`
+}
+
+func (t *Transport) serveInfo(w http.ResponseWriter, r *http.Request) {
+	seen := map[string]bool{}
+	var chans []string
+	addChan := func(c string) {
+		c = strings.TrimPrefix(c, "#")
+		if c != "" && !seen[c] {
+			seen[c] = true
+			chans = append(chans, "#"+c)
+		}
+	}
+	if t.cfg.Channels != nil {
+		for _, c := range t.cfg.Channels() {
+			addChan(c)
+		}
+	}
+	t.mu.Lock()
+	for box := range t.inbox {
+		if strings.HasPrefix(box, "#") {
+			addChan(box)
+		}
+	}
+	t.mu.Unlock()
+	slices.Sort(chans)
+	writeJSON(w, 200, Info{MaxText: t.cfg.MaxText, Channels: chans, Boot: t.boot})
+}
+
+func (t *Transport) serveWaiting(w http.ResponseWriter, r *http.Request) {
+	user, err := t.userName(r.URL.Query().Get("user"))
+	if err != nil {
+		writeJSON(w, 400, map[string]string{"error": err.Error()})
+		return
+	}
+	var msgs []templates.Message
+	if t.cfg.Waiting != nil {
+		msgs = t.cfg.Waiting(r.Context(), user)
+	}
+	writeJSON(w, 200, map[string]any{"cards": msgs})
 }
 
 // userName checks and normalizes a user name given to the local API: the
@@ -249,61 +453,139 @@ func (t *Transport) userName(s string) (string, error) {
 	return n, nil
 }
 
+// boxName checks a box given to the local API: a user name, or a team
+// channel "#name".
+func (t *Transport) boxName(s string) (string, error) {
+	name, channel := strings.CutPrefix(s, "#")
+	n, err := t.userName(name)
+	if err != nil || !channel {
+		return n, err
+	}
+	return "#" + n, nil
+}
+
 // CommandRequest is the body of /api/command and /api/click.
 type CommandRequest struct {
 	User string `json:"user"`
 	Text string `json:"text"`
+	// In is the team channel the command was typed in ("#infra"); its
+	// replies are shown there to the user alone. Empty: the user's own
+	// messages.
+	In string `json:"in,omitempty"`
+	// ID is the page's id for this command: a command sent again with the
+	// same id (its answer was lost) is not run again.
+	ID string `json:"id,omitempty"`
 }
 
 // CommandResponse carries the replies.
 type CommandResponse struct {
 	Replies []templates.Message `json:"replies"`
+	// Duplicate says the command with this id was run before; its
+	// replies are in the inbox already.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// badRequest says what was wrong and what to send instead.
+func badRequest(w http.ResponseWriter, what string) {
+	writeJSON(w, 400, map[string]string{"error": what + `; want JSON {"user": "alice", "text": "/ops help"}`})
 }
 
 func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click bool) {
 	var req CommandRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeJSON(w, 400, map[string]string{"error": "want JSON {\"user\": \"alice\", \"text\": \"/ops help\"}"})
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, 413, map[string]string{"error": fmt.Sprintf("消息太长 · too long: a command is at most %d bytes", max(t.cfg.MaxText, 0))})
+			return
+		}
+		badRequest(w, "not JSON")
 		return
 	}
 	user, err := t.userName(req.User)
 	if err != nil {
-		writeJSON(w, 400, map[string]string{"error": err.Error() + `; want JSON {"user": "alice", "text": "/ops help"}`})
+		badRequest(w, err.Error())
+		return
+	}
+	box := user
+	if req.In != "" {
+		if box, err = t.boxName(req.In); err != nil || !strings.HasPrefix(box, "#") {
+			badRequest(w, "in: name a team channel, e.g. #infra")
+			return
+		}
+	}
+	if len(req.ID) > 64 {
+		badRequest(w, "id: at most 64 characters")
 		return
 	}
 	req.User = user
 	t.mu.Lock()
 	_, known := t.inbox[user]
 	full := !known && len(t.inbox) >= t.cfg.MaxUsers
+	dup := req.ID != "" && slices.ContainsFunc(t.inbox[box], func(e *Entry) bool { return e.Client == req.ID && e.For == forWhom(box, user) })
 	t.mu.Unlock()
 	if full {
 		writeJSON(w, 429, map[string]string{"error": fmt.Sprintf("the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers)})
 		return
 	}
-	replies := t.cfg.Handle(r.Context(), req.User, req.Text, click)
+	if dup {
+		writeJSON(w, 200, CommandResponse{Duplicate: true})
+		return
+	}
+	key := ""
+	if req.ID != "" {
+		key = user + ":" + req.ID
+	}
+	replies := t.cfg.Handle(r.Context(), Input{User: user, Text: req.Text, Click: click, Key: key})
+	if box == user {
+		// A ticket's card in a person's own messages offers what they may
+		// press, not every action of the stage.
+		for i, m := range replies {
+			if m.Kind == "ticket" {
+				if b, ok := t.buttonsFor(r.Context(), user, m.Ticket); ok {
+					replies[i].Buttons = b
+				}
+			}
+		}
+	}
 	t.mu.Lock()
 	if !click {
-		t.add(req.User, &Entry{Kind: "you", Text: t.cfg.Redact(req.Text)})
+		t.add(box, &Entry{Kind: "you", Text: t.cfg.Redact(req.Text), For: forWhom(box, user), Client: req.ID})
 	}
 	for i := range replies {
 		m := replies[i]
-		t.add(req.User, &Entry{Kind: "reply", Msg: &m})
+		t.add(box, &Entry{Kind: "reply", Msg: &m, For: forWhom(box, user)})
 	}
 	t.mu.Unlock()
+	if err := t.persist(r.Context()); err != nil && t.cfg.Warn != nil {
+		// Shown already and handled; only the history after a restart
+		// would miss it.
+		t.cfg.Warn("local chat history not kept", err)
+	}
 	writeJSON(w, 200, CommandResponse{Replies: replies})
 }
 
+// forWhom is who sees a reply in box: in a team channel only the person
+// who typed; in their own messages, no restriction is needed.
+func forWhom(box, user string) string {
+	if strings.HasPrefix(box, "#") {
+		return user
+	}
+	return ""
+}
+
 func (t *Transport) serveInbox(w http.ResponseWriter, r *http.Request) {
-	// A team channel's inbox is "#name".
-	q := r.URL.Query().Get("user")
-	channel, isChannel := strings.CutPrefix(q, "#")
-	user, err := t.userName(channel)
+	// A team channel's inbox is "#name"; viewer is who looks at it.
+	box, err := t.boxName(r.URL.Query().Get("user"))
 	if err != nil {
 		writeJSON(w, 400, map[string]string{"error": err.Error()})
 		return
 	}
-	if isChannel {
-		user = "#" + user
+	viewer := ""
+	if v := r.URL.Query().Get("viewer"); v != "" {
+		if viewer, err = t.userName(v); err != nil {
+			writeJSON(w, 400, map[string]string{"error": "viewer: " + err.Error()})
+			return
+		}
 	}
 	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
@@ -313,9 +595,9 @@ func (t *Transport) serveInbox(w http.ResponseWriter, r *http.Request) {
 		t.mu.Lock()
 		ch := t.notify
 		t.mu.Unlock()
-		entries, rev := t.Inbox(user, after)
+		entries, rev := t.view(box, viewer, after)
 		if len(entries) > 0 || wait <= 0 {
-			writeJSON(w, 200, map[string]any{"entries": entries, "rev": rev})
+			writeJSON(w, 200, map[string]any{"entries": entries, "rev": rev, "boot": t.boot})
 			return
 		}
 		select {
