@@ -8,8 +8,10 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## start the bot on the embedded example config: local chat on http://127.0.0.1:8080
-	$(GO) run . run
+run: build ## start the bot on the embedded example config: local chat on http://127.0.0.1:8080 (Ctrl-C stops it)
+	@# The bot itself, not `go run`: Ctrl-C reaches it, it stops cleanly and
+	@# exits 0, so make reports no error.
+	@exec ./opsbot run $(ARGS)
 
 build: ## build ./opsbot
 	$(GO) build -o opsbot .

@@ -156,14 +156,14 @@ func TestCleanupFrozenThenUnfrozen(t *testing.T) {
 	ck := newCleanupKit(t)
 	ck.seed("tdev", 3, 3, 0)
 	mustContain(t, ck.say("alice", `/ops freeze env=tdev until=2026-05-12 reason="5.2 release"`), "only holders of ops, admin can freeze or unfreeze")
-	mustContain(t, ck.say("dave", `/ops freeze env=tdev until=2026-05-12 reason="5.2 release"`), "tdev frozen until 2026-05-12 00:00: 5.2 release")
+	mustContain(t, ck.say("dave", `/ops freeze env=tdev until=2026-05-12 reason="5.2 release"`), "tdev frozen until 2026-05-12 00:00 UTC: 5.2 release")
 	mustContain(t, ck.say("dave", `/ops freeze env=tdev until=2026-05-01 reason=x`), "until=2026-05-01 is in the past")
 	mustContain(t, ck.say("dave", `/ops freeze env=nope until=2026-05-12 reason=x`), "env nope is not a cleanup environment")
 	mustContain(t, ck.say("alice", "/ops new cleanup env=tdev targets=all reason=reset"),
-		"tdev 已冻结至 2026-05-12 00:00（5.2 release，由 dave 设置）· tdev is frozen until 2026-05-12 00:00: 5.2 release (set by dave). Cleanup is refused; /ops unfreeze env=tdev lifts it")
-	mustContain(t, ck.k.Say("bob", "/ops freeze list")[0].Body, "tdev until 2026-05-12 00:00 (生效 active): 5.2 release · by dave")
+		"tdev 已冻结至 2026-05-12 00:00 UTC（5.2 release，由 dave 设置）· tdev is frozen until 2026-05-12 00:00 UTC: 5.2 release (set by dave). Cleanup is refused; /ops unfreeze env=tdev lifts it")
+	mustContain(t, ck.k.Say("bob", "/ops freeze list")[0].Body, "tdev until 2026-05-12 00:00 UTC (生效 active): 5.2 release · by dave")
 	mustContain(t, ck.say("alice", "/ops unfreeze env=tdev"), "only holders of ops, admin")
-	mustContain(t, ck.say("dave", "/ops unfreeze env=tdev"), "tdev unfrozen (was: 5.2 release, until 2026-05-12)")
+	mustContain(t, ck.say("dave", "/ops unfreeze env=tdev"), "tdev unfrozen (was: 5.2 release, until 2026-05-12 00:00 UTC)")
 	mustContain(t, ck.say("alice", "/ops new cleanup env=tdev targets=all reason=reset"), "T-1 submitted")
 	ck.k.WaitStage("T-1", "approval")
 	approve(t, ck.k, "dave", "T-1", "wipe")
@@ -228,7 +228,7 @@ func TestCleanupProtectedNeedsTwoApprovers(t *testing.T) {
 	ck.seed("tsit", 1, 0, 0)
 	mustContain(t, ck.say("alice", "/ops new cleanup env=tsit targets=players reason=x"), "T-2 submitted")
 	k.Clock.Advance(24 * time.Hour)
-	mustContain(t, ck.say("alice", "/ops new cleanup env=tsit targets=players reason=x"), "tsit is protected until 2026-05-20 00:00 (5.2 test round); type confirm=tsit")
+	mustContain(t, ck.say("alice", "/ops new cleanup env=tsit targets=players reason=x"), "tsit is protected until 2026-05-20 00:00 UTC (5.2 test round); type confirm=tsit")
 }
 
 // TestCleanupAsksAgainWhenDataChanged: data grew beyond the threshold

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"opsbot/integrations/cleanup"
 	"opsbot/state"
@@ -38,20 +37,18 @@ func newCleanup(b *Bot, cfg *Config) (*cleanup.Executor, error) {
 		cp := cleanup.Protection{Env: p.Env, Mode: p.Mode, Reason: p.Reason}
 		var err error
 		if p.From != "" {
-			if cp.From, err = ParseDay(p.From); err != nil {
+			if cp.From, err = ParseDay(p.From, cfg.ZoneOrUTC()); err != nil {
 				return nil, fmt.Errorf("cleanup.protected %s: from %q: %w", p.Env, p.From, err)
 			}
 		}
 		if p.Until != "" {
-			if cp.Until, err = ParseDay(p.Until); err != nil {
+			if cp.Until, err = ParseDay(p.Until, cfg.ZoneOrUTC()); err != nil {
 				return nil, fmt.Errorf("cleanup.protected %s: until %q: %w", p.Env, p.Until, err)
 			}
 		}
 		prot = append(prot, cp)
 	}
-	return cleanup.New(cleanup.Config{Envs: envs, Protected: prot, BackupDir: cfg.Resolve(cc.BackupDir),
+	return cleanup.New(cleanup.Config{Zone: cfg.ZoneOrUTC(), Envs: envs, Protected: prot, BackupDir: cfg.Resolve(cc.BackupDir),
 		ChangeThreshold: cc.ChangeThreshold, Batch: cc.RedisBatch, Now: b.now,
 		Freezes: func(ctx context.Context) ([]state.Freeze, error) { return b.store.Freezes(ctx) }}), nil
 }
-
-var cst = time.FixedZone("CST", 8*3600)

@@ -480,8 +480,9 @@ func TestClusterChangeProposesAndWarnsOnce(t *testing.T) {
 	}
 	mustContain(t, bottest.Title(k.Say("alice", "/ops new cluster-change reason=grow stores=N1")), "T-1 submitted")
 	tk := k.Ticket("T-1")
-	if tk.Fields["placement"] != "prod-a: 放得下的集群中最满 fullest cluster that fits, 15→16/20 (80%); DO do-N1 1/1; 3 markets; mix ±0%" ||
-		tk.Fields["runner_up"] != "prod-b 10→11/20 (55%)" || tk.Fields["target"] != "prod-a" {
+	if tk.Fields["placement"] != "prod-a: 放得下的集群中最满 fullest cluster that fits, 门店 stores 15→16/20 (80%); 所属 DO do-N1 在此集群 in this cluster 1/1 (上限 limit); 市场 markets 3; 规模偏差 size mix ±0%" ||
+		tk.Fields["runner_up"] != "prod-b 10→11/20 (55%)" || tk.Fields["target"] != "prod-a" ||
+		!strings.HasPrefix(tk.Fields["from"], "N1 (") || strings.Contains(tk.Fields["from"], "@") {
 		t.Fatalf("proposal %v", tk.Fields)
 	}
 	card := k.Bot.Card(tk)

@@ -83,7 +83,7 @@ flows:
 	mustContain(t, k.Say("bob", "/ops audit T-1")[0].Title, "Audit log · T-1") // a role of the flow
 	mustContain(t, k.Say("alice", "/ops audit T-3")[0].Body, "bob@local command approve T-3")
 	mustContain(t, k.Say("root", "/ops audit bob")[0].Body, "/ops approve T-3")
-	mustContain(t, k.Say("alice", "/ops show T-3")[1].Body, "bob approve (plan_review → test_signoff)")
+	mustContain(t, k.Say("alice", "/ops show T-3")[1].Body, "bob 同意 Approve · 方案审批 Plan review → 测试签收 Test sign-off")
 }
 
 func TestHelpExplainsCommandsAndFlows(t *testing.T) {

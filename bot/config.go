@@ -349,7 +349,10 @@ func ParseConfig(data []byte, dir string) (*Config, error) {
 	// First every problem of the file, each by key path and line.
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		// A syntax error stops the parser; the other top-level sections
+		// are read one by one, so their problems are told at once too.
+		errs := checkSections(data)
+		return nil, fmt.Errorf("config: %d problem(s):\n  %w", len(errs), joinLines(errs))
 	}
 	if len(doc.Content) > 0 {
 		var errs []error
@@ -591,8 +594,10 @@ func (c *Config) Check(executors []string) []error {
 			ids[p+":"+id] = n
 		}
 	}
-	if _, err := c.AllFlows(executors); err != nil {
+	if fl, err := c.AllFlows(executors); err != nil {
 		errs = append(errs, err)
+	} else {
+		errs = append(errs, c.checkApprovable(fl)...)
 	}
 	if st, err := os.Stat(c.Resolve(c.Scripts.Dir)); err != nil || !st.IsDir() {
 		bad("scripts.dir: %s is not a directory", c.Resolve(c.Scripts.Dir))
@@ -604,8 +609,8 @@ func (c *Config) Check(executors []string) []error {
 
 // ParseDay reads a date ("2026-05-09") or a date and time, in China
 // Standard Time when no zone is given.
-func ParseDay(s string) (time.Time, error) {
-	if t, err := time.ParseInLocation("2006-01-02", s, time.FixedZone("CST", 8*3600)); err == nil {
+func ParseDay(s string, loc *time.Location) (time.Time, error) {
+	if t, err := time.ParseInLocation("2006-01-02", s, loc); err == nil {
 		return t, nil
 	}
 	return flows.ParseDateTime(s)
@@ -623,7 +628,7 @@ func (c *Config) checkCleanup() []error {
 			bad("cleanup.protected[%d] %s: mode %q: refuse or two_approvers", i, p.Env, p.Mode)
 		}
 		for _, d := range []string{p.From, p.Until} {
-			if _, err := ParseDay(d); d != "" && err != nil {
+			if _, err := ParseDay(d, time.UTC); d != "" && err != nil {
 				bad("cleanup.protected[%d] %s: %q is not a date, e.g. 2026-05-09", i, p.Env, d)
 			}
 		}
@@ -781,6 +786,48 @@ func (c *Config) WeComChannelRobots() map[string]string {
 	return out
 }
 
+// checkApprovable refuses an approval stage that nobody can ever approve:
+// fewer people hold its roles than the approvals it needs, and no admin
+// is configured who could grant the role (only admins grant roles). With
+// an admin the stage is only warned about (roleWarnings).
+func (c *Config) checkApprovable(fl []*flows.Flow) []error {
+	holders := map[string][]string{}
+	for _, u := range c.Users {
+		for _, r := range u.Roles {
+			r = state.NormName(r)
+			holders[r] = append(holders[r], state.NormName(u.Name))
+		}
+	}
+	if len(holders[flows.AdminRole]) > 0 {
+		return nil
+	}
+	var errs []error
+	for _, f := range fl {
+		for _, st := range f.Stages {
+			if st.Kind != flows.KindApproval {
+				continue
+			}
+			var who []string
+			for _, r := range st.Roles {
+				for _, u := range holders[state.NormName(r)] {
+					if !slices.Contains(who, u) {
+						who = append(who, u)
+					}
+				}
+			}
+			need := max(st.Approvals, 1)
+			if st.ApprovalsIf != nil {
+				need = max(need, st.ApprovalsIf.Approvals)
+			}
+			if len(who) < need && len(st.Roles) > 0 {
+				errs = append(errs, fmt.Errorf("flows.%s.stages.%s: nobody can ever approve it: it needs %d approval(s) from %s, held by %d user(s) (%s), and no user has the admin role to grant it; give the role to people in users: (e.g. roles: [%s]) or make someone admin",
+					f.Name, st.Name, need, strings.Join(st.Roles, " or "), len(who), strings.Join(who, ", "), st.Roles[0]))
+			}
+		}
+	}
+	return errs
+}
+
 // roleWarnings names every role a stage waits for that no configured user
 // holds, and every user role that no flow uses (with the role it is most
 // likely meant to be).
@@ -834,7 +881,17 @@ func (c *Config) roleWarnings() []string {
 	return out
 }
 
-// Zone is the time zone people read times in.
+// ZoneOrUTC is the configured zone, or UTC when it does not load (config
+// check reports that).
+func (c *Config) ZoneOrUTC() *time.Location {
+	if loc, err := c.Zone(); err == nil {
+		return loc
+	}
+	return time.UTC
+}
+
+// Zone is the time zone people read times in: the configured one, the
+// host's when none is set.
 func (c *Config) Zone() (*time.Location, error) {
 	if c.TimeZone == "" {
 		return time.Local, nil

@@ -186,6 +186,21 @@ slack:
 	if strings.Contains(msg, "xoxb-") {
 		t.Fatalf("the secret was echoed:\n%s", msg)
 	}
+	// A syntax error in one section does not hide the others' problems.
+	_, err = bot.ParseConfig([]byte("listen: 127.0.0.1:8080\nlistn: x\nstate: {path: \"a.db\"\nrate_limit:\n  per_minute: sixty\n"), t.TempDir())
+	if err == nil {
+		t.Fatal("a file that does not parse was accepted")
+	}
+	for _, want := range []string{
+		"config: 3 problem(s)",
+		`listn (line 2): unknown key; did you mean "listen"?`,
+		"state (line 3): the YAML does not parse: line 3: did not find expected ',' or '}'",
+		`rate_limit.per_minute (line 5): want a whole number such as 60, not "sixty"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("lacks %q in:\n%s", want, err)
+		}
+	}
 	cfg, err := bot.ParseConfig([]byte("listen: 127.0.0.1:99999\n"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -171,4 +172,57 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
+}
+
+// lineRef finds "line N" in a YAML parser's message.
+var lineRef = regexp.MustCompile(`line (\d+)`)
+
+// checkSections reads a file that does not parse one top-level section
+// at a time (a section starts at a line with a key at column 0): a
+// section with a syntax error is told with its line in the file, and
+// every other section is checked as usual.
+func checkSections(data []byte) []error {
+	lines := strings.SplitAfter(string(data), "\n")
+	var starts []int
+	for i, l := range lines {
+		if l != "" && l[0] != ' ' && l[0] != '\t' && l[0] != '#' && l[0] != '-' && strings.TrimSpace(l) != "" && !strings.HasPrefix(l, "---") {
+			starts = append(starts, i)
+		}
+	}
+	if len(starts) == 0 || starts[0] != 0 {
+		starts = append([]int{0}, starts...)
+	}
+	var errs []error
+	for i, from := range starts {
+		to := len(lines)
+		if i+1 < len(starts) {
+			to = starts[i+1]
+		}
+		section := strings.Join(lines[from:to], "")
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte(section), &n); err != nil {
+			msg := strings.TrimPrefix(err.Error(), "yaml: ")
+			msg = lineRef.ReplaceAllStringFunc(msg, func(m string) string {
+				k, _ := strconv.Atoi(strings.TrimPrefix(m, "line "))
+				return fmt.Sprintf("line %d", k+from)
+			})
+			key, _, _ := strings.Cut(strings.TrimSpace(lines[from]), ":")
+			errs = append(errs, fmt.Errorf("%s (line %d): the YAML does not parse: %s (check quotes, brackets and indentation)", key, from+1, msg))
+			continue
+		}
+		if len(n.Content) == 0 {
+			continue
+		}
+		shiftLines(&n, from)
+		checkTree(n.Content[0], reflect.TypeFor[Config](), "", &errs)
+	}
+	return errs
+}
+
+// shiftLines moves a section's nodes to their lines in the whole file.
+func shiftLines(n *yaml.Node, by int) {
+	n.Line += by
+	for _, c := range n.Content {
+		shiftLines(c, by)
+	}
 }

@@ -620,4 +620,23 @@ flows:
 	w := strings.Join(cfg.Warnings(), "\n")
 	mustContain(t, w, "flows.solo.stages.sign waits for qa, which no user in users: holds")
 	mustContain(t, w, `users.alice.roles: no flow uses the role "techlaed"`)
+	// Nobody is admin, so nobody can grant qa: the stage can never be
+	// approved, and the config is refused. An admin turns it into a warning.
+	errs := cfg.Check(cfg.Executors())
+	mustContain(t, fmt.Sprint(errs), "flows.solo.stages.sign: nobody can ever approve it: it needs 1 approval(s) from qa, held by 0 user(s)")
+	cfg, err = bot.ParseConfig([]byte(`
+users:
+  - {name: alice, roles: [qa]}
+  - {name: root, roles: [admin]}
+flows:
+  - name: solo
+    fields: [{name: x}]
+    stages: [{name: sign, kind: approval, roles: [qa], approvals: 2}]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := cfg.Check(cfg.Executors()); strings.Contains(fmt.Sprint(errs), "nobody can ever approve") {
+		t.Fatalf("with an admin who can grant the role, the stage was refused: %v", errs)
+	}
 }

@@ -304,7 +304,7 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 			if !b.now().Before(f.Until) {
 				state = "已过期 expired"
 			}
-			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, f.Until.In(cst).Format("2006-01-02 15:04"), state, f.Reason, f.By))
+			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, templates.InZone(f.Until).Format("2006-01-02 15:04 MST"), state, f.Reason, f.By))
 		}
 		if len(lines) == 0 {
 			return []templates.Message{info("info", "没有冻结 no freezes", "")}, nil
@@ -331,9 +331,9 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 		if !ok {
 			return nil, flows.Userf("not_frozen", "/ops freeze list", "%s 没有冻结 · %s is not frozen", r.Env, r.Env)
 		}
-		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, f.Until.In(cst).Format("2006-01-02")), "")}, nil
+		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, templates.InZone(f.Until).Format("2006-01-02 15:04 MST")), "")}, nil
 	}
-	until, err := ParseDay(r.Until)
+	until, err := ParseDay(r.Until, b.cfg.ZoneOrUTC())
 	if err != nil {
 		return nil, flows.Userf("bad_fields", "例 e.g. until=2026-05-09 or until=\"2026-05-09 20:00\"", "until=%q 不是日期 · until=%q is not a date", r.Until, r.Until)
 	}
@@ -344,7 +344,7 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 	if err := b.store.PutFreeze(ctx, f); err != nil {
 		return nil, err
 	}
-	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, until.In(cst).Format("2006-01-02 15:04"), r.Env, until.In(cst).Format("2006-01-02 15:04"), f.Reason),
+	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, templates.InZone(until).Format("2006-01-02 15:04 MST"), r.Env, templates.InZone(until).Format("2006-01-02 15:04 MST"), f.Reason),
 		"清档将被拒绝 cleanup tickets are refused; /ops unfreeze env="+r.Env)}, nil
 }
 

@@ -479,6 +479,10 @@ type CommandRequest struct {
 
 // CommandResponse carries the replies.
 type CommandResponse struct {
+	// Replies are the bot's answer as a shared channel would show it
+	// (every action of the stage, each checked when pressed: tools and
+	// tests act with them as other people); the person's own messages on
+	// the page show only the actions they may take.
 	Replies []templates.Message `json:"replies"`
 	// Duplicate says the command with this id was run before; its
 	// replies are in the inbox already.
@@ -536,13 +540,14 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 		key = user + ":" + req.ID
 	}
 	replies := t.cfg.Handle(r.Context(), Input{User: user, Text: req.Text, Click: click, Key: key})
+	shown := slices.Clone(replies)
 	if box == user {
 		// A ticket's card in a person's own messages offers what they may
 		// press, not every action of the stage.
-		for i, m := range replies {
+		for i, m := range shown {
 			if m.Kind == "ticket" {
 				if b, ok := t.buttonsFor(r.Context(), user, m.Ticket); ok {
-					replies[i].Buttons = b
+					shown[i].Buttons = b
 				}
 			}
 		}
@@ -551,8 +556,8 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	if !click {
 		t.add(box, &Entry{Kind: "you", Text: t.cfg.Redact(req.Text), For: forWhom(box, user), Client: req.ID})
 	}
-	for i := range replies {
-		m := replies[i]
+	for i := range shown {
+		m := shown[i]
 		t.add(box, &Entry{Kind: "reply", Msg: &m, For: forWhom(box, user)})
 	}
 	t.mu.Unlock()

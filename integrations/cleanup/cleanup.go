@@ -135,6 +135,8 @@ func (p Protection) Active(now time.Time) bool {
 
 // Config configures the executor.
 type Config struct {
+	// Zone is the time zone people read times in (nil: UTC).
+	Zone      *time.Location
 	Envs      map[string]Env
 	Protected []Protection
 	// BackupDir holds the backups: BackupDir/<ticket>/<plan>/<target>/.
@@ -300,7 +302,7 @@ func (x *Executor) Guard(ctx context.Context, env string) (Guard, error) {
 		for _, f := range fs {
 			if f.Env == env && now.Before(f.Until) {
 				return Guard{Refused: fmt.Sprintf("%s 已冻结至 %s（%s，由 %s 设置）· %s is frozen until %s: %s (set by %s). Cleanup is refused; /ops unfreeze env=%s lifts it",
-					env, day(f.Until), f.Reason, f.By, env, day(f.Until), f.Reason, f.By, env)}, nil
+					env, x.day(f.Until), f.Reason, f.By, env, x.day(f.Until), f.Reason, f.By, env)}, nil
 			}
 		}
 	}
@@ -311,7 +313,7 @@ func (x *Executor) Guard(ctx context.Context, env string) (Guard, error) {
 		}
 		window := ""
 		if !p.Until.IsZero() {
-			window = " until " + day(p.Until)
+			window = " until " + x.day(p.Until)
 		}
 		if p.Mode == ModeRefuse {
 			return Guard{Refused: fmt.Sprintf("%s 是受保护环境，禁止清档 · %s is protected%s (%s): cleanup is refused", env, env, window, p.Reason)}, nil
@@ -321,7 +323,14 @@ func (x *Executor) Guard(ctx context.Context, env string) (Guard, error) {
 	return g, nil
 }
 
-func day(t time.Time) string { return t.In(time.FixedZone("CST", 8*3600)).Format("2006-01-02 15:04") }
+// day shows a time in the configured zone, with the zone named.
+func (x *Executor) day(t time.Time) string {
+	loc := x.cfg.Zone
+	if loc == nil {
+		loc = time.UTC
+	}
+	return t.In(loc).Format("2006-01-02 15:04 MST")
+}
 
 // Run implements flows.Executor.
 func (x *Executor) Run(ctx context.Context, in flows.ExecInput) flows.ExecResult {

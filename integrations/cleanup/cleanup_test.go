@@ -45,7 +45,7 @@ func newFixture(t *testing.T) *fixture {
 		{Name: "sessions", Kind: cleanup.KindRedis, DB: 2, Patterns: []string{"session:*", "cache:*"}},
 		{Name: "logs", Kind: cleanup.KindLogs, Root: fx.logs, Globs: []string{"*.log", "archive/*.gz"}, OlderThan: time.Hour},
 	}}
-	fx.x = cleanup.New(cleanup.Config{Envs: map[string]cleanup.Env{"tdev": fx.env}, BackupDir: t.TempDir(), ChangeThreshold: 0.2, Batch: 100,
+	fx.x = cleanup.New(cleanup.Config{Zone: time.FixedZone("CST", 8*3600), Envs: map[string]cleanup.Env{"tdev": fx.env}, BackupDir: t.TempDir(), ChangeThreshold: 0.2, Batch: 100,
 		Now:     func() time.Time { return fx.now },
 		Freezes: func(context.Context) ([]state.Freeze, error) { return fx.freezes, nil }})
 	t.Cleanup(fx.x.Close)
@@ -400,7 +400,7 @@ func TestFreezeAndProtectionGuards(t *testing.T) {
 	ctx := context.Background()
 	fx.freezes = []state.Freeze{{Env: "tdev", Until: fx.now.Add(24 * time.Hour), Reason: "5.2 release", By: "root"}}
 	g, err := fx.x.Guard(ctx, "tdev")
-	if err != nil || g.Refused != "tdev 已冻结至 2026-05-10 18:00（5.2 release，由 root 设置）· tdev is frozen until 2026-05-10 18:00: 5.2 release (set by root). Cleanup is refused; /ops unfreeze env=tdev lifts it" {
+	if err != nil || g.Refused != "tdev 已冻结至 2026-05-10 18:00 CST（5.2 release，由 root 设置）· tdev is frozen until 2026-05-10 18:00 CST: 5.2 release (set by root). Cleanup is refused; /ops unfreeze env=tdev lifts it" {
 		t.Fatalf("frozen: %+v %v", g, err)
 	}
 	// A freeze that began after approval still stops the wipe.

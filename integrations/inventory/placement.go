@@ -65,7 +65,7 @@ const (
 // Line explains the proposal in one line.
 func (p Proposal) Line() string {
 	b := p.Best
-	s := fmt.Sprintf("%s: 放得下的集群中最满 fullest cluster that fits, %d→%d/%d (%d%%); DO %s %d/%d; %d markets; mix ±%d%%",
+	s := fmt.Sprintf("%s: 放得下的集群中最满 fullest cluster that fits, 门店 stores %d→%d/%d (%d%%); 所属 DO %s 在此集群 in this cluster %d/%d (上限 limit); 市场 markets %d; 规模偏差 size mix ±%d%%",
 		b.Cluster, b.Before, b.After, b.Capacity, Percent(b.After, b.Capacity), b.DO, b.DOAfter, b.DOLimit, b.Markets,
 		int(math.Round(b.MixDev*100)))
 	return s

@@ -248,7 +248,7 @@ func TestPlacementRefusesWhatBreaksARule(t *testing.T) {
 	if err != nil || p.Best.Cluster != "prod-a-01" || p.RunnerUp == nil || p.RunnerUp.Cluster != "hd-a-03" || p.Refused[inventory.WhyMarkets] != 1 {
 		t.Fatalf("one store: %+v %v", p, err)
 	}
-	if got := p.Line(); got != "prod-a-01: 放得下的集群中最满 fullest cluster that fits, 9→10/10 (100%); DO do-new2 1/1; 2 markets; mix ±0%" {
+	if got := p.Line(); got != "prod-a-01: 放得下的集群中最满 fullest cluster that fits, 门店 stores 9→10/10 (100%); 所属 DO do-new2 在此集群 in this cluster 1/1 (上限 limit); 市场 markets 2; 规模偏差 size mix ±0%" {
 		t.Fatalf("line: %s", got)
 	}
 	if got := p.RunnerUpLine(); got != "hd-a-03 1→2/10 (20%)" {

@@ -270,7 +270,11 @@ func (inv *Inventory) ValidateChange() flows.Validator {
 		f["env"] = env
 		var from []string
 		for _, s := range stores {
-			from = append(from, s.ID+"@"+orNone(s.Cluster))
+			if s.Cluster == "" {
+				from = append(from, s.ID+" (尚无集群 in no cluster yet)")
+			} else {
+				from = append(from, s.ID+" (在 in "+s.Cluster+")")
+			}
 		}
 		f["from"] = strings.Join(from, ", ")
 		target := f["cluster"]
@@ -336,12 +340,6 @@ func firstTicket(res []Reservation, ids []string) string {
 	return ""
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
-}
 
 func (inv *Inventory) didYouMean(name string) string {
 	var names []string
