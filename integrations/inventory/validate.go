@@ -340,7 +340,6 @@ func firstTicket(res []Reservation, ids []string) string {
 	return ""
 }
 
-
 func (inv *Inventory) didYouMean(name string) string {
 	var names []string
 	for _, c := range inv.Clusters() {
