@@ -11,6 +11,7 @@ help: ## list the targets
 run: build ## start the bot on the embedded example config: local chat on http://127.0.0.1:8080 (Ctrl-C stops it)
 	@# The bot itself, not `go run`: Ctrl-C reaches it, it stops cleanly and
 	@# exits 0, so make reports no error.
+	@mkdir -p data/tdev-logs
 	@exec ./opsbot run $(ARGS)
 
 build: ## build ./opsbot

@@ -24,7 +24,7 @@ func newCleanup(b *Bot, cfg *Config) (*cleanup.Executor, error) {
 			case t.Redis != nil:
 				ct.Kind, ct.DB, ct.Patterns = cleanup.KindRedis, t.Redis.DB, t.Redis.Patterns
 			case t.Logs != nil:
-				ct.Kind, ct.Root, ct.Globs, ct.OlderThan = cleanup.KindLogs, t.Logs.Root, t.Logs.Globs, t.Logs.OlderThan.D()
+				ct.Kind, ct.Root, ct.Globs, ct.OlderThan = cleanup.KindLogs, cfg.Resolve(t.Logs.Root), t.Logs.Globs, t.Logs.OlderThan.D()
 			default:
 				return nil, fmt.Errorf("cleanup.envs.%s: target %s names no mongo, redis or logs", name, t.Name)
 			}

@@ -658,8 +658,8 @@ func (c *Config) checkCleanup() []error {
 				bad("cleanup.envs.%s: environment variable %s is not set (the Mongo URI)", name, e.MongoURIEnv)
 			case t.Redis != nil && e.Redis.Addr == "":
 				bad("cleanup.envs.%s: redis.addr is needed for redis targets", name)
-			case t.Logs != nil && !filepath.IsAbs(t.Logs.Root):
-				bad("%s: logs.root %q must be an absolute path", where, t.Logs.Root)
+			case t.Logs != nil && !filepath.IsAbs(c.Resolve(t.Logs.Root)):
+				bad("%s: logs.root %q must be an absolute path or one relative to the config file", where, t.Logs.Root)
 			case t.Logs != nil && len(t.Logs.Globs) == 0:
 				bad("%s: logs.globs is empty; e.g. [\"*.log\"]", where)
 			}

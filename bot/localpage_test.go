@@ -116,3 +116,48 @@ func readFile(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// A card drawn while its step runs does not stay "running": when the step
+// ends, the same card in the page shows the result and the stage the
+// ticket moved to, with what that person may press there.
+func TestLocalRunningCardFinishes(t *testing.T) {
+	k := bottest.New(t)
+	k.Touch("hold")
+	k.Say("alice", `/ops new golive service=payments version=v1.4.2 rollback_app="redeploy v1.4.1" hotfix=true`)
+	k.Say("bob", "/ops approve T-1")
+	k.Say("dave", "/ops approve T-1")
+	k.WaitStage("T-1", "deploy")
+	card := bottest.Card(k.Say("dave", "/ops show T-1"))
+	mustContain(t, card.Title, "部署 Deploy")
+	var id int64
+	entries, _ := k.Bot.Local().Inbox("dave", 0)
+	for _, e := range entries {
+		if e.Msg != nil && e.Msg.Kind == "ticket" && e.Msg.Ticket == "T-1" {
+			id = e.ID
+			mustContain(t, e.Msg.Body, "running")
+		}
+	}
+	if id == 0 {
+		t.Fatalf("dave's page has no card of T-1: %+v", entries)
+	}
+	k.Remove("hold")
+	k.WaitStage("T-1", "verify")
+	k.Deliver()
+	entries, _ = k.Bot.Local().Inbox("dave", 0)
+	for _, e := range entries {
+		if e.ID != id {
+			continue
+		}
+		if strings.Contains(e.Msg.Body, "running") || !strings.Contains(e.Msg.Body, "deployed payments v1.4.2") ||
+			!strings.Contains(e.Msg.Title, "生产验证 Production verification") {
+			t.Fatalf("the card after the deploy: %q\n%s", e.Msg.Title, e.Msg.Body)
+		}
+		for _, b := range e.Msg.Buttons {
+			if strings.Contains(b.Label, "Approve") {
+				t.Fatalf("dave (ops) is offered %q at the testers' stage", b.Label)
+			}
+		}
+		return
+	}
+	t.Fatal("the card is gone from dave's page")
+}

@@ -223,9 +223,10 @@ func (t *Transport) PostChannel(ctx context.Context, channel string, msg templat
 }
 
 // UpdateCards implements the bot's CardUpdater: every card of the ticket
-// in every inbox is redrawn. A card drawn in the stage the ticket is still
-// in gets the current buttons; any other card's buttons are disabled, so
-// nothing on it can be pressed any more.
+// in every inbox is redrawn as the ticket is now, with the buttons the
+// person may press (a team channel: every action, and who may act). A
+// notice keeps its words and gets a line saying where the ticket is now;
+// its buttons stay only while the ticket is in the stage it was sent in.
 func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg templates.Message) error {
 	t.mu.Lock()
 	if err := t.injectedFailure(); err != nil {
@@ -254,17 +255,31 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg template
 			continue
 		}
 		box := t.boxOf(e)
-		m := *e.Msg
-		switch b, personal := own[box]; {
-		case m.Stage != msg.Stage:
-			m.Buttons = disabled(m.Buttons)
-		case personal:
-			m.Buttons = b
-		default:
-			m.Buttons = msg.Buttons
+		b, personal := own[box]
+		var m templates.Message
+		if e.Msg.Kind == "ticket" {
+			// A ticket's card always shows the ticket as it is now: a
+			// step that was running shows its result, the stage it moved
+			// to, and what may be pressed there.
+			m = msg
+			if personal {
+				m.Buttons = b
+			}
+		} else {
+			// A notice tells what happened then; it keeps its words, says
+			// where the ticket is now, and offers only what still applies.
+			m = *e.Msg
+			switch {
+			case m.Stage != msg.Stage:
+				m.Buttons = disabled(m.Buttons)
+			case personal:
+				m.Buttons = b
+			default:
+				m.Buttons = msg.Buttons
+			}
+			m.Version = msg.Version
+			m.Context = "现状 now: " + msg.Title + " · " + msg.Context
 		}
-		m.Version = msg.Version
-		m.Context = "现状 now: " + msg.Title + " · " + msg.Context
 		e.Msg = &m
 		t.rev++
 		e.Rev = t.rev
