@@ -35,6 +35,19 @@ func TestLocalPageInBrowser(t *testing.T) {
 	br.WaitText("#waiting", "nothing waits for you")
 	br.WaitText("#waiting", "/ops new")
 	br.Shot("01-first-look")
+	// Team channels are in the picker.
+	if got := br.Eval(`[...document.querySelectorAll("#where option")].map((o) => o.value).join(",")`); !strings.Contains(got, "#infra") {
+		t.Fatalf("the view picker offers %q, want #infra among them", got)
+	}
+	// Oversized input is answered with the stated limit in the page, not a
+	// browser alert, and stays in the input.
+	br.Eval(`(() => { const i = document.querySelector("#text"); i.value = "/ops new golive service=" + "长".repeat(3000); i.dispatchEvent(new Event("input")); document.querySelector("#f").requestSubmit(); return "sent"; })()`)
+	br.WaitText("#err", "at most 8000")
+	if n := br.Eval(`String(document.querySelector("#text").value.length)`); n == "0" {
+		t.Fatal("the oversized command was cleared from the input")
+	}
+	br.Eval(`(() => { const i = document.querySelector("#text"); i.value = ""; i.dispatchEvent(new Event("input")); return "cleared"; })()`)
+	br.WaitJS("the error goes once the input is fine", `document.querySelector("#err").innerText === ""`)
 
 	// alice requests, typing the README's line.
 	br.Type("#text", `/ops new golive service=payments version=v1.4.2 rollback_app="redeploy v1.4.1" hotfix=true`, true)

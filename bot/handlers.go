@@ -304,7 +304,7 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 			if !b.now().Before(f.Until) {
 				state = "已过期 expired"
 			}
-			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, templates.InZone(f.Until).Format("2006-01-02 15:04 MST"), state, f.Reason, f.By))
+			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, templates.Stamp(f.Until), state, f.Reason, f.By))
 		}
 		if len(lines) == 0 {
 			return []templates.Message{info("info", "没有冻结 no freezes", "")}, nil
@@ -331,7 +331,7 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 		if !ok {
 			return nil, flows.Userf("not_frozen", "/ops freeze list", "%s 没有冻结 · %s is not frozen", r.Env, r.Env)
 		}
-		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, templates.InZone(f.Until).Format("2006-01-02 15:04 MST")), "")}, nil
+		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, templates.Stamp(f.Until)), "")}, nil
 	}
 	until, err := ParseDay(r.Until, b.cfg.ZoneOrUTC())
 	if err != nil {
@@ -344,7 +344,7 @@ func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]te
 	if err := b.store.PutFreeze(ctx, f); err != nil {
 		return nil, err
 	}
-	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, templates.InZone(until).Format("2006-01-02 15:04 MST"), r.Env, templates.InZone(until).Format("2006-01-02 15:04 MST"), f.Reason),
+	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, templates.Stamp(until), r.Env, templates.Stamp(until), f.Reason),
 		"清档将被拒绝 cleanup tickets are refused; /ops unfreeze env="+r.Env)}, nil
 }
 

@@ -22,7 +22,9 @@ func SetZone(loc *time.Location) {
 	}
 }
 
-func stamp(t time.Time) string { return InZone(t).Format("2006-01-02 15:04 MST") }
+// Stamp shows a time as people read it: in the configured zone, with the
+// zone named ("2026-05-09 20:00 CST").
+func Stamp(t time.Time) string { return InZone(t).Format("2006-01-02 15:04 MST") }
 
 // InZone is t in the zone times are shown in (SetZone).
 func InZone(t time.Time) time.Time {
@@ -48,7 +50,7 @@ func ticketFields(v TicketView) []Field {
 	}
 	out = append(out, v.Fields...)
 	for _, a := range v.Approvals {
-		value := a.User + " @ " + stamp(a.At)
+		value := a.User + " @ " + Stamp(a.At)
 		if a.Comment != "" {
 			value += " — " + a.Comment
 		}
@@ -102,7 +104,7 @@ func ticketCard(v TicketView) Message {
 	}
 	return Message{Kind: "ticket", Level: level, Title: fmt.Sprintf("%s %s · %s", v.ID, v.Title, v.StageTitle),
 		Fields: ticketFields(v), Body: ticketBody(v), Buttons: buttons(v.Buttons),
-		Context: fmt.Sprintf("v%d · 更新 updated %s", v.Version, stamp(v.Updated)),
+		Context: fmt.Sprintf("v%d · 更新 updated %s", v.Version, Stamp(v.Updated)),
 		Ticket:  v.ID, Version: v.Version, Stage: v.StageKey}
 }
 
@@ -170,6 +172,6 @@ func noticeMessage(n NoticeView) Message {
 		fields = append(fields, Field{"说明 Comment", n.Comment})
 	}
 	return Message{Kind: "notice", Level: level, Title: title + " " + t.Title, Fields: fields, Body: ticketBody(t),
-		Buttons: buttons(t.Buttons), Context: fmt.Sprintf("v%d · %s", t.Version, stamp(t.Updated)),
+		Buttons: buttons(t.Buttons), Context: fmt.Sprintf("v%d · %s", t.Version, Stamp(t.Updated)),
 		Ticket: t.ID, Version: t.Version, Stage: t.StageKey}
 }

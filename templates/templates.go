@@ -76,7 +76,7 @@ var tmpl *template.Template
 func init() {
 	tmpl = template.Must(template.New("").Funcs(template.FuncMap{
 		"q":     quote,
-		"time":  stamp,
+		"time":  Stamp,
 		"join":  strings.Join,
 		"trunc": Truncate,
 		"add":   func(a, b int) int { return a + b },
