@@ -161,6 +161,9 @@ func (b *Bot) Stop() {
 			b.cancel()
 		}
 		b.wg.Wait()
+		if lc := b.Local(); lc != nil {
+			lc.Close() // the page's history, written before the store closes
+		}
 		if b.redis != nil {
 			b.redis.Close()
 		}

@@ -127,6 +127,9 @@ func TestLocalHistoryIsBoundedAndRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := tr.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if len(h.kept) != 3 {
 		t.Fatalf("kept %d entries, want 3: %+v", len(h.kept), h.kept)
 	}
@@ -141,5 +144,10 @@ func TestLocalHistoryIsBoundedAndRestored(t *testing.T) {
 	again.Send(t.Context(), "alice", templates.Message{Title: "n5"})
 	if got, _ := again.Inbox("alice", 5); len(got) != 1 || got[0].ID != 6 {
 		t.Fatalf("a new entry after the restore: %+v", got)
+	}
+	// Written in the background; Close writes what is left.
+	again.Close()
+	if s, ok := h.kept[6]; !ok || s.Entry.Msg.Title != "n5" || len(h.kept) != 3 {
+		t.Fatalf("after Close the store keeps %+v", h.kept)
 	}
 }

@@ -119,8 +119,11 @@ type Transport struct {
 	// its inbox from the start.
 	boot string
 	// dirty and dropped are the entries changed or trimmed under mu, for
-	// the caller to hand to History once mu is released.
+	// the flusher to hand to History.
 	dirty, dropped []Stored
+	kick           chan struct{}
+	stop, flushed  chan struct{}
+	closeOnce      sync.Once
 }
 
 // New returns a local chat transport.
@@ -135,11 +138,12 @@ func New(cfg Config) *Transport {
 		cfg.Redact = func(s string) string { return s }
 	}
 	return &Transport{cfg: cfg, inbox: map[string][]*Entry{}, cards: map[string][]*Entry{}, notify: make(chan struct{}),
-		boot: strconv.FormatInt(time.Now().UnixNano(), 36)}
+		boot: strconv.FormatInt(time.Now().UnixNano(), 36), kick: make(chan struct{}, 1)}
 }
 
-// Restore loads the kept history: every inbox as it was, cards indexed
-// for updates in place, revisions continuing after the highest kept.
+// Restore loads the kept history (every inbox as it was, cards indexed
+// for updates in place, revisions continuing after the highest kept) and
+// starts writing changes in the background until Close.
 func (t *Transport) Restore(ctx context.Context) error {
 	if t.cfg.History == nil {
 		return nil
@@ -148,6 +152,8 @@ func (t *Transport) Restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	t.stop, t.flushed = make(chan struct{}), make(chan struct{})
+	go t.flusher()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range kept {
@@ -161,11 +167,29 @@ func (t *Transport) Restore(ctx context.Context) error {
 	return nil
 }
 
-// persist hands the entries changed under mu to History. Callers hold mu
-// when they change entries and call persist after releasing it, so
-// concurrent writers share one transaction (History batches them) and a
-// newer revision written first is not overwritten by an older one.
-func (t *Transport) persist(ctx context.Context) error {
+// flushEvery is how long a change to the history waits, so that the
+// changes of many commands share one write.
+const flushEvery = 100 * time.Millisecond
+
+// persist asks for the entries changed under mu to be written. Callers
+// call it after releasing mu. The history is written in the background,
+// within flushEvery, in one transaction for all that changed meanwhile: a
+// command does not wait for it. What a crash can lose is the page's copy
+// of the last moments; the tickets, the audit and the de-duplication of
+// commands are written by the bot in their own transactions, and the
+// page shows what waits for the person again when it reconnects.
+func (t *Transport) persist() {
+	if t.cfg.History == nil {
+		return
+	}
+	select {
+	case t.kick <- struct{}{}:
+	default: // a write is already due
+	}
+}
+
+// Flush writes the changed entries now.
+func (t *Transport) Flush(ctx context.Context) error {
 	t.mu.Lock()
 	put, drop := t.dirty, t.dropped
 	t.dirty, t.dropped = nil, nil
@@ -173,9 +197,45 @@ func (t *Transport) persist(ctx context.Context) error {
 	if t.cfg.History == nil || len(put)+len(drop) == 0 {
 		return nil
 	}
-	// The write must land even when the request that caused it has gone:
-	// the entry is already shown.
-	return t.cfg.History.Save(context.WithoutCancel(ctx), put, drop)
+	return t.cfg.History.Save(ctx, put, drop)
+}
+
+// flusher writes the history in the background until Close.
+func (t *Transport) flusher() {
+	defer close(t.flushed)
+	ctx := context.Background()
+	for {
+		select {
+		case <-t.kick:
+			timer := time.NewTimer(flushEvery)
+			select {
+			case <-timer.C:
+			case <-t.stop:
+				timer.Stop()
+			}
+			t.report(t.Flush(ctx))
+		case <-t.stop:
+			t.report(t.Flush(ctx))
+			return
+		}
+	}
+}
+
+func (t *Transport) report(err error) {
+	if err != nil && t.cfg.Warn != nil {
+		t.cfg.Warn("local chat history not kept", err)
+	}
+}
+
+// Close writes what is left of the history and stops writing it.
+func (t *Transport) Close() {
+	t.closeOnce.Do(func() {
+		if t.stop == nil {
+			return
+		}
+		close(t.stop)
+		<-t.flushed
+	})
 }
 
 // touched records that e in box changed. Callers hold mu.
@@ -213,7 +273,8 @@ func (t *Transport) Send(ctx context.Context, user string, msg templates.Message
 	}
 	t.add(user, &Entry{Kind: "notice", Msg: &msg})
 	t.mu.Unlock()
-	return t.persist(ctx)
+	t.persist()
+	return nil
 }
 
 // PostChannel implements the bot's ChannelPoster: a team channel is the
@@ -290,7 +351,8 @@ func (t *Transport) UpdateCards(ctx context.Context, ticket string, msg template
 		t.wake()
 	}
 	t.mu.Unlock()
-	return t.persist(ctx)
+	t.persist()
+	return nil
 }
 
 // buttonsFor asks the bot what user may press on ticket.
@@ -576,11 +638,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 		t.add(box, &Entry{Kind: "reply", Msg: &m, For: forWhom(box, user)})
 	}
 	t.mu.Unlock()
-	if err := t.persist(r.Context()); err != nil && t.cfg.Warn != nil {
-		// Shown already and handled; only the history after a restart
-		// would miss it.
-		t.cfg.Warn("local chat history not kept", err)
-	}
+	t.persist()
 	writeJSON(w, 200, CommandResponse{Replies: replies})
 }
 
