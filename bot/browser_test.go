@@ -153,4 +153,12 @@ func TestLocalPageInBrowser(t *testing.T) {
 	k.Deliver()
 	br.WaitText("#log", "已回滚")
 	br.Shot("07-rolled-back")
+
+	// A 5,000-character value without spaces wraps inside its card: neither
+	// the card nor the page gets wider than the window.
+	br.Eval(`(() => { const i = document.querySelector("#text"); i.value = '/ops new golive service=payments version=v1.4.4 rollback_app="redeploy v1.4.3" hotfix=true impact=' + "x".repeat(5000); i.dispatchEvent(new Event("input")); document.querySelector("#f").requestSubmit(); return "sent"; })()`)
+	br.WaitText("#log", "T-3")
+	if wide := br.Eval(`(() => { const c = [...document.querySelectorAll("#log .card[data-ticket='T-3']")].pop(); return c.scrollWidth > c.clientWidth + 1 || document.documentElement.scrollWidth > window.innerWidth ? "wider: card " + c.scrollWidth + "/" + c.clientWidth + ", page " + document.documentElement.scrollWidth + "/" + window.innerWidth : ""; })()`); wide != "" {
+		t.Fatalf("a long value widens the card: %s", wide)
+	}
 }
