@@ -208,3 +208,25 @@ slack:
 		t.Fatalf("errors %s", errs)
 	}
 }
+
+// FuzzParseConfig: any file, however broken, gets an answer and never a
+// panic: a parsed config, or an error that starts with "config:" and, for
+// a file that does not parse, names a line for each problem.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:8080\nlistn: x\nstate: {path: \"a.db\"\nrate_limit:\n  per_minute: sixty\n"))
+	f.Add([]byte("flows:\n  - name: x\n    stages: [{name: a, kind: approval, roles: [qa]}]\n"))
+	f.Add([]byte("a: &x [1\nb: *x\n"))
+	f.Add([]byte("---\n- a\n- b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := bot.ParseConfig(data, t.TempDir())
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "config:") {
+				t.Fatalf("error without its subject: %v", err)
+			}
+			return
+		}
+		if cfg == nil {
+			t.Fatal("no config and no error")
+		}
+	})
+}
