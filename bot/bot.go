@@ -287,6 +287,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if b.cleanup != nil {
 		validators["cleanup"] = b.cleanup.Validator()
 	}
+	if zx, ok := execs["zookeeper"].(*zookeeper.Executor); ok {
+		validators["game"] = zx
+	}
 	for _, f := range fl {
 		if _, ok := validators[f.Validator]; f.Validator != "" && !ok {
 			store.Close()

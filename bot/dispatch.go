@@ -262,10 +262,32 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		if !b.canRead(u, t, evs) {
 			return nil, notReadable(t.ID)
 		}
+		// What the approver must see as it is now (e.g. which live versions
+		// reach a new one) is looked up again.
+		if nt, changed, err := e.Refresh(ctx, t.ID); err != nil {
+			b.log.Warn("refresh looked-up fields", "ticket", t.ID, "err", err)
+		} else if changed {
+			t = nt
+			if evs, err = b.store.Events(ctx, t.ID); err != nil {
+				return nil, err
+			}
+		}
 		return []templates.Message{b.present.TicketCard(t), info("info", "历史 History "+t.ID, b.present.History(t, evs))}, nil
 	case commands.List:
 		return b.list(ctx, u, r)
 	case commands.Act:
+		if r.Event == flows.EvApprove {
+			// An approval covers what the approver saw: if a looked-up
+			// field changed since the card was drawn, the card is redrawn
+			// and the approval asked again.
+			if nt, changed, err := e.Refresh(ctx, r.Ticket); err != nil {
+				return nil, err
+			} else if changed {
+				return nil, flows.Userf("stale", "/ops show "+nt.ID,
+					"%s 的查询结果已变化，请看新的卡片再审批 · what %s looked up has changed since the card was drawn: %s. Look at the redrawn card and approve again if it is still right",
+					nt.ID, nt.ID, b.refreshedSummary(nt))
+			}
+		}
 		t, err := e.Act(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Event: r.Event, Version: r.Version, Batch: r.Batch, Confirmed: r.Confirm, Comment: r.Comment,
 			Audit: []state.AuditEntry{ok}})
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"opsbot/integrations/zookeeper"
 	"opsbot/integrations/zookeeper/zktest"
 	"opsbot/state"
+	"opsbot/templates"
 )
 
 type gameKit struct {
@@ -223,4 +224,59 @@ func waitEither(t *testing.T, k *bottest.Kit, id, a, b string, d time.Duration) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestApproverSeesReachabilityAsItIsNow (issue 15, 1): which live versions
+// can reach the new one is on the card from submission on, and is looked
+// up again while the ticket waits: another publish that lands meanwhile
+// changes it, the cards are redrawn, a button drawn before is refused,
+// and a typed approval is asked again once.
+func TestApproverSeesReachabilityAsItIsNow(t *testing.T) {
+	g := newGameKit(t)
+	g.publishChecked("prod-update", prodArgs("android", 100, 1, ""))
+	r := g.k.Say("alice", "/ops new gray-publish "+prodArgs("android", 102, 100, ""))
+	field := func(m templates.Message, label string) string {
+		for _, f := range m.Fields {
+			if strings.Contains(f.Label, label) {
+				return f.Value
+			}
+		}
+		return ""
+	}
+	if got := field(bottest.Card(r), "Reachability"); got != "production/android: 100 -> 102 ✓" {
+		t.Fatalf("the card at submission shows reachability %q", got)
+	}
+	g.k.WaitStage("T-2", "approval")
+	g.next = 2
+	var approve templates.Button
+	for _, e := range g.k.Inbox("petra") {
+		if e.Msg != nil && e.Msg.Ticket == "T-2" && strings.Contains(e.Msg.Title, "needs your approval") {
+			mustContain(t, field(*e.Msg, "Reachability"), "100 -> 102 ✓")
+			approve, _ = bottest.Button(*e.Msg, "Approve")
+		}
+	}
+	if approve.Value == "" {
+		t.Fatal("petra's approval notice has no Approve button")
+	}
+	// Another publish lands meanwhile (platform=all holds another lock):
+	// gray 101 is now live too, and must reach 102.
+	g.publishChecked("gray-publish", "platform=all version=101 url=https://cdn.example.com/game/{platform}/101/game.zip min_updatable=100")
+	if n, err := g.k.Bot.RefreshLookups(t.Context()); err != nil || n != 1 {
+		t.Fatalf("refreshed %d (%v), want T-2", n, err)
+	}
+	mustContain(t, g.k.Ticket("T-2").Fields["reach"], "101 -> 102 ✓")
+	mustContain(t, field(bottest.Card(g.k.Say("petra", "/ops show T-2")), "Reachability"), "production/android: 100 -> 102 ✓, 101 -> 102 ✓")
+	mustContain(t, bottest.Title(g.k.Click("petra", approve.Value)), "what T-2 looked up has changed")
+	// Gray ends meanwhile, and petra types her approval: asked again once
+	// (the change is named), then taken.
+	g.publishChecked("gray-end", "platform=all")
+	mustContain(t, bottest.Title(g.k.Say("petra", "/ops approve T-2")), "has changed since the card was drawn: 可达 Reachability: production/android: 100 -> 102 ✓")
+	mustContain(t, bottest.Title(g.k.Say("petra", "/ops approve T-2")), "T-2 approve")
+	g.k.WaitStage("T-2", "done")
+	mustContain(t, strings.Join(historyLines(t, g.k, "T-2"), "\n"), "opsbot refresh")
+}
+
+func historyLines(t *testing.T, k *bottest.Kit, id string) []string {
+	t.Helper()
+	return strings.Split(k.Say("root", "/ops show "+id)[1].Body, "\n")
 }

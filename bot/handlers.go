@@ -394,3 +394,51 @@ func (b *Bot) Waiting(ctx context.Context, name string) []templates.Message {
 	}
 	return out
 }
+
+// refreshedSummary names a ticket's refreshed fields with their values.
+func (b *Bot) refreshedSummary(t state.Ticket) string {
+	f, ok := b.engine.Flow(t.Flow)
+	if !ok {
+		return ""
+	}
+	var parts []string
+	for _, name := range f.Refresh {
+		label := name
+		if fd := f.Field(name); fd != nil && fd.Label != "" {
+			label = fd.Label
+		}
+		parts = append(parts, label+": "+t.Fields[name])
+	}
+	return strings.Join(parts, "; ")
+}
+
+// maxRefresh bounds the tickets one timer pass looks up again.
+const maxRefresh = 200
+
+// RefreshLookups looks up again the refreshed fields (Flow.Refresh) of
+// the open tickets waiting for approval, so their cards show them as they
+// are now even when nobody looks; it returns how many changed.
+func (b *Bot) RefreshLookups(ctx context.Context) (int, error) {
+	page, err := b.store.List(ctx, state.Index{Kind: "open"}, func(t state.Ticket) bool {
+		f, ok := b.engine.Flow(t.Flow)
+		if !ok || len(f.Refresh) == 0 {
+			return false
+		}
+		st, _ := f.Stage(t.Stage)
+		return st != nil && st.Kind == flows.KindApproval
+	}, 0, maxRefresh)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range page.Tickets {
+		_, changed, err := b.engine.Refresh(ctx, t.ID)
+		if err != nil {
+			return n, err
+		}
+		if changed {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -199,6 +199,9 @@ func (b *Bot) timerLoop(ctx context.Context) {
 		if _, err := b.store.SweepIdempotency(ctx, b.now()); err != nil && ctx.Err() == nil {
 			b.log.Error("sweep idempotency keys", "err", err)
 		}
+		if _, err := b.RefreshLookups(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("refresh looked-up fields", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -631,12 +631,18 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		if !ok {
 			return state.Change{}, fmt.Errorf("ticket %s has unknown flow %s", cur.ID, cur.Flow)
 		}
-		// A card is stale once the ticket left the stage it was drawn in.
+		// A card is stale once the ticket left the stage it was drawn in,
+		// and for an approval once what it looked up has changed.
 		if a.Version > 0 && a.Version != cur.Version && cur.StageVersion > a.Version {
 			title := f.StageTitle(cur.Stage)
 			return state.Change{}, Userf("stale", fmt.Sprintf("/ops show %s", cur.ID),
 				"卡片已过期：%s 已到 %s · this card is out of date: %s moved on to %s",
 				cur.ID, title, cur.ID, title)
+		}
+		if a.Event == EvApprove && a.Version > 0 && cur.LookedUp > a.Version {
+			return state.Change{}, Userf("stale", fmt.Sprintf("/ops show %s", cur.ID),
+				"卡片已过期：%s 的查询结果已变化 · this card is out of date: what %s looked up has changed since it was drawn; look at the redrawn card",
+				cur.ID, cur.ID)
 		}
 		if !slices.Contains(PersonEvents, a.Event) || !f.allows(a.Event, cur.Stage) {
 			return state.Change{}, Userf("not_allowed", fmt.Sprintf("/ops show %s", cur.ID),

@@ -127,6 +127,12 @@ type Flow struct {
 	// Validator names a check in Go that sees all fields together (rules
 	// across fields, look-ups, inventory); it may fill computed fields.
 	Validator string `yaml:"validator"`
+	// Refresh names computed fields the validator looks up again while a
+	// ticket waits for approval (what the approver must see as it is now,
+	// e.g. which live versions can reach a new one): on /ops show, before
+	// an approval, and on the timer. A change is an event of its own, so a
+	// card drawn before it is stale and its buttons refused.
+	Refresh []string `yaml:"refresh"`
 	// Editable lets the requester change fields while the ticket waits
 	// for approval (/ops edit); the stage's approvals start over.
 	Editable bool `yaml:"editable"`
@@ -262,6 +268,11 @@ var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,39}$`)
 func (f *Flow) Validate(executors []string) error {
 	if !namePattern.MatchString(f.Name) {
 		return fmt.Errorf("flow name %q: use lower-case letters, digits, '-' or '_' (e.g. golive)", f.Name)
+	}
+	for _, r := range f.Refresh {
+		if fd := f.Field(r); fd == nil || !fd.Computed || f.Validator == "" {
+			return fmt.Errorf("flow %s: refresh: %s must be a computed field filled by the flow's validator", f.Name, r)
+		}
 	}
 	if f.Title == "" {
 		f.Title = f.Name

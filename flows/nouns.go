@@ -41,6 +41,9 @@ const (
 	EvExpire    Event = "expire"
 	EvSkip      Event = "skip"
 	EvRedo      Event = "redo"
+	// EvRefresh: looked-up fields (Flow.Refresh) changed while the ticket
+	// waits; the approver sees them as they are now.
+	EvRefresh Event = "refresh"
 )
 
 // PersonEvents are the events people cause with a command or a button.
@@ -92,3 +95,6 @@ var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, Noti
 	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
 	NoticeBatchFailed, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
 	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed}
+
+// SystemActor is who the bot's own events are by (timers, steps, look-ups).
+const SystemActor = "opsbot"

@@ -113,6 +113,9 @@ func (f *Flow) Table() []Transition {
 			if f.Editable {
 				add(EvEdit, st.Name, st.Name, "requester; fields valid; the stage's approvals start over")
 			}
+			if len(f.Refresh) > 0 {
+				add(EvRefresh, st.Name, st.Name, "looked up again: "+strings.Join(f.Refresh, ", ")+" changed")
+			}
 			if st.ExpireAfter > 0 {
 				add(EvExpire, st.Name, StageExpired, "after "+st.ExpireAfter.D().String())
 			}

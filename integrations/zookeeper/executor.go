@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,6 +84,60 @@ func (x *Executor) record(in flows.ExecInput, platform, kind string, recs []Reco
 		}
 	}
 	return rec, nil
+}
+
+// Validate implements flows.Validator for the game flows ("game"): it
+// fills the computed field "reach" with which live versions can reach the
+// version the ticket publishes, per ensemble and platform, as ZooKeeper
+// has it now, so the card shows it from submission on (and the engine
+// looks it up again while the ticket waits: Flow.Refresh). It refuses
+// nothing: the flow's check step does, and the write checks again.
+func (x *Executor) Validate(ctx context.Context, in flows.Validation) (map[string]string, error) {
+	out := maps.Clone(in.Fields)
+	if in.Flow.Field("reach") == nil {
+		return out, nil
+	}
+	var params map[string]string
+	for _, st := range in.Flow.Stages {
+		if st.Executor == "zookeeper" && st.Params["op"] == "check" {
+			params = st.Params
+			break
+		}
+	}
+	st := x.cfg.Ensembles[params["ensemble"]]
+	if st == nil {
+		return out, nil
+	}
+	ei := flows.ExecInput{Ticket: state.Ticket{Fields: in.Fields, Requester: in.Actor}, Params: params}
+	var lines []string
+	for _, platform := range x.platforms(ei) {
+		lines = append(lines, x.reachLine(ei, st, platform))
+	}
+	out["reach"] = strings.Join(lines, "; ")
+	return out, nil
+}
+
+// reachLine says, for one platform of one ensemble, which live versions
+// can update to the ticket's version ("production/android: 1146 -> 1148 ✓").
+func (x *Executor) reachLine(in flows.ExecInput, st *Store, platform string) string {
+	where := st.Name + "/" + platform
+	p, _, err := st.Pointers(platform)
+	if err != nil {
+		return where + ": 读不到 ZooKeeper · cannot read ZooKeeper: " + err.Error()
+	}
+	recs, err := st.Records(platform)
+	if err != nil {
+		return where + ": 读不到版本历史 · cannot read the history: " + err.Error()
+	}
+	rec, err := x.record(in, platform, in.Params["kind"], recs)
+	if err != nil {
+		return where + ": " + err.Error()
+	}
+	lines, _ := Reach(p, rec)
+	if len(lines) == 0 {
+		return fmt.Sprintf("%s: 没有更低的在线版本 · no live version below %d", where, rec.Version)
+	}
+	return where + ": " + strings.Join(lines, ", ")
 }
 
 // Run implements flows.Executor.
