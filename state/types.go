@@ -27,13 +27,13 @@ type Ticket struct {
 	// Version counts the events applied; it is the sequence of the last event.
 	Version int64 `json:"version"`
 	// StageVersion is the version at which the current stage was entered.
-	StageVersion int64             `json:"stage_version"`
+	StageVersion int64 `json:"stage_version"`
 	// LookedUp is the version at which looked-up fields (a flow's Refresh)
 	// last changed: an approval pressed on a card drawn before it is
 	// refused, since it approved what the approver no longer sees.
-	LookedUp int64 `json:"looked_up,omitempty"`
-	Requester    string            `json:"requester"`
-	Fields       map[string]string `json:"fields"`
+	LookedUp  int64             `json:"looked_up,omitempty"`
+	Requester string            `json:"requester"`
+	Fields    map[string]string `json:"fields"`
 	// Approvals holds the approvals given in the current stage.
 	Approvals []Approval `json:"approvals,omitempty"`
 	// WaitingRoles are the roles whose holders may act on the current stage.
