@@ -280,3 +280,25 @@ func historyLines(t *testing.T, k *bottest.Kit, id string) []string {
 	t.Helper()
 	return strings.Split(k.Say("root", "/ops show "+id)[1].Body, "\n")
 }
+
+// TestVersionIsNeverSilentlyRepublished (issue 15, 2): a version already
+// in the history with another package is refused at submission, naming
+// the record kept and the next free version; the identical record again
+// is fine (only the pointers move) and the history keeps one record.
+func TestVersionIsNeverSilentlyRepublished(t *testing.T) {
+	g := newGameKit(t)
+	g.publishChecked("prod-update", prodArgs("android", 100, 1, ""))
+	r := g.k.Say("alice", "/ops new prod-update platform=android version=100 url=https://cdn.example.com/game/android/100/rebuilt.zip min_updatable=1")
+	msg := bottest.Title(r) + " " + r[0].Body
+	for _, want := range []string{"version 100 was published before (base, by alice", "game.zip (now https://cdn.example.com/game/android/100/rebuilt.zip)", "a rebuilt package needs a new version number, e.g. version=101", "版本 100 已发布过"} {
+		mustContain(t, msg, want)
+	}
+	if _, err := g.k.Bot.Store().Get(t.Context(), "T-2"); err == nil {
+		t.Fatal("the refused republish took a ticket")
+	}
+	g.publishChecked("prod-update", prodArgs("android", 100, 1, ""))
+	body := g.k.Say("bob", "/ops version list platform=android")[0].Body
+	if strings.Count(body, "100 base") != 1 {
+		t.Fatalf("the history after republishing the same record:\n%s", body)
+	}
+}

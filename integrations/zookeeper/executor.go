@@ -111,6 +111,16 @@ func (x *Executor) Validate(ctx context.Context, in flows.Validation) (map[strin
 	ei := flows.ExecInput{Ticket: state.Ticket{Fields: in.Fields, Requester: in.Actor}, Params: params}
 	var lines []string
 	for _, platform := range x.platforms(ei) {
+		// A version already in the history with another package is
+		// refused here, before a ticket number is taken.
+		if recs, err := st.Records(platform); err == nil {
+			if rec, err := x.record(ei, platform, params["kind"], recs); err == nil {
+				if err := CheckRepublish(recs, rec); err != nil {
+					return nil, &flows.UserError{Code: "republish", Message: st.Name + "/" + platform + ": " + err.Error(),
+						Hint: fmt.Sprintf("/ops version list platform=%s", platform), Fields: map[string]string{"version": err.Error()}}
+				}
+			}
+		}
 		lines = append(lines, x.reachLine(ei, st, platform))
 	}
 	out["reach"] = strings.Join(lines, "; ")
@@ -245,6 +255,9 @@ func (x *Executor) apply(ctx context.Context, in flows.ExecInput, op string, st 
 		}
 		lines, _ := Reach(p, rec)
 		line := fmt.Sprintf("%s: %d compatible %v; live: %s", where, rec.Version, rec.Compatible, strings.Join(lines, ", "))
+		if err := CheckRepublish(recs, rec); err != nil {
+			return where + ": " + err.Error(), "", err
+		}
 		return line, "", CheckPublish(p, rec)
 	}
 	var rec *Record
@@ -257,7 +270,10 @@ func (x *Executor) apply(ctx context.Context, in flows.ExecInput, op string, st 
 			if err != nil {
 				return p, err
 			}
-			// Checked again against the pointers as they are now.
+			// Checked again against the history and pointers as they are now.
+			if err := CheckRepublish(recs, r); err != nil {
+				return p, err
+			}
 			if op != "review" {
 				if err := CheckPublish(p, r); err != nil {
 					return p, err

@@ -2,6 +2,7 @@ package zookeeper_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,5 +107,22 @@ func TestStatus(t *testing.T) {
 	s.SetStatus("ios", "stopped")
 	if st, _ := s.Status("ios"); st != "stopped" {
 		t.Fatalf("status %q", st)
+	}
+}
+
+// CheckRepublish: the same record again (also promoted to another kind)
+// passes; another package or other terms for a version in the history is
+// refused with the next free number.
+func TestCheckRepublish(t *testing.T) {
+	recs := []zookeeper.Record{{Version: 100, Kind: "gray", URL: "u100", MinUpdatable: 90, ReleaseType: "online"}, {Version: 101, Kind: "base", URL: "u101"}}
+	if err := zookeeper.CheckRepublish(recs, zookeeper.Record{Version: 100, Kind: "base", URL: "u100", MinUpdatable: 90, ReleaseType: "online"}); err != nil {
+		t.Fatalf("a gray version promoted with the same record: %v", err)
+	}
+	err := zookeeper.CheckRepublish(recs, zookeeper.Record{Version: 100, Kind: "base", URL: "u100b", MinUpdatable: 95, ReleaseType: "online"})
+	if err == nil || !strings.Contains(err.Error(), "url u100 (now u100b), 最低可更新 min_updatable 90 (now 95)") || !strings.Contains(err.Error(), "version=102") {
+		t.Fatalf("a rebuilt package: %v", err)
+	}
+	if err := zookeeper.CheckRepublish(recs, zookeeper.Record{Version: 102, URL: "x"}); err != nil {
+		t.Fatalf("a new version: %v", err)
 	}
 }

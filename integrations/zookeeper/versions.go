@@ -111,6 +111,45 @@ func Reach(p Pointers, rec Record) (lines []string, stranded []int) {
 	return lines, stranded
 }
 
+// CheckRepublish refuses to publish a version that is already in the
+// history with another package or other terms: the history keeps the
+// first record of a version for good (it is append-only), so clients
+// would keep getting the old package while the ticket said done. The same
+// record again (a retry, or a gray version promoted to production, whose
+// kind differs) is fine: only the pointers move.
+func CheckRepublish(recs []Record, rec Record) error {
+	for _, old := range recs {
+		if old.Version != rec.Version {
+			continue
+		}
+		var diff []string
+		if old.URL != rec.URL {
+			diff = append(diff, fmt.Sprintf("包地址 url %s (now %s)", old.URL, rec.URL))
+		}
+		if old.MinUpdatable != rec.MinUpdatable {
+			diff = append(diff, fmt.Sprintf("最低可更新 min_updatable %d (now %d)", old.MinUpdatable, rec.MinUpdatable))
+		}
+		if old.ReleaseType != rec.ReleaseType {
+			diff = append(diff, fmt.Sprintf("发布类型 release_type %s (now %s)", old.ReleaseType, rec.ReleaseType))
+		}
+		if old.Force != rec.Force {
+			diff = append(diff, fmt.Sprintf("强更 force %t (now %t)", old.Force, rec.Force))
+		}
+		if len(diff) == 0 {
+			return nil
+		}
+		next := rec.Version + 1
+		for _, r := range recs {
+			next = max(next, r.Version+1)
+		}
+		return fmt.Errorf("版本 %d 已发布过（%s，%s 于 %s），不能用不同的包或条款重发 · version %d was published before (%s, by %s at %s) with %s; "+
+			"a version's record is kept for good, so a rebuilt package needs a new version number, e.g. version=%d",
+			rec.Version, old.Kind, old.Who, old.When.UTC().Format("2006-01-02 15:04 MST"), rec.Version, old.Kind, old.Who,
+			old.When.UTC().Format("2006-01-02 15:04 MST"), strings.Join(diff, ", "), next)
+	}
+	return nil
+}
+
 // CheckPublish refuses a record that would strand a live version (the real
 // case: base 1146, gray 1148, minimum 1029, compatible list only 1148).
 func CheckPublish(p Pointers, rec Record) error {
