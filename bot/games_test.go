@@ -302,3 +302,60 @@ func TestVersionIsNeverSilentlyRepublished(t *testing.T) {
 		t.Fatalf("the history after republishing the same record:\n%s", body)
 	}
 }
+
+// TestGrayResolverEveryClientEveryStep (issue 15, 3 and 4): the users'
+// gray test cases, ver 1 = 100, gray 1 = 101, gray 2 = 102, ver 2 = 103.
+// After every step, every client state is asked for both sections: a
+// production client (no gray install), a gray-1 and a gray-2 client (a
+// gray install beside production 100), and a ver-2 client without a gray
+// install. Each server is judged by the client's own install for it; a
+// client without a gray install that picks the gray server downloads the
+// gray server's current version, never "up to date".
+func TestGrayResolverEveryClientEveryStep(t *testing.T) {
+	g := newGameKit(t)
+	type client struct {
+		name       string
+		gray, prod int
+	}
+	clients := []client{{"prod client", 0, 100}, {"gray-1 client", 101, 100}, {"gray-2 client", 102, 100}, {"ver-2 client", 0, 103}}
+	// want[client][section-1]: what the production server (1) and the
+	// gray server (2) offer.
+	check := func(p, step string, want [][2]int) {
+		t.Helper()
+		for i, c := range clients {
+			for s := 1; s <= 2; s++ {
+				if got := g.resolve(p, s, c.gray, c.prod); got != fmt.Sprint(want[i][s-1]) {
+					t.Errorf("%s after %s: %s (gray %d, prod %d) on the %s server: offered %s, want %d",
+						p, step, c.name, c.gray, c.prod, map[int]string{1: "production", 2: "gray"}[s], got, want[i][s-1])
+				}
+			}
+		}
+	}
+	for _, p := range []string{"android", "ios"} {
+		g.publishChecked("prod-update", prodArgs(p, 100, 1, ""))
+		check(p, "ver 1", [][2]int{{0, 0}, {0, 0}, {0, 0}, {0, 0}})
+		g.publishChecked("gray-publish", prodArgs(p, 101, 100, ""))
+		check(p, "gray 1", [][2]int{{0, 101}, {0, 0}, {0, 0}, {0, 101}})
+		g.publishChecked("gray-publish", prodArgs(p, 102, 100, ""))
+		check(p, "gray 2", [][2]int{{0, 102}, {0, 102}, {0, 0}, {0, 102}})
+	}
+	// android: ver 2 without ending gray; then gray ends.
+	g.publishChecked("prod-update", prodArgs("android", 103, 100, "end_gray=false"))
+	check("android", "ver 2 without ending gray", [][2]int{{103, 102}, {103, 102}, {103, 0}, {0, 102}})
+	// The ver-2 client without a gray install picking the gray server is
+	// told why it gets the gray version.
+	mustContain(t, g.k.Say("bob", "/ops version resolve platform=android section=2 gray_version= prod_version=103")[0].Body,
+		"no local gray install: download the gray server's current version (ver:103)==>(gray_ver:102)")
+	g.publishChecked("gray-end", "platform=android")
+	check("android", "gray end", [][2]int{{103, 103}, {103, 103}, {103, 103}, {0, 0}})
+	// ios: ver 2 ending gray at once.
+	g.publishChecked("prod-update", prodArgs("ios", 103, 100, "end_gray=true"))
+	check("ios", "ver 2 ending gray", [][2]int{{103, 103}, {103, 103}, {103, 103}, {0, 0}})
+
+	// A request without a section says so and what is assumed.
+	r := g.k.Say("bob", "/ops version resolve platform=ios gray_version= prod_version=100")
+	mustContain(t, r[0].Title, "section=缺失 missing (按正式服 as production)")
+	mustContain(t, r[0].Title, "→ 103")
+	mustContain(t, r[0].Body, "the request names no section: answered for the production server")
+	mustContain(t, bottest.Title(g.k.Say("bob", "/ops version resolve platform=ios section=7 prod_version=100")), "section=7 is not a section")
+}

@@ -286,8 +286,15 @@ func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
 	if perr != nil {
 		return nil, perr
 	}
+	section := fmt.Sprint(c.Section)
+	if c.Section == zookeeper.SectionUnknown {
+		section = "缺失 missing (按正式服 as production)"
+	} else if c.Section != zookeeper.SectionProd && c.Section != zookeeper.SectionGray {
+		return nil, flows.Userf("usage", "例 e.g. /ops version resolve platform=android section=2 gray_version= prod_version=1146",
+			"section=%d 不是区服 · section=%d is not a section: 1 is the production server, 2 the gray server", c.Section, c.Section)
+	}
 	target, why := zookeeper.Resolve(p, recs, c)
-	title := fmt.Sprintf("%s section=%d gray=%d prod=%d → %d", platform, c.Section, c.GrayVersion, c.ProdVersion, target)
+	title := fmt.Sprintf("%s section=%s gray=%d prod=%d → %d", platform, section, c.GrayVersion, c.ProdVersion, target)
 	return []templates.Message{info("info", title, why)}, nil
 }
 

@@ -50,8 +50,13 @@ type Client struct {
 	ProdVersion int
 }
 
-// SectionGray is the section of clients that chose the gray server.
-const SectionGray = 2
+// The sections a client request names: the production server, the gray
+// server, or none (the request lacked it; answered as production, saying so).
+const (
+	SectionUnknown = 0
+	SectionProd    = 1
+	SectionGray    = 2
+)
 
 // Online filters the records whose release type is online.
 func Online(recs []Record) []Record {
@@ -168,20 +173,34 @@ func CheckPublish(p Pointers, rec Record) error {
 	return fmt.Errorf("发布 %d 会让在线版本无法更新 · publishing %d would strand live versions: %s", rec.Version, rec.Version, strings.Join(why, "; "))
 }
 
-// Resolve answers what a client is offered now: the gray version for a
-// gray-section client while gray runs, the production version otherwise,
-// if the client's installed version may update to it.
+// Resolve answers what a client is offered now. A client keeps its gray
+// and production installs apart, so each server is judged by its own
+// install: a client that picks the gray server while gray runs is judged
+// by its local gray version, and without a gray install it downloads the
+// gray server's current version whole ("(ver:1)==>(gray_ver:2)"); the
+// production server (and the gray server once gray has ended, which then
+// serves production) is judged by the local production version. An update
+// must be in the target record's compatible list. SectionUnknown is
+// answered as production, and the answer says so.
 func Resolve(p Pointers, recs []Record, c Client) (int, string) {
-	installed := c.ProdVersion
-	if c.GrayVersion > installed {
-		installed = c.GrayVersion
+	note := ""
+	if c.Section == SectionUnknown {
+		note = "请求没有区服，按正式服回答 · the request names no section: answered for the production server. "
 	}
-	want := p.Prod
 	if c.Section == SectionGray && p.Gray > 0 {
-		want = p.Gray
+		if c.GrayVersion == 0 {
+			return p.Gray, fmt.Sprintf("%s本地没有灰度安装：下载灰度服当前版本 · no local gray install: download the gray server's current version (ver:%d)==>(gray_ver:%d)",
+				note, c.ProdVersion, p.Gray)
+		}
+		return update(recs, c.GrayVersion, p.Gray, "gray", note)
 	}
+	return update(recs, c.ProdVersion, p.Prod, "prod", note)
+}
+
+// update answers whether an install may update to want.
+func update(recs []Record, installed, want int, server, note string) (int, string) {
 	if want == 0 || installed >= want {
-		return 0, fmt.Sprintf("无需更新 up to date (installed %d)", installed)
+		return 0, fmt.Sprintf("%s无需更新 up to date (local %s install %d, server %d)", note, server, installed, want)
 	}
 	var rec *Record
 	for i := range recs {
@@ -190,10 +209,10 @@ func Resolve(p Pointers, recs []Record, c Client) (int, string) {
 		}
 	}
 	if rec == nil {
-		return 0, fmt.Sprintf("没有版本 %d 的记录 · no record for %d", want, want)
+		return 0, fmt.Sprintf("%s没有版本 %d 的记录 · no record for %d", note, want, want)
 	}
 	if !slices.Contains(rec.Compatible, installed) {
-		return 0, fmt.Sprintf("%d 不能更新到 %d · %d cannot update to %d (not in its compatible list %v)", installed, want, installed, want, rec.Compatible)
+		return 0, fmt.Sprintf("%s%d 不能更新到 %d · %d cannot update to %d (not in its compatible list %v)", note, installed, want, installed, want, rec.Compatible)
 	}
-	return want, fmt.Sprintf("%d -> %d", installed, want)
+	return want, fmt.Sprintf("%s%d -> %d (local %s install)", note, installed, want, server)
 }
