@@ -208,6 +208,9 @@ type ZKConfig struct {
 	// {platform} and {version}; publishes outside it are refused.
 	CDN       string   `yaml:"cdn"`
 	Platforms []string `yaml:"platforms"`
+	// PlatformRoles may stop and start platforms (/ops platform; admins
+	// always); default [publisher].
+	PlatformRoles []string `yaml:"platform_roles"`
 }
 
 // ChannelConfig is one team channel: a Slack channel id and/or a WeCom
@@ -403,6 +406,9 @@ func (c *Config) defaults() {
 	orDefault(&c.Slack.SigningSecretEnv, "OPSBOT_SLACK_SIGNING_SECRET")
 	orDefault(&c.Slack.AppTokenEnv, "OPSBOT_SLACK_APP_TOKEN")
 	orPositive(&c.Slack.PerChannelPerMinute, 50) // Slack allows about 1/s per channel; stay under it
+	if len(c.ZooKeeper.PlatformRoles) == 0 {
+		c.ZooKeeper.PlatformRoles = []string{"publisher"}
+	}
 	orDefault(&c.WeCom.Listen, "127.0.0.1:3001")
 	orDefault(&c.WeCom.SecretEnv, "OPSBOT_WECOM_SECRET")
 	orDefault(&c.WeCom.TokenEnv, "OPSBOT_WECOM_TOKEN")

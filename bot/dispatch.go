@@ -302,6 +302,8 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.auditLog(ctx, u, r)
 	case commands.Version:
 		return b.version(r)
+	case commands.Platform:
+		return b.platform(u, r)
 	case commands.Edit:
 		t, err := e.Edit(ctx, flows.Action{Actor: u.Name, Ticket: r.Ticket, Version: r.Version, Audit: []state.AuditEntry{ok}}, r.Fields)
 		if err != nil {

@@ -359,3 +359,56 @@ func TestGrayResolverEveryClientEveryStep(t *testing.T) {
 	mustContain(t, r[0].Body, "the request names no section: answered for the production server")
 	mustContain(t, bottest.Title(g.k.Say("bob", "/ops version resolve platform=ios section=7 prod_version=100")), "section=7 is not a section")
 }
+
+// TestPlatformStopStartIsACommand (issue 15, 5): /ops platform stop|start
+// changes the status on both ensembles, role-guarded and audited; the
+// version list shows it; a publish skips a stopped platform.
+func TestPlatformStopStartIsACommand(t *testing.T) {
+	g := newGameKit(t)
+	mustContain(t, bottest.Title(g.k.Say("carol", "/ops platform stop ios")), "only holders of publisher, admin can stop or start a platform")
+	mustContain(t, bottest.Title(g.k.Say("petra", "/ops platform stop iso")), `there is no platform "iso"`)
+	r := g.k.Say("petra", "/ops platform stop ios")
+	mustContain(t, r[0].Title, "ios stopped: every publish skips it until /ops platform start ios")
+	mustContain(t, r[0].Body, "production: 运行中 active -> 已停服 stopped")
+	mustContain(t, r[0].Body, "review: 运行中 active -> 已停服 stopped")
+	mustContain(t, g.k.Say("bob", "/ops version list platform=ios")[0].Title, "状态 status: 已停服 stopped")
+	id := g.publishChecked("prod-update", "platform=all version=300 url=https://cdn.example.com/game/{platform}/300/game.zip min_updatable=1")
+	mustContain(t, g.k.Ticket(id).Results["write"].Output, "production/ios: 已停服，跳过 stopped, skipped")
+	mustContain(t, bottest.Title(g.k.Say("petra", "/ops platform start ios")), "ios started")
+	mustContain(t, g.k.Say("bob", "/ops version list platform=ios")[0].Title, "状态 status: 运行中 active")
+	g.k.Bot.FlushAudit(t.Context())
+	audit := g.k.Say("root", "/ops audit petra")[0].Body
+	mustContain(t, audit, "/ops platform stop ios] → ok")
+	mustContain(t, audit, "/ops platform start ios] → ok")
+	mustContain(t, g.k.Say("root", "/ops audit carol")[0].Body, "/ops platform stop ios] → refused")
+}
+
+// TestVersionListPages (issue 15, 6): a long history pages like /ops
+// list, newest first, and says where the next page is.
+func TestVersionListPages(t *testing.T) {
+	g := newGameKit(t)
+	prod, _ := zookeeper.Open(zookeeper.Config{Name: "production", Servers: []string{g.production.Addr}})
+	defer prod.Close()
+	for v := 1; v <= 45; v++ {
+		rec := zookeeper.Record{Version: v, Kind: "base", ReleaseType: "online", URL: pkg("android", v), Compatible: []int{v - 1}}
+		if _, _, err := prod.Change(t.Context(), "android", &rec, func(p zookeeper.Pointers, _ []zookeeper.Record) (zookeeper.Pointers, error) {
+			p.Prod = v
+			return p, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := g.k.Say("bob", "/ops version list platform=android")[0]
+	mustContain(t, r.Title, "第 1/3 页 page 1 of 3 (45 versions)")
+	lines := strings.Split(r.Body, "\n")
+	if len(lines) != 21 || !strings.HasPrefix(lines[0], "45 base") || !strings.HasPrefix(lines[19], "26 base") ||
+		lines[20] != "… 下一页 next page: /ops version list platform=android page=2" {
+		t.Fatalf("page 1:\n%s", r.Body)
+	}
+	r = g.k.Say("bob", "/ops version list platform=android page=3")[0]
+	if lines := strings.Split(r.Body, "\n"); len(lines) != 5 || !strings.HasPrefix(lines[0], "5 base") || !strings.HasPrefix(lines[4], "1 base") {
+		t.Fatalf("page 3:\n%s", r.Body)
+	}
+	mustContain(t, g.k.Say("bob", "/ops version list platform=android page=4")[0].Body, "there is no page 4: 45 version(s), 3 page(s)")
+	mustContain(t, bottest.Title(g.k.Say("bob", "/ops version list platform=android page=x")), `page="x" is not a page number`)
+}

@@ -8,12 +8,14 @@ package bot
 import (
 	"context"
 	"fmt"
+	"maps"
 	"opsbot/commands"
 	"opsbot/flows"
 	"opsbot/integrations/zookeeper"
 	"opsbot/state"
 	"opsbot/templates"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -268,11 +270,33 @@ func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
 		if r.Args["online"] == "true" {
 			recs = zookeeper.Online(recs)
 		}
+		page := 1
+		if v := r.Args["page"]; v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n < 1 {
+				return nil, flows.Userf("usage", "例 e.g. /ops version list platform="+platform+" page=2", "page=%q 不是页码 · page=%q is not a page number", v, v)
+			} else {
+				page = n
+			}
+		}
+		status, err := st.Status(platform)
+		if err != nil {
+			return nil, err
+		}
+		pages := max(1, (len(recs)+pageSize-1)/pageSize)
+		// Newest first, a page at a time, like /ops list.
 		var lines []string
-		for _, rec := range recs {
+		for i := len(recs) - 1 - (page-1)*pageSize; i >= 0 && i > len(recs)-1-page*pageSize; i-- {
+			rec := recs[i]
 			lines = append(lines, fmt.Sprintf("%d %s %s min %d compatible %v %s", rec.Version, rec.Kind, rec.ReleaseType, rec.MinUpdatable, rec.Compatible, rec.URL))
 		}
-		return []templates.Message{info("info", fmt.Sprintf("%s: prod %d gray %d review %d", platform, p.Prod, p.Gray, p.Review), strings.Join(lines, "\n"))}, nil
+		if page > pages {
+			lines = []string{fmt.Sprintf("没有第 %d 页 · there is no page %d: %d version(s), %d page(s)", page, page, len(recs), pages)}
+		} else if page < pages {
+			lines = append(lines, fmt.Sprintf("… 下一页 next page: /ops version list platform=%s page=%d", platform, page+1))
+		}
+		title := fmt.Sprintf("%s: prod %d gray %d review %d · 状态 status: %s · 第 %d/%d 页 page %d of %d (%d versions)",
+			platform, p.Prod, p.Gray, p.Review, statusWords(status), page, pages, page, pages, len(recs))
+		return []templates.Message{info("info", title, strings.Join(lines, "\n"))}, nil
 	}
 	var c zookeeper.Client
 	var perr error
@@ -448,4 +472,50 @@ func (b *Bot) RefreshLookups(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// statusWords shows a platform's status in both languages.
+func statusWords(status string) string {
+	switch status {
+	case "stopped":
+		return "已停服 stopped"
+	case "active":
+		return "运行中 active"
+	}
+	return status
+}
+
+// platform stops or starts a game platform on every ensemble (a stopped
+// platform is skipped by every publish, and the card says so).
+func (b *Bot) platform(u state.User, r commands.Platform) ([]templates.Message, error) {
+	if len(b.zk) == 0 {
+		return nil, flows.Userf("not_configured", "", "未配置 ZooKeeper · game publishing is not configured (zookeeper: in the config)")
+	}
+	roles := append(slices.Clone(b.cfg.ZooKeeper.PlatformRoles), flows.AdminRole)
+	if !b.dir.HasRole(u.Name, roles...) {
+		return nil, flows.Userf("not_role_holder", "可操作 may do it: "+strings.Join(b.dir.Members(roles...), ", "),
+			"只有 %s 可以停服或开服 · only holders of %s can stop or start a platform", strings.Join(roles, "/"), strings.Join(roles, ", "))
+	}
+	if known := b.cfg.ZooKeeper.Platforms; len(known) > 0 && !slices.Contains(known, r.Name) {
+		return nil, flows.Userf("unknown_platform", "平台 platforms: "+strings.Join(known, ", "),
+			"没有平台 %s · there is no platform %q%s", r.Name, r.Name, commands.DidYouMean(r.Name, known))
+	}
+	want := map[string]string{"stop": "stopped", "start": "active"}[r.Op]
+	var lines []string
+	for _, name := range slices.Sorted(maps.Keys(b.zk)) {
+		st := b.zk[name]
+		was, err := st.Status(r.Name)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.SetStatus(r.Name, want); err != nil {
+			return nil, err
+		}
+		lines = append(lines, fmt.Sprintf("%s: %s -> %s", name, statusWords(was), statusWords(want)))
+	}
+	title := fmt.Sprintf("⏸ 已停服 %s · %s stopped: every publish skips it until /ops platform start %s", r.Name, r.Name, r.Name)
+	if r.Op == "start" {
+		title = fmt.Sprintf("▶️ 已开服 %s · %s started: publishes reach it again", r.Name, r.Name)
+	}
+	return []templates.Message{info("success", title, strings.Join(lines, "\n"))}, nil
 }

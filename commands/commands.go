@@ -78,6 +78,13 @@ type Version struct {
 	Args map[string]string
 }
 
+// Platform stops or starts a game platform: a stopped platform is
+// skipped by every publish, visibly.
+type Platform struct {
+	Op   string // stop, start
+	Name string
+}
+
 // Edit changes fields of a ticket waiting for approval.
 type Edit struct {
 	Ticket  string
@@ -120,6 +127,7 @@ func (a Act) Command() string   { return string(a.Event) }
 func (Role) Command() string    { return "role" }
 func (Audit) Command() string   { return "audit" }
 func (Version) Command() string { return "version" }
+func (Platform) Command() string { return "platform" }
 func (Edit) Command() string    { return "edit" }
 func (Cluster) Command() string { return "cluster" }
 func (Store) Command() string   { return "store" }
@@ -244,8 +252,10 @@ func specs() []Spec {
 			Summary: "冻结环境，禁止清档 freeze an environment: no data cleanup until the date", Example: `/ops freeze env=tdev until=2026-05-09 reason="5.2 release"`},
 		Spec{Name: "unfreeze", Aliases: []string{"解冻"}, Usage: "/ops unfreeze env=ENV", Summary: "解除冻结 lift a freeze",
 			Example: "/ops unfreeze env=tdev"},
-		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true]",
+		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true] [page=N]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
+		Spec{Name: "platform", Aliases: []string{"平台"}, Usage: "/ops platform stop|start P",
+			Summary: "停服或开服 stop or start a game platform (a stopped platform is skipped by every publish)", Example: "/ops platform stop android"},
 	)
 	for i := range out {
 		s := &out[i]
@@ -270,6 +280,13 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseAudit(s, a) }
 		case "version":
 			s.Parse = func(a []string) (Request, error) { return parseVersion(s, a) }
+		case "platform":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) != 2 || (a[0] != "stop" && a[0] != "start") {
+					return nil, usageErr(s, "需要 stop 或 start 和一个平台 · platform needs stop or start and one platform")
+				}
+				return Platform{Op: a[0], Name: a[1]}, nil
+			}
 		case "edit":
 			s.Parse = func(a []string) (Request, error) { return parseEdit(s, a) }
 		case "freeze", "unfreeze":
@@ -512,7 +529,7 @@ func parseVersion(s *Spec, a []string) (Request, error) {
 	if len(a) == 0 || (a[0] != "resolve" && a[0] != "list") {
 		return nil, usageErr(s, "需要 resolve 或 list · version needs resolve or list")
 	}
-	allowed := map[string][]string{"resolve": {"platform", "section", "gray_version", "prod_version"}, "list": {"platform", "online"}}[a[0]]
+	allowed := map[string][]string{"resolve": {"platform", "section", "gray_version", "prod_version"}, "list": {"platform", "online", "page"}}[a[0]]
 	pos, opts, err := parseOpts(s, a[1:], allowed...)
 	if err != nil {
 		return nil, err
