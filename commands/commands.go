@@ -119,18 +119,18 @@ type Freeze struct {
 }
 
 // Command implements Request.
-func (Help) Command() string    { return "help" }
-func (New) Command() string     { return "new" }
-func (Show) Command() string    { return "show" }
-func (List) Command() string    { return "list" }
-func (a Act) Command() string   { return string(a.Event) }
-func (Role) Command() string    { return "role" }
-func (Audit) Command() string   { return "audit" }
-func (Version) Command() string { return "version" }
+func (Help) Command() string     { return "help" }
+func (New) Command() string      { return "new" }
+func (Show) Command() string     { return "show" }
+func (List) Command() string     { return "list" }
+func (a Act) Command() string    { return string(a.Event) }
+func (Role) Command() string     { return "role" }
+func (Audit) Command() string    { return "audit" }
+func (Version) Command() string  { return "version" }
 func (Platform) Command() string { return "platform" }
-func (Edit) Command() string    { return "edit" }
-func (Cluster) Command() string { return "cluster" }
-func (Store) Command() string   { return "store" }
+func (Edit) Command() string     { return "edit" }
+func (Cluster) Command() string  { return "cluster" }
+func (Store) Command() string    { return "store" }
 func (m Mute) Command() string {
 	if m.On {
 		return "mute"
