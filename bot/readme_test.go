@@ -24,6 +24,7 @@ var (
 	readmeSays    = regexp.MustCompile(`^(\w+):\s+(/ops .+?)(?:\s{2,}->\s*(.*))?$`)
 	readmePresses = regexp.MustCompile(`^(\w+):\s+\(presses (.+?) on `)
 	ticketRef     = regexp.MustCompile(`T-\d+`)
+	quoted        = regexp.MustCompile("`([^`]+)`")
 )
 
 // TestReadmeExamplesRunAsWritten runs every example block of the README
@@ -85,10 +86,40 @@ func TestReadmeExamplesRunAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Stop()
+	ran := runDocExamples(t, b, readme, func(line, cmd string) {
+		args := strings.Fields(cmd)
+		if len(args) >= 2 && args[0] == "inventory" {
+			args = append(append(args[:2:2], "-config", cfgPath), args[2:]...)
+			for i := 4; i < len(args); i++ {
+				args[i] = filepath.Join(root, args[i])
+			}
+		}
+		var out, errb bytes.Buffer
+		if code := bot.Main(args, nil, &out, &errb); code != 0 {
+			t.Fatalf("README: %s: exit %d\n%s%s", line, code, out.String(), errb.String())
+		}
+	})
+	ctx := context.Background()
+	t.Logf("%d README example lines ran", ran)
+	if ran < 10 {
+		t.Fatalf("only %d README example lines ran: did the examples' form change?", ran)
+	}
+	if tk, err := b.Store().Get(ctx, "T-1"); err != nil || tk.Stage != flows.StageDone {
+		t.Fatalf("the README's go-live ended in %s (%v)", tk.Stage, err)
+	}
+}
+
+// runDocExamples runs a document's example blocks through the bot as the
+// people in them would, in order, and returns how many lines ran: a line
+// "name: /ops ..." is typed (its answer must not be a refusal unless the
+// text after "->" starts with "refused"); "name: (presses LABEL on ..."
+// presses the newest such button in that person's messages; "$ go run .
+// ARGS" goes to shell. After each line, an action it set going finishes
+// first, as a person reading its result would wait.
+func runDocExamples(t *testing.T, b *bot.Bot, doc []byte, shell func(line, cmd string)) int {
+	t.Helper()
 	ctx := context.Background()
 	settle := func(text string) {
-		// An action the command set going finishes before the next line,
-		// as a person reading its result would wait.
 		id := ticketRef.FindString(text)
 		for deadline := time.Now().Add(20 * time.Second); id != ""; time.Sleep(20 * time.Millisecond) {
 			tk, err := b.Store().Get(ctx, id)
@@ -108,7 +139,7 @@ func TestReadmeExamplesRunAsWritten(t *testing.T) {
 	}
 	ran := 0
 	inBlock := false
-	for _, line := range strings.Split(string(readme), "\n") {
+	for _, line := range strings.Split(string(doc), "\n") {
 		if strings.HasPrefix(line, "```") {
 			inBlock = !inBlock
 			continue
@@ -119,17 +150,7 @@ func TestReadmeExamplesRunAsWritten(t *testing.T) {
 		line = strings.TrimRight(line, " ")
 		if cmd, ok := strings.CutPrefix(line, "$ go run . "); ok {
 			cmd, _, _ = strings.Cut(cmd, "#")
-			args := strings.Fields(cmd)
-			if len(args) >= 2 && args[0] == "inventory" {
-				args = append(append(args[:2:2], "-config", cfgPath), args[2:]...)
-				for i := 4; i < len(args); i++ {
-					args[i] = filepath.Join(root, args[i])
-				}
-			}
-			var out, errb bytes.Buffer
-			if code := bot.Main(args, nil, &out, &errb); code != 0 {
-				t.Fatalf("README: %s: exit %d\n%s%s", line, code, out.String(), errb.String())
-			}
+			shell(line, cmd)
 			ran++
 			continue
 		}
@@ -148,11 +169,11 @@ func TestReadmeExamplesRunAsWritten(t *testing.T) {
 				}
 			}
 			if value == "" {
-				t.Fatalf("README: %s: %s has no card with %q", line, user, label)
+				t.Fatalf("example: %s: %s has no card with %q", line, user, label)
 			}
 			r := b.Handle(ctx, bot.Incoming{Platform: "local", UserID: user, Name: user, Text: value, Click: true})
 			if len(r) == 0 || r[0].Kind == "error" {
-				t.Fatalf("README: %s: %+v", line, r)
+				t.Fatalf("example: %s: %+v", line, r)
 			}
 			settle(value)
 			ran++
@@ -165,20 +186,28 @@ func TestReadmeExamplesRunAsWritten(t *testing.T) {
 		user, text, want := m[1], strings.TrimSpace(m[2]), m[3]
 		r := b.Handle(ctx, bot.Incoming{Platform: "local", UserID: user, Name: user, Text: text})
 		if len(r) == 0 {
-			t.Fatalf("README: %s: no answer", line)
+			t.Fatalf("example: %s: no answer", line)
 		}
 		refused := r[0].Kind == "error" || strings.HasPrefix(r[0].Title, "⚠️")
 		if strings.HasPrefix(want, "refused") != refused {
-			t.Fatalf("README: %s\nanswered %q %q", line, r[0].Title, r[0].Body)
+			t.Fatalf("example: %s\nanswered %q %q", line, r[0].Title, r[0].Body)
+		}
+		// What the document quotes (`...`) after "->" is what the person
+		// sees: in the answer's titles, fields or text.
+		var seen strings.Builder
+		for _, m := range r {
+			seen.WriteString(m.Title + "\n" + m.Body + "\n")
+			for _, f := range m.Fields {
+				seen.WriteString(f.Label + ": " + f.Value + "\n")
+			}
+		}
+		for _, q := range quoted.FindAllStringSubmatch(want, -1) {
+			if !strings.Contains(seen.String(), q[1]) {
+				t.Fatalf("example: %s\nthe answer does not show %q:\n%s", line, q[1], seen.String())
+			}
 		}
 		settle(text + " " + r[0].Title)
 		ran++
 	}
-	t.Logf("%d README example lines ran", ran)
-	if ran < 10 {
-		t.Fatalf("only %d README example lines ran: did the examples' form change?", ran)
-	}
-	if tk, err := b.Store().Get(ctx, "T-1"); err != nil || tk.Stage != flows.StageDone {
-		t.Fatalf("the README's go-live ended in %s (%v)", tk.Stage, err)
-	}
+	return ran
 }

@@ -114,11 +114,16 @@ func (x *Executor) Validate(ctx context.Context, in flows.Validation) (map[strin
 		// A version already in the history with another package is
 		// refused here, before a ticket number is taken.
 		if recs, err := st.Records(platform); err == nil {
-			if rec, err := x.record(ei, platform, params["kind"], recs); err == nil {
-				if err := CheckRepublish(recs, rec); err != nil {
-					return nil, &flows.UserError{Code: "republish", Message: st.Name + "/" + platform + ": " + err.Error(),
-						Hint: fmt.Sprintf("/ops version list platform=%s", platform), Fields: map[string]string{"version": err.Error()}}
-				}
+			rec, err := x.record(ei, platform, params["kind"], recs)
+			if err != nil {
+				// A package outside the CDN layout, a bad compatible list.
+				return nil, &flows.UserError{Code: "bad_fields", Message: platform + ": " + err.Error(),
+					Hint: "例 e.g. url=" + strings.NewReplacer("{platform}", platform, "{version}", field(ei, "version")).Replace(x.cfg.CDN) + "game.zip",
+					Fields: map[string]string{"url": err.Error()}}
+			}
+			if err := CheckRepublish(recs, rec); err != nil {
+				return nil, &flows.UserError{Code: "republish", Message: st.Name + "/" + platform + ": " + err.Error(),
+					Hint: fmt.Sprintf("/ops version list platform=%s", platform), Fields: map[string]string{"version": err.Error()}}
 			}
 		}
 		lines = append(lines, x.reachLine(ei, st, platform))
