@@ -118,7 +118,7 @@ func (x *Executor) Validate(ctx context.Context, in flows.Validation) (map[strin
 			if err != nil {
 				// A package outside the CDN layout, a bad compatible list.
 				return nil, &flows.UserError{Code: "bad_fields", Message: platform + ": " + err.Error(),
-					Hint: "例 e.g. url=" + strings.NewReplacer("{platform}", platform, "{version}", field(ei, "version")).Replace(x.cfg.CDN) + "game.zip",
+					Hint:   "例 e.g. url=" + strings.NewReplacer("{platform}", platform, "{version}", field(ei, "version")).Replace(x.cfg.CDN) + "game.zip",
 					Fields: map[string]string{"url": err.Error()}}
 			}
 			if err := CheckRepublish(recs, rec); err != nil {
