@@ -249,7 +249,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 			return nil, err
 		}
 		*stored, audit.Ticket = true, t.ID
-		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted", t.ID, t.ID), ""), b.present.TicketCard(t)}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✅ 已提交 %s · ticket %s submitted: %s", t.ID, t.ID, t.Title), ""), b.present.TicketCard(t)}, nil
 	case commands.Show:
 		t, err := b.ticket(ctx, r.Ticket)
 		if err != nil {
@@ -295,7 +295,7 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		}
 		*stored = true
 		card := b.present.TicketCard(t)
-		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s", t.ID, r.Event, card.StageTitle), ""), card}, nil
+		return []templates.Message{info("success", fmt.Sprintf("✅ %s %s → %s · %s", t.ID, r.Event, card.StageTitle, t.Title), ""), card}, nil
 	case commands.Role:
 		return b.role(ctx, u, r)
 	case commands.Audit:

@@ -115,6 +115,11 @@ func TestPuppetConflictStopsTheRelease(t *testing.T) {
 	k, fake := puppetKit(t)
 	fake.Commit("release/ntp", "site change", map[string]string{"manifests/site.pp": "node default { include ntp }\n"})
 	fake.Commit("production", "hotfix", map[string]string{"manifests/site.pp": "node default { include hotfix }\n"})
+	// The zones have the hotfix too (synced), so nothing stops the release
+	// before it reaches production, where the change conflicts.
+	for _, z := range zones {
+		fake.Branch(z, "production")
+	}
 	zoneBefore := fake.Head("zone01")
 	k.Say("alice", releaseNew)
 	toReleasing(t, k, "T-1")
@@ -203,18 +208,31 @@ func TestPuppetRollbackSyncAndTheIncident(t *testing.T) {
 	k.Say("alice", strings.Replace(releaseNew, "release/ntp ", "release/ntp2 ", 1))
 	toReleasing(t, k, "T-2")
 	uatBefore := fake.Head("uat")
-	tk := releaseBatch(t, k, "T-2", 1, state.BatchFailed)
-	mustContain(t, tk.Batches[0].Note, "merge uat into production first")
+	// Refused before anything merged: the batch stays pending (nothing to
+	// roll back), and the note names each unsynced branch with its sync MR.
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-2 confirm")), "T-2 release")
+	var tk state.Ticket
+	waitFor(t, "the refusal recorded", func() bool {
+		tk = k.Ticket("T-2")
+		return tk.Batches[0].State == state.BatchPending && tk.Batches[0].Note != ""
+	})
+	mustContain(t, tk.Batches[0].Note, "production lacks")
+	mustContain(t, tk.Batches[0].Note, "commit(s) of uat: 同步 sync MR !")
+	mustContain(t, tk.Batches[0].Note, "nothing was merged: merge the sync merge requests, then release this batch again")
 	if fake.Head("uat") != uatBefore {
 		t.Fatal("the refused release merged into uat")
 	}
-	// Merging the sync requests (cleanly) makes the next release possible.
+	if !slices.ContainsFunc(k.Notices("dave"), func(s string) bool { return strings.Contains(s, "batch not released, nothing was merged") }) {
+		t.Fatalf("dave was not told the batch was not released: %q", k.Notices("dave"))
+	}
+	// Merging the sync requests (cleanly) lets the same ticket release.
 	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
 	for _, m := range sync {
 		if _, err := c.Merge(ctx, m.IID); err != nil {
 			t.Fatalf("sync !%d does not merge cleanly: %v", m.IID, err)
 		}
 	}
+	releaseBatch(t, k, "T-2", 1, state.BatchSucceeded)
 }
 
 func TestPuppetOperatorAndWindowChecks(t *testing.T) {
@@ -313,5 +331,170 @@ func TestPuppetSIGKILLMidBatch(t *testing.T) {
 		if !strings.Contains(fake.Read(b, "manifests/ntp.pp"), "chrony") {
 			t.Errorf("%s lacks the change", b)
 		}
+	}
+}
+
+// releasedAndRolledBack releases T-1's first two batches, rolls them back
+// and cancels: the sync merge requests (uat -> production, production ->
+// zone01..zone04) are open. It returns them.
+func releasedAndRolledBack(t *testing.T, k *bottest.Kit, fake *gitlabfake.Fake) map[string]gitlabfake.MR {
+	t.Helper()
+	k.Say("alice", releaseNew)
+	toReleasing(t, k, "T-1")
+	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
+	releaseBatch(t, k, "T-1", 2, state.BatchSucceeded)
+	for n := 2; n >= 1; n-- {
+		mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 confirm")), "T-1 rollback")
+		waitFor(t, fmt.Sprintf("batch %d rolled back", n), func() bool { return k.Ticket("T-1").Batches[n-1].State == state.BatchRolledBack })
+	}
+	mustContain(t, bottest.Title(k.Say("dave", "/ops cancel T-1")), "T-1 cancel")
+	sync := map[string]gitlabfake.MR{}
+	waitFor(t, "the sync merge requests", func() bool {
+		for _, m := range fake.MRs() {
+			if strings.Contains(m.Title, "sync") {
+				sync[m.TargetBranch] = m
+			}
+		}
+		return len(sync) == 5
+	})
+	fake.Branch("release/ntp2", "uat")
+	fake.Commit("release/ntp2", "ntp again", map[string]string{"manifests/ntp.pp": "class ntp { package { 'ntp': } }\n"})
+	return sync
+}
+
+// TestPuppetSyncGuardChecksEveryBranch (issue 15, 8 and 9): with the
+// uat -> production sync merged but the zone syncs still open, a new
+// release is refused before anything merges, naming each unsynced zone
+// and its sync MR; the batch stays pending, and once those are merged the
+// same ticket releases. A later batch is checked the same way, leaving
+// out what this release itself merged into production (zone04, synced
+// before, is not named although production now has this release).
+func TestPuppetSyncGuardChecksEveryBranch(t *testing.T) {
+	k, fake := puppetKit(t)
+	ctx := context.Background()
+	sync := releasedAndRolledBack(t, k, fake)
+	c, _ := gitlab.New(gitlab.Config{BaseURL: fake.URL(), Token: fake.Token, Project: gitlabfake.Project})
+	merge := func(target string) {
+		t.Helper()
+		if _, err := c.Merge(ctx, sync[target].IID); err != nil {
+			t.Fatalf("sync -> %s: %v", target, err)
+		}
+	}
+	merge("production")
+	k.Say("alice", strings.Replace(releaseNew, "release/ntp ", "release/ntp2 ", 1))
+	toReleasing(t, k, "T-2")
+	heads := map[string]string{}
+	for _, b := range append([]string{"uat", "production"}, zones...) {
+		heads[b] = fake.Head(b)
+	}
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-2 confirm")), "T-2 release")
+	var tk state.Ticket
+	waitFor(t, "the refusal recorded", func() bool {
+		tk = k.Ticket("T-2")
+		return tk.Batches[0].State == state.BatchPending && tk.Batches[0].Note != ""
+	})
+	note := tk.Batches[0].Note
+	for _, z := range []string{"zone01", "zone02"} {
+		mustContain(t, note, fmt.Sprintf("%s lacks", z))
+		mustContain(t, note, fmt.Sprintf("同步 sync MR !%d production -> %s", sync[z].IID, z))
+	}
+	if strings.Contains(note, "zone03") || strings.Contains(note, "production lacks") {
+		t.Fatalf("the refusal names branches batch 1 does not touch, or a synced one:\n%s", note)
+	}
+	for b, h := range heads {
+		if fake.Head(b) != h {
+			t.Fatalf("the refused release changed %s", b)
+		}
+	}
+	// The card offers the same batch again, not a rollback.
+	if _, ok := bottest.Button(k.Bot.Card(tk), "Release batch 1"); !ok {
+		t.Fatalf("after the refusal the card offers %+v", k.Bot.Card(tk).Buttons)
+	}
+	merge("zone01")
+	merge("zone02")
+	merge("zone04")
+	releaseBatch(t, k, "T-2", 1, state.BatchSucceeded)
+	// Batch 2: zone03 still lacks production's reverts; zone04 is synced.
+	// Production now also has this release, which is not counted.
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-2 confirm")), "T-2 release")
+	waitFor(t, "batch 2 refused", func() bool {
+		tk = k.Ticket("T-2")
+		return tk.Batches[1].State == state.BatchPending && tk.Batches[1].Note != ""
+	})
+	var prodMerge string
+	for _, s := range tk.Batches[0].Steps {
+		if s.Target == "production" {
+			prodMerge = s.MergeSHA
+		}
+	}
+	before, _ := c.Ahead(ctx, "zone03", prodMerge+"^1")
+	now, _ := c.Ahead(ctx, "zone03", "production")
+	if before == 0 || before >= now {
+		t.Fatalf("zone03 lacks %d commits of production before this release and %d now", before, now)
+	}
+	mustContain(t, tk.Batches[1].Note, fmt.Sprintf("zone03 lacks %d commit(s) of production: 同步 sync MR !%d", before, sync["zone03"].IID))
+	if strings.Contains(tk.Batches[1].Note, "zone04") {
+		t.Fatalf("a synced zone is named:\n%s", tk.Batches[1].Note)
+	}
+	for _, z := range zones[:2] {
+		if got := fake.Read(z, "manifests/ntp.pp"); !strings.Contains(got, "'ntp'") {
+			t.Errorf("%s lacks the new release: %q", z, got)
+		}
+	}
+	if fake.Head("zone03") != heads["zone03"] {
+		t.Fatal("the refused batch 2 changed zone03")
+	}
+}
+
+// TestPuppetRevertCountsEveryMerge (issue 15, 10): a revert that fails in
+// a batch of six merges counts all six.
+func TestPuppetRevertCountsEveryMerge(t *testing.T) {
+	k, fake := puppetKit(t)
+	k.Say("alice", strings.Replace(releaseNew, `batches="zone01,zone02;zone03,zone04;zone05,zone06"`, `batches="zone01,zone02,zone03,zone04;zone05,zone06"`, 1))
+	toReleasing(t, k, "T-1")
+	tk := releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
+	if n := len(tk.Batches[0].Steps); n != 6 {
+		t.Fatalf("batch 1 made %d merges, want 6", n)
+	}
+	// Someone changed the file on zone02 since: its revert conflicts.
+	fake.Commit("zone02", "local tweak", map[string]string{"manifests/ntp.pp": "class ntp { package { 'chrony': ensure => latest } }\n"})
+	mustContain(t, bottest.Title(k.Say("dave", "/ops rollback T-1 confirm")), "T-1 rollback")
+	waitFor(t, "the rollback to fail", func() bool { return k.Ticket("T-1").Batches[0].State == state.BatchRollbackFailed })
+	note := k.Ticket("T-1").Batches[0].Note
+	mustContain(t, note, "reverting on zone02 failed (部分回滚 partial: 2 of 6 reverted)")
+}
+
+// TestPuppetEveryMessageNamesThePlan (issue 15, 11): every message about
+// the release, to everyone (notices, the answers to release, rollback and
+// cancel, the sync report) and every merge request, names the release
+// plan ("NTP rollout").
+func TestPuppetEveryMessageNamesThePlan(t *testing.T) {
+	k, fake := puppetKit(t)
+	releasedAndRolledBack(t, k, fake)
+	waitFor(t, "the sync report", func() bool { return strings.Contains(k.Ticket("T-1").Note, "sync MR !") })
+	n := 0
+	for _, u := range []string{"alice", "dave", "ivan", "root"} {
+		for _, e := range k.Inbox(u) {
+			if e.Msg == nil || (e.Msg.Ticket != "T-1" && !strings.Contains(e.Msg.Title, "T-1")) {
+				continue
+			}
+			n++
+			if !strings.Contains(e.Msg.Title, "NTP rollout") {
+				t.Errorf("%s's %s %q does not name the plan", u, e.Kind, e.Msg.Title)
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("only %d messages about T-1", n)
+	}
+	for _, m := range fake.MRs() {
+		mustContain(t, m.Title, "NTP rollout")
+	}
+	var cleanup bool
+	for _, ti := range k.Notices("alice") {
+		cleanup = cleanup || strings.Contains(ti, "clean-up done: NTP rollout")
+	}
+	if !cleanup {
+		t.Fatalf("alice was not told the clean-up (sync MRs) ran: %q", k.Notices("alice"))
 	}
 }

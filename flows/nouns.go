@@ -60,21 +60,24 @@ const (
 	NoticeApproved       NoticeEvent = "approved"
 	// NoticeStagePassed tells the requester a stage is behind the ticket:
 	// who approved it, or that its step succeeded.
-	NoticeStagePassed         NoticeEvent = "stage_passed"
-	NoticeRejected            NoticeEvent = "rejected"
-	NoticeCancelled           NoticeEvent = "cancelled"
-	NoticeDone                NoticeEvent = "done"
-	NoticeFailed              NoticeEvent = "failed"
-	NoticeInterrupted         NoticeEvent = "interrupted"
-	NoticeExpired             NoticeEvent = "expired"
-	NoticeReminder            NoticeEvent = "reminder"
-	NoticeEscalated           NoticeEvent = "escalated"
-	NoticeRollbackStarted     NoticeEvent = "rollback_started"
-	NoticeRolledBack          NoticeEvent = "rolled_back"
-	NoticeRollbackFailed      NoticeEvent = "rollback_failed"
-	NoticeReleaseReady        NoticeEvent = "release_ready"
-	NoticeBatchDone           NoticeEvent = "batch_done"
-	NoticeBatchFailed         NoticeEvent = "batch_failed"
+	NoticeStagePassed     NoticeEvent = "stage_passed"
+	NoticeRejected        NoticeEvent = "rejected"
+	NoticeCancelled       NoticeEvent = "cancelled"
+	NoticeDone            NoticeEvent = "done"
+	NoticeFailed          NoticeEvent = "failed"
+	NoticeInterrupted     NoticeEvent = "interrupted"
+	NoticeExpired         NoticeEvent = "expired"
+	NoticeReminder        NoticeEvent = "reminder"
+	NoticeEscalated       NoticeEvent = "escalated"
+	NoticeRollbackStarted NoticeEvent = "rollback_started"
+	NoticeRolledBack      NoticeEvent = "rolled_back"
+	NoticeRollbackFailed  NoticeEvent = "rollback_failed"
+	NoticeReleaseReady    NoticeEvent = "release_ready"
+	NoticeBatchDone       NoticeEvent = "batch_done"
+	NoticeBatchFailed     NoticeEvent = "batch_failed"
+	// NoticeBatchRefused: a release stopped before it merged anything; the
+	// batch stays pending and is released again once the cause is fixed.
+	NoticeBatchRefused        NoticeEvent = "batch_refused"
 	NoticeBatchRolledBack     NoticeEvent = "batch_rolled_back"
 	NoticeBatchRollbackFailed NoticeEvent = "batch_rollback_failed"
 	NoticeCleanupDone         NoticeEvent = "cleanup_done"
@@ -93,7 +96,7 @@ const (
 var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, NoticeApproved, NoticeStagePassed, NoticeRejected,
 	NoticeCancelled, NoticeDone, NoticeFailed, NoticeInterrupted, NoticeExpired, NoticeReminder, NoticeEscalated,
 	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
-	NoticeBatchFailed, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
+	NoticeBatchFailed, NoticeBatchRefused, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
 	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed}
 
 // SystemActor is who the bot's own events are by (timers, steps, look-ups).

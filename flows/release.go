@@ -292,6 +292,10 @@ func (s *step) finishBatch(j state.Job, ok bool, b *state.Batch, errText string)
 	switch {
 	case j.Kind == state.JobRelease && ok:
 		cur.State, event = state.BatchSucceeded, NoticeBatchDone
+	case j.Kind == state.JobRelease && mergedSteps(*cur) == 0:
+		// Stopped before it merged anything: nothing to roll back. The
+		// batch stays pending and the note says what to do first.
+		cur.State, event = state.BatchPending, NoticeBatchRefused
 	case j.Kind == state.JobRelease:
 		cur.State, event = state.BatchFailed, NoticeBatchFailed
 	case ok:

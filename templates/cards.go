@@ -131,6 +131,7 @@ var noticeTitles = map[string]string{
 	"release_ready":         "🚀 {id} 已批准，可以发布 approved: release its batches when ready:",
 	"batch_done":            "✅ {id} 批次发布成功 batch released:",
 	"batch_failed":          "❌ {id} 批次发布失败，见卡片中的下一步 batch failed, see the card for the next safe step:",
+	"batch_refused":         "⚠️ {id} 批次未发布，什么都没有合并；按说明处理后再发布本批次 batch not released, nothing was merged: do what it says, then release it again:",
 	"batch_rolled_back":     "↩️ {id} 批次已回滚 batch rolled back:",
 	"batch_rollback_failed": "❌ {id} 批次回滚失败 batch rollback failed:",
 	"cleanup_done":          "🧹 {id} 收尾完成 clean-up done:",
@@ -150,7 +151,7 @@ func NoticeEvents() []string {
 	return out
 }
 
-var warningNotices = map[string]bool{"failed": true, "step_failed": true, "batch_failed": true, "batch_rollback_failed": true,
+var warningNotices = map[string]bool{"failed": true, "step_failed": true, "batch_failed": true, "batch_refused": true, "batch_rollback_failed": true,
 	"cleanup_failed": true, "interrupted": true, "rollback_failed": true, "expired": true, "rejected": true, "redo": true}
 
 func noticeMessage(n NoticeView) Message {

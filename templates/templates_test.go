@@ -80,7 +80,7 @@ func cases() map[string]struct {
 	}
 	for _, ev := range []string{"submitted", "approval_needed", "approved", "rejected", "cancelled", "done", "failed", "interrupted",
 		"expired", "reminder", "escalated", "retried", "rollback_started", "rolled_back", "rollback_failed", "step_started", "step_succeeded", "step_failed",
-		"release_ready", "batch_done", "batch_failed", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo", "stage_passed", "something_new"} {
+		"release_ready", "batch_done", "batch_failed", "batch_refused", "batch_rolled_back", "batch_rollback_failed", "cleanup_done", "cleanup_failed", "edited", "redo", "stage_passed", "something_new"} {
 		c["notice-"+ev] = struct {
 			tmpl string
 			data any

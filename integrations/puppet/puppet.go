@@ -114,25 +114,15 @@ func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.B
 	for _, s := range b.Steps {
 		done[s.Target] = s
 	}
-	var steps []state.Step
-	if i == 0 && !x.started(ctx, source) {
-		// The real incident: uat carrying a revert production lacks
-		// (uat was not synced after an earlier rollback). Refuse before
-		// anything is merged, with the safe next step.
-		for k := 0; k+1 < len(x.cfg.Path); k++ {
-			if _, ok := done[x.cfg.Path[k]]; ok {
-				break
-			}
-			n, err := x.cfg.Client.Ahead(ctx, x.cfg.Path[k+1], x.cfg.Path[k])
-			if err != nil {
-				return fail(b, "检查分支同步失败 could not compare %s and %s: %v", x.cfg.Path[k+1], x.cfg.Path[k], err)
-			}
-			if n > 0 {
-				return fail(b, "%s 有 %d 个提交未同步到 %s（可能是上次回滚后未同步）；请先合并同步 MR %s -> %s 再发布 · %s has %d commits %s lacks (not synced after an earlier rollback?): merge %s into %s first, then release",
-					x.cfg.Path[k], n, x.cfg.Path[k+1], x.cfg.Path[k], x.cfg.Path[k+1], x.cfg.Path[k], n, x.cfg.Path[k+1], x.cfg.Path[k], x.cfg.Path[k+1])
-			}
-		}
+	// The real incident: a branch the batch merges into lacks reverts the
+	// branch before it has (not synced after an earlier rollback). Refuse
+	// before anything is merged, naming each such branch and its sync MR.
+	if msg, err := x.unsynced(ctx, t, b, done); err != nil {
+		return fail(b, "检查分支同步失败 · could not check that the branches are synced: %v", err)
+	} else if msg != "" {
+		return fail(b, "%s", msg)
 	}
+	var steps []state.Step
 	var zones []string
 	for _, target := range b.Targets {
 		if slices.Contains(x.cfg.Path, target) {
@@ -175,12 +165,105 @@ func (x *Executor) release(ctx context.Context, t state.Ticket, i int, b state.B
 	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges", b.Name, len(steps)), Batch: &b, Undo: undoOf(b)}
 }
 
-// started reports whether this release already merged its branch into the
-// first path branch (a batch resumed after a restart): the check for an
-// unsynced path was made before that merge and no longer applies.
-func (x *Executor) started(ctx context.Context, branch string) bool {
-	n, err := x.cfg.Client.Ahead(ctx, x.cfg.Path[0], branch)
-	return err == nil && n == 0
+// unsynced checks, before a batch merges anything, that every branch it
+// merges into contains what the branch it merges from had before this
+// release: uat's commits in production, production's in each zone. What
+// this release brought is left out: a branch it already merged into is
+// compared as it was just before that merge (the merge's first parent).
+// It returns a refusal naming each unsynced branch with its open sync
+// merge request, or "" when every branch is synced.
+func (x *Executor) unsynced(ctx context.Context, t state.Ticket, b state.Batch, done map[string]state.Step) (string, error) {
+	last := x.cfg.Path[len(x.cfg.Path)-1]
+	// What each source branch is compared as, looked up once per source:
+	// "" means the pair is not checked.
+	refs := map[string]string{}
+	refOf := func(src string) (string, error) {
+		if r, ok := refs[src]; ok {
+			return r, nil
+		}
+		ref := src
+		if st, ok := releaseStep(t, src); ok {
+			ref = ""
+			if st.Result == "merged" && st.MergeSHA != "" {
+				ref = st.MergeSHA + "^1"
+			}
+		} else if n, err := x.cfg.Client.Ahead(ctx, src, x.branch(t)); err != nil {
+			return "", err
+		} else if n == 0 {
+			// src has this release, but no recorded merge says where it
+			// began (a restart between the merge and its record): the
+			// check was made before that merge.
+			ref = ""
+		}
+		refs[src] = ref
+		return ref, nil
+	}
+	type pair struct{ src, target, ref string }
+	var pairs []pair
+	for _, target := range b.Targets {
+		if s, ok := done[target]; ok && succeeded(s) {
+			continue // resumed: merged before
+		}
+		src := last
+		if k := slices.Index(x.cfg.Path, target); k == 0 {
+			continue // merged from the release branch itself
+		} else if k > 0 {
+			src = x.cfg.Path[k-1]
+		}
+		ref, err := refOf(src)
+		if err != nil {
+			return "", err
+		}
+		if ref != "" {
+			pairs = append(pairs, pair{src, target, ref})
+		}
+	}
+	// The zones are checked side by side, as they are merged.
+	bad := make([]string, len(pairs))
+	errs := make([]error, len(pairs))
+	sem := make(chan struct{}, x.cfg.MaxConcurrent)
+	var wg sync.WaitGroup
+	for k, p := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			n, err := x.cfg.Client.Ahead(ctx, p.target, p.ref)
+			if err != nil || n == 0 {
+				errs[k] = err
+				return
+			}
+			mr := "没有打开的同步 MR · no sync merge request is open: merge " + p.src + " into " + p.target
+			if m, err := x.cfg.Client.FindMR(ctx, p.src, p.target); err == nil && m != nil && m.State == "opened" {
+				mr = fmt.Sprintf("同步 sync MR !%d %s -> %s (%s)", m.IID, p.src, p.target, m.WebURL)
+			}
+			bad[k] = fmt.Sprintf("%s 缺少 %s 的 %d 个提交 · %s lacks %d commit(s) of %s: %s", p.target, p.src, n, p.target, n, p.src, mr)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	bad = slices.DeleteFunc(bad, func(s string) bool { return s == "" })
+	if len(bad) == 0 {
+		return "", nil
+	}
+	return "发布前这些分支未同步（上次回滚后？）· before this batch merges anything, these branches must be synced (not synced after an earlier rollback?):\n" +
+		strings.Join(bad, "\n") + "\n什么都没有合并：合并同步 MR 后再发布本批次 · nothing was merged: merge the sync merge requests, then release this batch again", nil
+}
+
+// releaseStep finds the step of any batch that merged the release into
+// branch.
+func releaseStep(t state.Ticket, branch string) (state.Step, bool) {
+	for _, b := range t.Batches {
+		for _, s := range b.Steps {
+			if s.Target == branch {
+				return s, true
+			}
+		}
+	}
+	return state.Step{}, false
 }
 
 // merge merges source into target unless target already contains it
@@ -246,18 +329,22 @@ func (x *Executor) revert(ctx context.Context, b state.Batch, undo []state.UndoS
 			order = append(order, k)
 		}
 	}
+	// Every merge of the batch counts, also those after a failure.
 	reverted, total := 0, 0
+	for _, k := range order {
+		if r := b.Steps[k].Result; r == "reverted" || r == "merged" || r == "revert_failed" {
+			total++
+		}
+	}
 	for _, k := range order {
 		s := &b.Steps[k]
 		if s.Result == "reverted" {
 			reverted++
-			total++
 			continue
 		}
 		if s.Result != "merged" && s.Result != "revert_failed" {
 			continue
 		}
-		total++
 		if x.alreadyReverted(ctx, *s) {
 			// Reverted before a restart: the files are as before the merge.
 			s.Result, s.Error = "reverted", ""
@@ -281,7 +368,7 @@ func (x *Executor) revert(ctx context.Context, b state.Batch, undo []state.UndoS
 		s.Result, s.Revert, s.Error = "reverted", sha, ""
 		reverted++
 	}
-	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d merges reverted", b.Name, reverted), Batch: &b}
+	return flows.ExecResult{OK: true, Output: fmt.Sprintf("batch %s: %d of %d merges reverted", b.Name, reverted, total), Batch: &b}
 }
 
 // alreadyReverted reports whether every file the merge changed is on the
