@@ -20,6 +20,10 @@ type auditWriter struct {
 	queue []state.AuditEntry
 	kick  chan struct{}
 	done  chan struct{}
+	// writing is held while a batch is taken and written, so a Flush
+	// returns only once what was queued before it is stored, also when
+	// the background writer took it first.
+	writing sync.Mutex
 }
 
 const (
@@ -51,6 +55,8 @@ func (w *auditWriter) Add(ctx context.Context, a state.AuditEntry) {
 
 // Flush writes the queued entries now.
 func (w *auditWriter) Flush(ctx context.Context) {
+	w.writing.Lock()
+	defer w.writing.Unlock()
 	w.mu.Lock()
 	batch := w.queue
 	w.queue = nil

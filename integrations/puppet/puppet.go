@@ -218,27 +218,35 @@ func (x *Executor) unsynced(ctx context.Context, t state.Ticket, b state.Batch, 
 			pairs = append(pairs, pair{src, target, ref})
 		}
 	}
-	// The zones are checked side by side, as they are merged.
 	bad := make([]string, len(pairs))
 	errs := make([]error, len(pairs))
+	check := func(k int) {
+		p := pairs[k]
+		n, err := x.cfg.Client.Ahead(ctx, p.target, p.ref)
+		if err != nil || n == 0 {
+			errs[k] = err
+			return
+		}
+		mr := "没有打开的同步 MR · no sync merge request is open: merge " + p.src + " into " + p.target
+		if m, err := x.cfg.Client.FindMR(ctx, p.src, p.target); err == nil && m != nil && m.State == "opened" {
+			mr = fmt.Sprintf("同步 sync MR !%d %s -> %s (%s)", m.IID, p.src, p.target, m.WebURL)
+		}
+		bad[k] = fmt.Sprintf("%s 缺少 %s 的 %d 个提交 · %s lacks %d commit(s) of %s: %s", p.target, p.src, n, p.target, n, p.src, mr)
+	}
+	// The path in turn, then the zones side by side, as they are merged.
 	sem := make(chan struct{}, x.cfg.MaxConcurrent)
 	var wg sync.WaitGroup
 	for k, p := range pairs {
+		if slices.Contains(x.cfg.Path, p.target) {
+			check(k)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			n, err := x.cfg.Client.Ahead(ctx, p.target, p.ref)
-			if err != nil || n == 0 {
-				errs[k] = err
-				return
-			}
-			mr := "没有打开的同步 MR · no sync merge request is open: merge " + p.src + " into " + p.target
-			if m, err := x.cfg.Client.FindMR(ctx, p.src, p.target); err == nil && m != nil && m.State == "opened" {
-				mr = fmt.Sprintf("同步 sync MR !%d %s -> %s (%s)", m.IID, p.src, p.target, m.WebURL)
-			}
-			bad[k] = fmt.Sprintf("%s 缺少 %s 的 %d 个提交 · %s lacks %d commit(s) of %s: %s", p.target, p.src, n, p.target, n, p.src, mr)
+			check(k)
 		}()
 	}
 	wg.Wait()
