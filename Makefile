@@ -84,8 +84,8 @@ lint: ## go vet and staticcheck
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-golden: ## rewrite the templates' golden files (review the diff)
-	$(GO) test ./templates -update
+golden: ## rewrite the golden files of the templates, Slack blocks and WeCom cards (review the diff)
+	$(GO) test ./templates ./bot/slack ./bot/wecom -update
 
 diagram: ## render every flow as a Mermaid diagram into docs/flows.md
 	$(GO) run . diagram > docs/flows.md
