@@ -27,7 +27,13 @@ $(FERRETDB): tools/ferretdb/go.mod tools/ferretdb/go.sum
 	  echo v1.24.0 > vendor/github.com/FerretDB/FerretDB/build/version/version.txt && \
 	  $(GO) build -mod=vendor -trimpath -o ../../$(FERRETDB) github.com/FerretDB/FerretDB/cmd/ferretdb
 
-deps: $(FERRETDB) ## install what the tests need: redis-server, git, zookeeper, bind9, chromium (with CJK and emoji fonts) from Debian's packages, FerretDB from the module proxy
+# etcd, for the replicated store's tests: the server of the same release
+# line as the client, built from the module proxy.
+ETCD := bin/etcd
+$(ETCD): tools/etcd/go.mod tools/etcd/go.sum
+	cd tools/etcd && $(GO) build -trimpath -o ../../$(ETCD) go.etcd.io/etcd/server/v3
+
+deps: $(FERRETDB) $(ETCD) ## install what the tests need: redis-server, git, zookeeper, bind9, chromium (with CJK and emoji fonts) from Debian's packages, FerretDB and etcd from the module proxy
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
