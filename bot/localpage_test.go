@@ -86,6 +86,12 @@ func TestLocalPageChannelsAndLimits(t *testing.T) {
 	if code != 413 || !strings.Contains(raw, "at most 8000 bytes") {
 		t.Fatalf("oversized: %d %s", code, raw)
 	}
+	// The refusal is in the audit log, bounded like every refusal.
+	k.Bot.FlushAudit(t.Context())
+	audit := k.Say("root", "/ops audit")[0].Body
+	if !strings.Contains(audit, "POST /api/command") || !strings.Contains(audit, "too_large") {
+		t.Fatalf("the oversized command's refusal is not audited:\n%s", audit)
+	}
 	if code, _, raw := postLocal(t, k, local.CommandRequest{User: "alice", In: "#infra", Text: "/ops help"}); code != 200 {
 		t.Fatalf("in #infra: %d %s", code, raw)
 	}

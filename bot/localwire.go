@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"opsbot/bot/endpoint"
 	"opsbot/bot/local"
 	"opsbot/commands"
 	"opsbot/present"
@@ -36,6 +37,9 @@ func newLocal(b *Bot) *local.Transport {
 		Buttons:  b.buttonsFor,
 		MaxText:  commands.MaxInput,
 		Warn:     func(msg string, err error) { b.log.Warn(msg, "err", err) },
+		Refuse: func(ctx context.Context, remote, action, class, reason string) {
+			b.refusals.Refuse(ctx, endpoint.Refusal{Platform: "local", Remote: remote, Action: action, Class: class, Reason: reason})
+		},
 	})
 }
 

@@ -66,6 +66,9 @@ type Config struct {
 	Buttons func(ctx context.Context, user, ticket string) (buttons []templates.Button, ok bool)
 	// Channels names the team channels the page offers besides people.
 	Channels func() []string
+	// Refuse records a refused request (bounded by the bot's refusal
+	// sampler): who asked, the kind of refusal and what was wrong.
+	Refuse func(ctx context.Context, remote, action, class, reason string)
 	// Warn reports a failure nobody waits for (history not written).
 	Warn func(msg string, err error)
 	// MaxText is the longest command the bot reads, in bytes (the page
@@ -566,9 +569,17 @@ type CommandResponse struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
+// refuse answers a refused request and records it.
+func (t *Transport) refuse(w http.ResponseWriter, r *http.Request, code int, class, msg string) {
+	if t.cfg.Refuse != nil {
+		t.cfg.Refuse(r.Context(), r.RemoteAddr, r.Method+" "+r.URL.Path, class, msg)
+	}
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
 // badRequest says what was wrong and what to send instead.
-func badRequest(w http.ResponseWriter, what string) {
-	writeJSON(w, 400, map[string]string{"error": what + `; want JSON {"user": "alice", "text": "/ops help"}`})
+func (t *Transport) badRequest(w http.ResponseWriter, r *http.Request, what string) {
+	t.refuse(w, r, 400, "malformed", what+`; want JSON {"user": "alice", "text": "/ops help"}`)
 }
 
 func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click bool) {
@@ -576,26 +587,26 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeJSON(w, 413, map[string]string{"error": fmt.Sprintf("消息太长 · too long: a command is at most %d bytes", max(t.cfg.MaxText, 0))})
+			t.refuse(w, r, 413, "too_large", fmt.Sprintf("消息太长 · too long: a command is at most %d bytes", max(t.cfg.MaxText, 0)))
 			return
 		}
-		badRequest(w, "not JSON")
+		t.badRequest(w, r, "not JSON")
 		return
 	}
 	user, err := t.userName(req.User)
 	if err != nil {
-		badRequest(w, err.Error())
+		t.badRequest(w, r, err.Error())
 		return
 	}
 	box := user
 	if req.In != "" {
 		if box, err = t.boxName(req.In); err != nil || !strings.HasPrefix(box, "#") {
-			badRequest(w, "in: name a team channel, e.g. #infra")
+			t.badRequest(w, r, "in: name a team channel, e.g. #infra")
 			return
 		}
 	}
 	if len(req.ID) > 64 {
-		badRequest(w, "id: at most 64 characters")
+		t.badRequest(w, r, "id: at most 64 characters")
 		return
 	}
 	req.User = user
@@ -605,7 +616,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	dup := req.ID != "" && slices.ContainsFunc(t.inbox[box], func(e *Entry) bool { return e.Client == req.ID && e.For == forWhom(box, user) })
 	t.mu.Unlock()
 	if full {
-		writeJSON(w, 429, map[string]string{"error": fmt.Sprintf("the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers)})
+		t.refuse(w, r, 429, "too_many_users", fmt.Sprintf("the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers))
 		return
 	}
 	if dup {
