@@ -92,6 +92,14 @@ func TestLocalPageChannelsAndLimits(t *testing.T) {
 	if !strings.Contains(audit, "POST /api/command") || !strings.Contains(audit, "too_large") {
 		t.Fatalf("the oversized command's refusal is not audited:\n%s", audit)
 	}
+	// Only the bot makes channels: typing "in" another one is refused, and
+	// no inbox is made for it.
+	if code, _, raw := postLocal(t, k, local.CommandRequest{User: "alice", In: "#made-up", Text: "/ops help"}); code != 400 || !strings.Contains(raw, "#infra") {
+		t.Fatalf("in a channel that does not exist: %d %s", code, raw)
+	}
+	if e, _ := k.Bot.Local().Inbox("#made-up", 0); len(e) != 0 {
+		t.Fatal("a made-up channel got an inbox")
+	}
 	if code, _, raw := postLocal(t, k, local.CommandRequest{User: "alice", In: "#infra", Text: "/ops help"}); code != 200 {
 		t.Fatalf("in #infra: %d %s", code, raw)
 	}

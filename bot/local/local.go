@@ -481,6 +481,13 @@ type Info struct {
 }
 
 func (t *Transport) serveInfo(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, Info{MaxText: t.cfg.MaxText, Channels: t.channels(), Boot: t.boot})
+}
+
+// channels are the team channels the page offers: those configured, and
+// those the bot posted to ("#infra"). Only the bot makes a channel's
+// inbox, so their number is bounded by the configuration.
+func (t *Transport) channels() []string {
 	seen := map[string]bool{}
 	var chans []string
 	addChan := func(c string) {
@@ -503,7 +510,7 @@ func (t *Transport) serveInfo(w http.ResponseWriter, r *http.Request) {
 	}
 	t.mu.Unlock()
 	slices.Sort(chans)
-	writeJSON(w, 200, Info{MaxText: t.cfg.MaxText, Channels: chans, Boot: t.boot})
+	return chans
 }
 
 func (t *Transport) serveWaiting(w http.ResponseWriter, r *http.Request) {
@@ -600,8 +607,8 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	}
 	box := user
 	if req.In != "" {
-		if box, err = t.boxName(req.In); err != nil || !strings.HasPrefix(box, "#") {
-			t.badRequest(w, r, "in: name a team channel, e.g. #infra")
+		if box, err = t.boxName(req.In); err != nil || !strings.HasPrefix(box, "#") || !slices.Contains(t.channels(), box) {
+			t.badRequest(w, r, fmt.Sprintf("in: name a team channel (%s), e.g. #infra", strings.Join(t.channels(), ", ")))
 			return
 		}
 	}

@@ -18,27 +18,15 @@ import (
 	"testing"
 	"time"
 
+	"opsbot/internal/testbin"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
 // Binary finds bin/etcd above the working directory, or $OPSBOT_ETCD.
 func Binary() (string, error) {
-	if p := os.Getenv("OPSBOT_ETCD"); p != "" {
-		return p, nil
-	}
-	dir, _ := os.Getwd()
-	for {
-		p := filepath.Join(dir, "bin", "etcd")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("bin/etcd not found: run `make deps` (builds etcd v3.7 from the module proxy)")
-		}
-		dir = parent
-	}
+	return testbin.Find("etcd", "OPSBOT_ETCD", "run `make deps` (builds etcd v3.7 from the module proxy)")
 }
 
 // Member is one etcd process.

@@ -5,8 +5,8 @@ package mongotest
 
 import (
 	"context"
-	"fmt"
 	"net"
+	"opsbot/internal/testbin"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,21 +28,7 @@ type Server struct {
 // Binary finds bin/ferretdb above the working directory, or
 // $OPSBOT_FERRETDB.
 func Binary() (string, error) {
-	if p := os.Getenv("OPSBOT_FERRETDB"); p != "" {
-		return p, nil
-	}
-	dir, _ := os.Getwd()
-	for {
-		p := filepath.Join(dir, "bin", "ferretdb")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("bin/ferretdb not found: run `make deps` (builds FerretDB v1.24 from the module proxy)")
-		}
-		dir = parent
-	}
+	return testbin.Find("ferretdb", "OPSBOT_FERRETDB", "run `make deps` (builds FerretDB v1.24 from the module proxy)")
 }
 
 // Start runs FerretDB and stops it when the test ends.
