@@ -274,7 +274,7 @@ func TestApproverSeesReachabilityAsItIsNow(t *testing.T) {
 	mustContain(t, bottest.Title(g.k.Say("petra", "/ops approve T-2")), "has changed since the card was drawn: 可达 Reachability: production/android: 100 -> 102 ✓")
 	mustContain(t, bottest.Title(g.k.Say("petra", "/ops approve T-2")), "T-2 approve")
 	g.k.WaitStage("T-2", "done")
-	mustContain(t, strings.Join(historyLines(t, g.k, "T-2"), "\n"), "opsbot refresh")
+	mustContain(t, strings.Join(historyLines(t, g.k, "T-2"), "\n"), "opsbot 重新查询 looked up again: 已变化 changed: 可达 Reachability: production/android: 100 -> 102 ✓, 101 -> 102 ✓")
 }
 
 func historyLines(t *testing.T, k *bottest.Kit, id string) []string {

@@ -85,7 +85,7 @@ func (e *Engine) Refresh(ctx context.Context, id string) (t state.Ticket, change
 		}
 		return state.Change{Ticket: t,
 			Event: state.Event{At: e.now(), Actor: SystemActor, Type: string(EvRefresh), From: t.Stage, To: t.Stage,
-				Comment: "重新查询，已变化 looked up again, changed: " + strings.Join(what, "; ")},
+				Comment: "已变化 changed: " + strings.Join(what, "; ")},
 			Notify: []state.Notification{{Ticket: t.ID, Kind: state.NotifyCardUpdate, Message: raw, NextAt: e.now(), Created: e.now()}}}, nil
 	})
 	return t, err == nil && !moved, err

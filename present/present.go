@@ -317,6 +317,21 @@ func confirmText(ev flows.Event, t state.Ticket) string {
 	return fmt.Sprintf("确定？ · Sure? (%s %s)", ev, t.ID)
 }
 
+// systemEventWords are the history's words for what the bot did.
+var systemEventWords = map[flows.Event]string{
+	flows.EvSubmit:    "提交 submitted",
+	flows.EvSucceed:   "步骤成功 step succeeded",
+	flows.EvFail:      "步骤失败 step failed",
+	flows.EvInterrupt: "中断 interrupted",
+	flows.EvRemind:    "提醒 reminded",
+	flows.EvEscalate:  "升级 escalated",
+	flows.EvExpire:    "过期 expired",
+	flows.EvSkip:      "跳过 skipped",
+	flows.EvRedo:      "重做 redone",
+	flows.EvEdit:      "修改 edited",
+	flows.EvRefresh:   "重新查询 looked up again",
+}
+
 // History is a ticket's last 15 events, one line each: version, time (in
 // the configured zone, named once at the top), who, what, and the stages
 // by their titles.
@@ -337,6 +352,8 @@ func (p *Presenter) History(t state.Ticket, evs []state.Event) string {
 		what := ev.Type
 		if w, ok := buttonText[flows.Event(ev.Type)]; ok {
 			what = w.label
+		} else if w, ok := systemEventWords[flows.Event(ev.Type)]; ok {
+			what = w
 		}
 		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, templates.InZone(ev.At).Format("01-02 15:04"), ev.Actor, what)
 		if ev.From != ev.To {
