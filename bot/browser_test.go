@@ -65,6 +65,7 @@ func TestLocalPageInBrowser(t *testing.T) {
 	open("as=bob")
 	br.WaitText("#waiting", "waiting for you (1)")
 	br.WaitText("#waiting", "T-1")
+	br.Eval(`(() => { window.scrollTo(0, 0); return "top"; })()`)
 	br.Shot("03-waiting-for-bob")
 	br.ClickButton("#waiting", "Approve")
 	k.WaitStage("T-1", "deploy_approval")
