@@ -112,14 +112,14 @@ func (t *boltTxn) Range(prefix, after string, limit int) ([]KV, error) {
 
 func (t *boltTxn) Put(key string, value []byte) error {
 	if !t.write {
-		return bolt.ErrTxNotWritable
+		return ErrReadOnly
 	}
 	return t.w.put(key, value)
 }
 
 func (t *boltTxn) Delete(key string) error {
 	if !t.write {
-		return bolt.ErrTxNotWritable
+		return ErrReadOnly
 	}
 	t.w.del(key)
 	return nil

@@ -2,7 +2,6 @@ package kv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -162,14 +161,14 @@ func (e *Etcd) rangeEnd(end string) string {
 
 func (t *etcdTxn) Put(key string, value []byte) error {
 	if !t.write {
-		return errors.New("kv: write in a read-only transaction")
+		return ErrReadOnly
 	}
 	return t.w.put(key, value)
 }
 
 func (t *etcdTxn) Delete(key string) error {
 	if !t.write {
-		return errors.New("kv: write in a read-only transaction")
+		return ErrReadOnly
 	}
 	t.w.del(key)
 	return nil

@@ -35,6 +35,9 @@ const (
 // ErrTooLarge says a transaction or a value is past the limits.
 var ErrTooLarge = errors.New("kv: transaction too large")
 
+// ErrReadOnly says a View tried to write.
+var ErrReadOnly = errors.New("kv: write in a read-only transaction")
+
 // ErrConflict says Update gave up after MaxRetries conflicts.
 var ErrConflict = errors.New("kv: too many conflicting writers")
 
