@@ -41,7 +41,7 @@ func (b *Bolt) View(ctx context.Context, fn func(Txn) error) error {
 // Update implements DB.
 func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
-		t := &boltTxn{b: tx.Bucket(boltBucket), write: true}
+		t := &boltTxn{b: tx.Bucket(boltBucket), buffered: buffered{write: true}}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -64,9 +64,8 @@ func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) error {
 }
 
 type boltTxn struct {
-	b     *bolt.Bucket
-	write bool
-	w     writes
+	buffered
+	b *bolt.Bucket
 	// The checks an optimistic backend makes at commit, counted the same
 	// way here so the limits hold alike: each key read, and each range
 	// with each key it returned.
@@ -108,19 +107,4 @@ func (t *boltTxn) Range(prefix, after string, limit int) ([]KV, error) {
 	}
 	t.ranged += 1 + len(out)
 	return t.w.overlay(out, prefix, after, limit), nil
-}
-
-func (t *boltTxn) Put(key string, value []byte) error {
-	if !t.write {
-		return ErrReadOnly
-	}
-	return t.w.put(key, value)
-}
-
-func (t *boltTxn) Delete(key string) error {
-	if !t.write {
-		return ErrReadOnly
-	}
-	t.w.del(key)
-	return nil
 }

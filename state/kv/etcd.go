@@ -31,7 +31,7 @@ func (e *Etcd) View(ctx context.Context, fn func(Txn) error) error {
 // and lost none, then writes. A changed read runs fn again.
 func (e *Etcd) Update(ctx context.Context, fn func(Txn) error) error {
 	for attempt := 0; attempt < MaxRetries; attempt++ {
-		t := &etcdTxn{e: e, ctx: ctx, write: true}
+		t := &etcdTxn{e: e, ctx: ctx, buffered: buffered{write: true}}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -77,11 +77,10 @@ type rangeRead struct {
 }
 
 type etcdTxn struct {
+	buffered
 	e      *Etcd
 	ctx    context.Context
-	write  bool
 	rev    int64 // the snapshot every read is made at (0 until the first)
-	w      writes
 	reads  []read
 	ranges []rangeRead
 }
@@ -157,21 +156,6 @@ func (e *Etcd) rangeEnd(end string) string {
 		return prefixEnd(e.prefix)
 	}
 	return e.prefix + end
-}
-
-func (t *etcdTxn) Put(key string, value []byte) error {
-	if !t.write {
-		return ErrReadOnly
-	}
-	return t.w.put(key, value)
-}
-
-func (t *etcdTxn) Delete(key string) error {
-	if !t.write {
-		return ErrReadOnly
-	}
-	t.w.del(key)
-	return nil
 }
 
 // compares are the checks of what the transaction read: each key still at

@@ -115,6 +115,28 @@ func (w *writes) del(key string) {
 	w.dels[key] = true
 }
 
+// buffered is the part of a transaction that holds its writes until the
+// commit; it implements Txn's Put and Delete for every backend.
+type buffered struct {
+	write bool
+	w     writes
+}
+
+func (b *buffered) Put(key string, value []byte) error {
+	if !b.write {
+		return ErrReadOnly
+	}
+	return b.w.put(key, value)
+}
+
+func (b *buffered) Delete(key string) error {
+	if !b.write {
+		return ErrReadOnly
+	}
+	b.w.del(key)
+	return nil
+}
+
 // get answers from the buffered writes: found says the transaction wrote
 // (or deleted) the key.
 func (w *writes) get(key string) (value []byte, ok, found bool) {
