@@ -236,3 +236,66 @@ func TestLimits(t *testing.T) {
 		}
 	})
 }
+
+// Two replicas drawing numbers from one sequence at once: every number is
+// handed out once; each replica's numbers increase; the counter is written
+// once a block; a replica that stops leaves its block's rest unused.
+func TestSequenceIsUniqueAcrossReplicas(t *testing.T) {
+	backends(t, func(t *testing.T, db kv.DB) {
+		c := ctx(t)
+		const block, workers, each = 10, 4, 25
+		replicas := []*kv.Sequence{kv.NewSequence(db, "seq/tickets", block), kv.NewSequence(db, "seq/tickets", block)}
+		var mu sync.Mutex
+		seen := map[uint64]int{}
+		var wg sync.WaitGroup
+		for r, seq := range replicas {
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var last uint64
+					for i := 0; i < each; i++ {
+						n, err := seq.Next(c)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						seen[n]++
+						mu.Unlock()
+						if n <= last {
+							t.Errorf("replica %d handed out %d after %d", r, n, last)
+						}
+						last = n
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		if len(seen) != 2*workers*each {
+			t.Fatalf("%d distinct numbers for %d draws", len(seen), 2*workers*each)
+		}
+		for n, k := range seen {
+			if k != 1 {
+				t.Fatalf("%d handed out %d times", n, k)
+			}
+		}
+		var counter string
+		_ = db.View(c, func(tx kv.Txn) error {
+			v, _, _ := tx.Get("seq/tickets")
+			counter = string(v)
+			return nil
+		})
+		// 200 draws in blocks of 10: 20 blocks reserved, the counter at 200.
+		if counter != "200" {
+			t.Fatalf("counter %s after 200 draws in blocks of %d", counter, block)
+		}
+		// One more draw reserves 201-210; a replica started after that one
+		// stopped goes on from 211: a gap, never a reuse.
+		n, _ := replicas[0].Next(c)
+		again, _ := kv.NewSequence(db, "seq/tickets", block).Next(c)
+		if n != 201 || again != 211 {
+			t.Fatalf("after a stop: %d then %d, want 201 then 211", n, again)
+		}
+	})
+}
