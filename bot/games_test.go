@@ -368,6 +368,8 @@ func TestPlatformStopStartIsACommand(t *testing.T) {
 	g := newGameKit(t)
 	mustContain(t, bottest.Title(g.k.Say("carol", "/ops platform stop ios")), "only holders of publisher, admin can stop or start a platform")
 	mustContain(t, bottest.Title(g.k.Say("petra", "/ops platform stop iso")), `there is no platform "iso"`)
+	mustContain(t, bottest.Title(g.k.Say("petra", "/ops platform stop ../../zookeeper")), `"../../zookeeper" is not a platform name`)
+	mustContain(t, bottest.Title(g.k.Say("alice", "/ops new prod-update "+prodArgs("../x", 100, 1, ""))), `"../x" is not a platform name`)
 	r := g.k.Say("petra", "/ops platform stop ios")
 	mustContain(t, r[0].Title, "ios stopped: every publish skips it until /ops platform start ios")
 	mustContain(t, r[0].Body, "production: 运行中 active -> 已停服 stopped")

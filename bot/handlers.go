@@ -496,6 +496,9 @@ func (b *Bot) platform(u state.User, r commands.Platform) ([]templates.Message, 
 		return nil, flows.Userf("not_role_holder", "可操作 may do it: "+strings.Join(b.dir.Members(roles...), ", "),
 			"只有 %s 可以停服或开服 · only holders of %s can stop or start a platform", strings.Join(roles, "/"), strings.Join(roles, ", "))
 	}
+	if err := zookeeper.CheckPlatform(r.Name); err != nil {
+		return nil, flows.Userf("bad_fields", "例 e.g. /ops platform stop android", "%v", err)
+	}
 	if known := b.cfg.ZooKeeper.Platforms; len(known) > 0 && !slices.Contains(known, r.Name) {
 		return nil, flows.Userf("unknown_platform", "平台 platforms: "+strings.Join(known, ", "),
 			"没有平台 %s · there is no platform %q%s", r.Name, r.Name, commands.DidYouMean(r.Name, known))

@@ -111,6 +111,9 @@ func (x *Executor) Validate(ctx context.Context, in flows.Validation) (map[strin
 	ei := flows.ExecInput{Ticket: state.Ticket{Fields: in.Fields, Requester: in.Actor}, Params: params}
 	var lines []string
 	for _, platform := range x.platforms(ei) {
+		if err := CheckPlatform(platform); err != nil {
+			return nil, &flows.UserError{Code: "bad_fields", Message: err.Error(), Hint: "例 e.g. platform=android", Fields: map[string]string{"platform": err.Error()}}
+		}
 		// A version already in the history with another package is
 		// refused here, before a ticket number is taken.
 		if recs, err := st.Records(platform); err == nil {

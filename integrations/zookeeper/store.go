@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +75,25 @@ wait:
 // Close ends the session.
 func (s *Store) Close() { s.conn.Close() }
 
-func (s *Store) dir(platform string) string { return path.Join(s.root, platform) }
+// platformName is what a platform may be called: one znode name, so that
+// no name (".." or one with a "/") reaches outside the platform's node.
+var platformName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// CheckPlatform refuses a name that is not a platform's: one znode name.
+func CheckPlatform(platform string) error {
+	if !platformName.MatchString(platform) || strings.Contains(platform, "..") {
+		return fmt.Errorf("平台名无效 · %q is not a platform name: letters, digits, '-', '_' or '.', e.g. android", platform)
+	}
+	return nil
+}
+
+// dir is the platform's node, or an error for a name that is not one.
+func (s *Store) dir(platform string) (string, error) {
+	if err := CheckPlatform(platform); err != nil {
+		return "", err
+	}
+	return path.Join(s.root, platform), nil
+}
 
 // ensure creates path and its parents.
 func (s *Store) ensure(p string) error {
@@ -91,17 +110,25 @@ func (s *Store) ensure(p string) error {
 
 // SetStatus marks a platform active or stopped.
 func (s *Store) SetStatus(platform, status string) error {
-	if err := s.ensure(s.dir(platform)); err != nil {
+	dir, err := s.dir(platform)
+	if err != nil {
+		return err
+	}
+	if err := s.ensure(dir); err != nil {
 		return err
 	}
 	data, _ := json.Marshal(map[string]string{"status": status})
-	_, err := s.conn.Set(s.dir(platform), data, -1)
+	_, err = s.conn.Set(dir, data, -1)
 	return err
 }
 
 // Status returns a platform's status ("active" when unset).
 func (s *Store) Status(platform string) (string, error) {
-	data, _, err := s.conn.Get(s.dir(platform))
+	dir, err := s.dir(platform)
+	if err != nil {
+		return "", err
+	}
+	data, _, err := s.conn.Get(dir)
 	if errors.Is(err, zk.ErrNoNode) {
 		return "active", nil
 	}
@@ -119,7 +146,11 @@ func (s *Store) Status(platform string) (string, error) {
 
 // Records returns a platform's history in version order.
 func (s *Store) Records(platform string) ([]Record, error) {
-	dir := path.Join(s.dir(platform), "versions")
+	pdir, err := s.dir(platform)
+	if err != nil {
+		return nil, err
+	}
+	dir := path.Join(pdir, "versions")
 	kids, _, err := s.conn.Children(dir)
 	if errors.Is(err, zk.ErrNoNode) {
 		return nil, nil
@@ -146,7 +177,11 @@ func (s *Store) Records(platform string) ([]Record, error) {
 // Pointers returns a platform's pointers and their node version (-1 when
 // the node does not exist yet).
 func (s *Store) Pointers(platform string) (Pointers, int32, error) {
-	data, stat, err := s.conn.Get(path.Join(s.dir(platform), "pointers"))
+	dir, err := s.dir(platform)
+	if err != nil {
+		return Pointers{}, 0, err
+	}
+	data, stat, err := s.conn.Get(path.Join(dir, "pointers"))
 	if errors.Is(err, zk.ErrNoNode) {
 		return Pointers{}, -1, nil
 	}
@@ -169,7 +204,11 @@ func versionNode(v int) string { return "v" + fmt.Sprintf("%012d", v) }
 // exists (a retried step) is kept as it is. It returns the pointers
 // before and after.
 func (s *Store) Change(ctx context.Context, platform string, rec *Record, change func(Pointers, []Record) (Pointers, error)) (Pointers, Pointers, error) {
-	if err := s.ensure(path.Join(s.dir(platform), "versions")); err != nil {
+	dir, err := s.dir(platform)
+	if err != nil {
+		return Pointers{}, Pointers{}, err
+	}
+	if err := s.ensure(path.Join(dir, "versions")); err != nil {
 		return Pointers{}, Pointers{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -191,7 +230,7 @@ func (s *Store) Change(ctx context.Context, platform string, rec *Record, change
 		data, _ := json.Marshal(next)
 		var ops []any
 		if rec != nil {
-			node := path.Join(s.dir(platform), "versions", versionNode(rec.Version))
+			node := path.Join(dir, "versions", versionNode(rec.Version))
 			if ok, _, err := s.conn.Exists(node); err != nil {
 				return prev, prev, err
 			} else if !ok {
@@ -199,7 +238,7 @@ func (s *Store) Change(ctx context.Context, platform string, rec *Record, change
 				ops = append(ops, &zk.CreateRequest{Path: node, Data: body, Acl: zk.WorldACL(zk.PermAll)})
 			}
 		}
-		pnode := path.Join(s.dir(platform), "pointers")
+		pnode := path.Join(dir, "pointers")
 		if ver < 0 {
 			ops = append(ops, &zk.CreateRequest{Path: pnode, Data: data, Acl: zk.WorldACL(zk.PermAll)})
 		} else {

@@ -126,3 +126,23 @@ func TestCheckRepublish(t *testing.T) {
 		t.Fatalf("a new version: %v", err)
 	}
 }
+
+// A platform name is one znode name: nothing typed reaches outside the
+// platform's node ("..", a "/").
+func TestPlatformNamesStayInTheirNode(t *testing.T) {
+	s := open(t, zktest.Start(t))
+	for _, bad := range []string{"../../zookeeper", "a/b", "..", "", ".hidden", "x..y"} {
+		if err := s.SetStatus(bad, "stopped"); err == nil || !strings.Contains(err.Error(), "is not a platform name") {
+			t.Errorf("SetStatus(%q): %v", bad, err)
+		}
+		if _, _, err := s.Pointers(bad); err == nil {
+			t.Errorf("Pointers(%q) read", bad)
+		}
+		if _, _, err := s.Change(context.Background(), bad, nil, func(p zookeeper.Pointers, _ []zookeeper.Record) (zookeeper.Pointers, error) { return p, nil }); err == nil {
+			t.Errorf("Change(%q) wrote", bad)
+		}
+	}
+	if err := s.SetStatus("android-cn_2.0", "stopped"); err != nil {
+		t.Fatal(err)
+	}
+}
