@@ -450,6 +450,9 @@ const maxRefresh = 200
 // the open tickets waiting for approval, so their cards show them as they
 // are now even when nobody looks; it returns how many changed.
 func (b *Bot) RefreshLookups(ctx context.Context) (int, error) {
+	if !slices.ContainsFunc(b.engine.FlowNames(), func(n string) bool { f, _ := b.engine.Flow(n); return len(f.Refresh) > 0 }) {
+		return 0, nil // no flow looks anything up again: no scan of the open tickets
+	}
 	page, err := b.store.List(ctx, state.Index{Kind: "open"}, func(t state.Ticket) bool {
 		f, ok := b.engine.Flow(t.Flow)
 		if !ok || len(f.Refresh) == 0 {

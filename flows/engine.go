@@ -135,6 +135,9 @@ type Engine struct {
 	validators map[string]Validator
 	serial     serial
 	present    Presenter
+	// refreshes says some flow looks fields up again (Flow.Refresh); when
+	// none does, Refresh reads nothing.
+	refreshes bool
 	// jobs and outbox are poked after a commit that queued work.
 	jobs   chan struct{}
 	outbox chan struct{}
@@ -160,6 +163,7 @@ func New(cfg Config) *Engine {
 	for _, f := range cfg.Flows {
 		e.flows[f.Name] = f
 		e.names = append(e.names, f.Name)
+		e.refreshes = e.refreshes || len(f.Refresh) > 0
 	}
 	sort.Strings(e.names)
 	return e
