@@ -449,7 +449,7 @@ func (s *step) resultAudience() []string {
 	if s.t.Operator != "" && s.t.Operator != s.t.Requester {
 		out = append(out, s.t.Operator)
 	}
-	if s.actor != "" && s.actor != "opsbot" && !slices.Contains(out, s.actor) {
+	if s.actor != "" && s.actor != SystemActor && !slices.Contains(out, s.actor) {
 		out = append(out, s.actor)
 	}
 	return out

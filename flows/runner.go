@@ -260,7 +260,7 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 			j.Status = state.JobCancelled
 			return state.Change{Ticket: cur, Jobs: []state.Job{j}}, nil
 		}
-		s := e.newStep(f, cur, "opsbot", ev)
+		s := e.newStep(f, cur, SystemActor, ev)
 		s.ch.Jobs = []state.Job{j}
 		// The step's own result goes to the ticket's thread; it is rendered
 		// from the state before the ticket moves on, so it shows this step.
@@ -276,7 +276,7 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 		if ev != EvSucceed {
 			outcome = NoticeStepFailed
 		}
-		if raw, err := e.present.Notice(f, step, Notice{Event: outcome, Actor: "opsbot"}); err == nil {
+		if raw, err := e.present.Notice(f, step, Notice{Event: outcome, Actor: SystemActor}); err == nil {
 			s.extra = append(s.extra, state.Notification{Ticket: cur.ID, Kind: state.NotifyProgress, Message: raw, NextAt: s.now, Created: s.now})
 		}
 		if s.t.Results == nil {
@@ -304,7 +304,7 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 			if line.Failed {
 				result = "failed"
 			}
-			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: "opsbot", Action: j.Executor + " " + j.Stage,
+			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: SystemActor, Action: j.Executor + " " + j.Stage,
 				Ticket: cur.ID, Args: e.clean(line.Text), Result: result})
 		}
 		s.saga(j, ev == EvSucceed, out.Undo)
@@ -373,7 +373,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 				return state.Change{Ticket: cur, ClearTimers: []state.Timer{tm}}, nil
 			}
 			st, _ := f.Stage(cur.Stage)
-			s := e.newStep(f, cur, "opsbot", Event(tm.Kind))
+			s := e.newStep(f, cur, SystemActor, Event(tm.Kind))
 			s.ch.ClearTimers = []state.Timer{tm}
 			switch Event(tm.Kind) {
 			case EvExpire:
