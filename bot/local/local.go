@@ -535,7 +535,7 @@ func (t *Transport) userName(s string) (string, error) {
 		return "", err
 	}
 	if strings.ContainsAny(n, " \t\n:/#") || len(n) > 64 {
-		return "", errors.New("user: pick a user name without spaces, e.g. alice")
+		return "", errors.New("用户名无效 · user: pick a user name without spaces, e.g. alice")
 	}
 	return n, nil
 }
@@ -597,7 +597,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 			t.refuse(w, r, 413, "too_large", fmt.Sprintf("消息太长 · too long: a command is at most %d bytes", max(t.cfg.MaxText, 0)))
 			return
 		}
-		t.badRequest(w, r, "not JSON")
+		t.badRequest(w, r, "不是 JSON · not JSON")
 		return
 	}
 	user, err := t.userName(req.User)
@@ -608,12 +608,12 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	box := user
 	if req.In != "" {
 		if box, err = t.boxName(req.In); err != nil || !strings.HasPrefix(box, "#") || !slices.Contains(t.channels(), box) {
-			t.badRequest(w, r, fmt.Sprintf("in: name a team channel (%s), e.g. #infra", strings.Join(t.channels(), ", ")))
+			t.badRequest(w, r, fmt.Sprintf("没有这个频道 · in: name a team channel (%s), e.g. #infra", strings.Join(t.channels(), ", ")))
 			return
 		}
 	}
 	if len(req.ID) > 64 {
-		t.badRequest(w, r, "id: at most 64 characters")
+		t.badRequest(w, r, "id 太长 · id: at most 64 characters")
 		return
 	}
 	req.User = user
@@ -623,7 +623,7 @@ func (t *Transport) serveCommand(w http.ResponseWriter, r *http.Request, click b
 	dup := req.ID != "" && slices.ContainsFunc(t.inbox[box], func(e *Entry) bool { return e.Client == req.ID && e.For == forWhom(box, user) })
 	t.mu.Unlock()
 	if full {
-		t.refuse(w, r, 429, "too_many_users", fmt.Sprintf("the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers))
+		t.refuse(w, r, 429, "too_many_users", fmt.Sprintf("本地聊天已有 %d 人 · the local chat already has %d people; speak as one of them, e.g. alice", t.cfg.MaxUsers, t.cfg.MaxUsers))
 		return
 	}
 	if dup {
