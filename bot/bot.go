@@ -20,6 +20,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"opsbot/bot/local"
 	"opsbot/bot/slack"
@@ -93,10 +94,14 @@ type Options struct {
 
 // Bot is a running opsbot.
 type Bot struct {
-	cfg     *Config
-	log     *slog.Logger
-	now     func() time.Time
-	store   *state.Store
+	cfg   *Config
+	log   *slog.Logger
+	now   func() time.Time
+	store *state.Store
+	// etcd is the client of the etcd backend (nil on bbolt); replica is
+	// this process among those sharing the state.
+	etcd    *clientv3.Client
+	replica *state.Replica
 	dir     *flows.Directory
 	engine  *flows.Engine
 	present *present.Presenter
@@ -248,31 +253,24 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 			}
 		}
 	}
-	statePath := cfg.Resolve(cfg.State.Path)
-	if err := os.MkdirAll(filepath.Dir(statePath), 0o750); err != nil {
-		return nil, fmt.Errorf("create state directory: %w", err)
-	}
-	key, err := state.LoadKey(cfg.State.KeyEnv, statePath+".key")
-	if err != nil {
-		return nil, err
-	}
-	store, err := state.Open(state.Options{Path: statePath, OpenTimeout: cfg.State.OpenTimeout.D(), Key: key})
+	store, cli, err := openStore(ctx, cfg, false)
 	if err != nil {
 		return nil, withRestoreHint(err, cfg)
 	}
-	b.store = store
+	b.store, b.etcd = store, cli
+	b.replica = store.Replica(state.NewReplicaID(), cfg.State.Etcd.LeaseTTL.D(), b.log)
 	if err := b.seedUsers(ctx); err != nil {
-		store.Close()
+		b.closeState()
 		return nil, err
 	}
 	if b.dir, err = flows.NewDirectory(ctx, store); err != nil {
-		store.Close()
+		b.closeState()
 		return nil, err
 	}
 	cl := cfg.Clusters
 	rules := inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare, MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores}
 	if b.inv, err = inventory.New(ctx, store, rules); err != nil {
-		store.Close()
+		b.closeState()
 		return nil, err
 	}
 	invExec.Inv = b.inv
@@ -292,7 +290,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	for _, f := range fl {
 		if _, ok := validators[f.Validator]; f.Validator != "" && !ok {
-			store.Close()
+			b.closeState()
 			var names []string
 			for k := range validators {
 				names = append(names, k)
@@ -306,7 +304,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b.present = present.New(fl, b.dir.Members)
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present})
+		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica})
 	b.runner = b.engine.NewRunner()
 	b.flowRoles = map[string][]string{}
 	for _, f := range fl {
@@ -442,3 +440,11 @@ func newestBackup(dir string) string {
 
 // Card draws a ticket's card as it is now.
 func (b *Bot) Card(t state.Ticket) templates.Message { return b.present.TicketCard(t) }
+
+// closeState closes the store and, on etcd, its client.
+func (b *Bot) closeState() {
+	b.store.Close()
+	if b.etcd != nil {
+		b.etcd.Close()
+	}
+}

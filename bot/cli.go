@@ -29,6 +29,9 @@ usage:
   opsbot restore [-config FILE] BACKUP
                                      replace the state file with a verified backup (the bot must be stopped;
                                      the replaced file is kept beside it)
+  opsbot migrate [-config FILE] -from bbolt:FILE|etcd:URLS -to bbolt:FILE|etcd:URLS [-check]
+                                     copy a state between backends, exactly and restartably, checked
+                                     record by record (the bot stopped on both)
   opsbot diagram [-config FILE]      print each flow as a Mermaid diagram
   opsbot inventory import [-config FILE] [-dry-run] FILE...
                                      import clusters/stores (CSV or JSON); idempotent,
@@ -90,6 +93,11 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		errs := cfg.Check(cfg.Executors())
+		if len(errs) == 0 && cfg.State.Backend == "etcd" {
+			if err := reachEtcd(context.Background(), cfg); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		for _, e := range errs {
 			fmt.Fprintln(stderr, "✗", e)
 		}
@@ -172,6 +180,14 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "\n## %s: %s\n\n```mermaid\n%s```\n", f.Name, f.Title, f.Mermaid())
 		}
 		return 0
+	case "migrate":
+		return migrateMain(context.Background(), args, func(path string) (*Config, error) {
+			if path == "" {
+				wd, _ := os.Getwd()
+				return ParseConfig(embedded, wd)
+			}
+			return LoadConfig(path)
+		}, stdout, stderr)
 	case "inventory":
 		return inventoryMain(args, func(path string) (*Config, error) {
 			if path == "" {
@@ -184,7 +200,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmds := []string{"run", "config", "backup", "restore", "diagram", "inventory", "help"}
+	cmds := []string{"run", "config", "backup", "restore", "migrate", "diagram", "inventory", "help"}
 	if c := flows.Closest(cmd, cmds); c != "" {
 		fmt.Fprintf(stderr, "opsbot: unknown command %q: did you mean %q? (opsbot %s ...)\n", cmd, c, c)
 		return 2
@@ -207,6 +223,17 @@ func BackupTo(cfg *Config, dest string, out io.Writer) error {
 // writes it itself; with no bot running it opens the file read-only and
 // copies it. Either way dest is created exclusively and verified.
 func backup(cfg *Config, dest string) (int64, error) {
+	if cfg.State.Backend == "etcd" {
+		// Every replica and this command read the same cluster: a copy
+		// at one revision needs no bot.
+		st, cli, err := openStore(context.Background(), cfg, true)
+		if err != nil {
+			return 0, err
+		}
+		defer cli.Close()
+		defer st.Close()
+		return st.Backup(dest)
+	}
 	live := cfg.Resolve(cfg.State.Path)
 	resp, err := newAdminClient(cfg, 10*time.Minute).do(http.MethodGet, "/admin/backup", nil)
 	if err == nil {

@@ -66,6 +66,10 @@ type Config struct {
 
 // StateConfig locates the bbolt file, its backups and its key.
 type StateConfig struct {
+	// Backend is where the state lives: bbolt (one file, one process;
+	// the default) or etcd (several replicas).
+	Backend     string         `yaml:"backend"`
+	Etcd        EtcdConfig     `yaml:"etcd"`
 	Path        string         `yaml:"path"`
 	OpenTimeout flows.Duration `yaml:"open_timeout"`
 	// BackupDir is the only directory backups requested over HTTP are
@@ -75,6 +79,28 @@ type StateConfig struct {
 	// chat input recorded before its ack; unset, a key file beside the
 	// state file (<path>.key, mode 0600) is created and used.
 	KeyEnv string `yaml:"key_env"`
+}
+
+// EtcdConfig reaches the etcd cluster of the etcd backend.
+type EtcdConfig struct {
+	// Endpoints are the members' client URLs (https://10.0.0.1:2379).
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix keeps this installation's keys apart from others on the
+	// same cluster; it ends in "/".
+	Prefix string `yaml:"prefix"`
+	// CA, Cert and Key are PEM files: the CA that signed the members'
+	// certificates, and this client's certificate and key (mutual TLS).
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Username authenticates with etcd's own users; its password is read
+	// from the environment variable PasswordEnv.
+	Username    string         `yaml:"username"`
+	PasswordEnv string         `yaml:"password_env"`
+	DialTimeout flows.Duration `yaml:"dial_timeout"`
+	// LeaseTTL is how long a replica that died keeps its work before
+	// another takes it over.
+	LeaseTTL flows.Duration `yaml:"lease_ttl"`
 }
 
 // LocalConfig turns the local chat on or off. It has no login: anyone on
@@ -387,6 +413,11 @@ func LoadConfig(path string) (*Config, error) {
 func (c *Config) defaults() {
 	orDefault(&c.Listen, "127.0.0.1:8080")
 	orDefault(&c.State.Path, "data/opsbot.db")
+	orDefault(&c.State.Backend, "bbolt")
+	orDefault(&c.State.Etcd.Prefix, "opsbot/")
+	orDefault(&c.State.Etcd.PasswordEnv, "OPSBOT_ETCD_PASSWORD")
+	orPositive(&c.State.Etcd.DialTimeout, flows.Duration(5*time.Second))
+	orPositive(&c.State.Etcd.LeaseTTL, flows.Duration(5*time.Second))
 	orPositive(&c.State.OpenTimeout, flows.Duration(time.Second))
 	orDefault(&c.State.BackupDir, filepath.Join(filepath.Dir(c.State.Path), "backups"))
 	orDefault(&c.State.KeyEnv, "OPSBOT_STATE_KEY")
@@ -519,6 +550,7 @@ func (c *Config) Check(executors []string) []error {
 	} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		bad("listen: %q is not a loopback address; the local chat has no login, so keep it on 127.0.0.1", c.Listen)
 	}
+	errs = append(errs, c.checkState()...)
 	if c.Redis.PasswordEnv != "" && os.Getenv(c.Redis.PasswordEnv) == "" {
 		bad("redis.password_env: environment variable %s is not set", c.Redis.PasswordEnv)
 	}

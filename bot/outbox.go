@@ -19,6 +19,8 @@ import (
 func (b *Bot) deliverLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	// With replicas, notifications another replica queued wake this one.
+	queued := b.store.Watch(ctx, "outbox")
 	for {
 		if _, err := b.DeliverDue(ctx); err != nil && ctx.Err() == nil {
 			b.log.Error("outbox", "err", err)
@@ -28,6 +30,8 @@ func (b *Bot) deliverLoop(ctx context.Context) {
 			return
 		case <-b.engine.OutboxSignal():
 			// Gather a few milliseconds of notifications into one commit.
+			time.Sleep(10 * time.Millisecond)
+		case <-queued:
 			time.Sleep(10 * time.Millisecond)
 		case <-t.C:
 		}

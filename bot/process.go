@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"opsbot/bot/endpoint"
+	"opsbot/state"
 	"os"
 	"time"
 )
@@ -47,10 +48,15 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
-	b.wg.Add(7)
+	b.wg.Add(9)
+	go func() { defer b.wg.Done(); b.replica.Run(bg) }()
 	go func() { defer b.wg.Done(); b.audit.run(bg) }()
 	go func() { defer b.wg.Done(); b.refusals.run(bg) }()
-	go func() { defer b.wg.Done(); b.retentionLoop(bg) }()
+	// One replica at a time fires the timers, delivers the outbox, keeps
+	// the retention and settles the work of replicas that died; every
+	// replica serves chat and runs the jobs it claims.
+	go func() { defer b.wg.Done(); b.whileLeader(bg, b.retentionLoop) }()
+	go func() { defer b.wg.Done(); b.whileLeader(bg, b.orphanLoop) }()
 	go func() {
 		defer b.wg.Done()
 		if err := b.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -58,8 +64,8 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 	}()
 	go func() { defer b.wg.Done(); b.runner.Run(bg, b.grace) }()
-	go func() { defer b.wg.Done(); b.deliverLoop(bg) }()
-	go func() { defer b.wg.Done(); b.timerLoop(bg) }()
+	go func() { defer b.wg.Done(); b.whileLeader(bg, b.deliverLoop) }()
+	go func() { defer b.wg.Done(); b.whileLeader(bg, b.timerLoop) }()
 	for _, w := range b.cfg.Warnings() {
 		b.log.Warn("config: " + w)
 	}
@@ -89,9 +95,7 @@ func (b *Bot) timeouts() endpoint.Timeouts {
 // token, and the local chat when it is on, all behind the loopback guard.
 func (b *Bot) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", b.healthz)
 	mux.Handle("/admin/", adminAuth(os.Getenv(b.cfg.Admin.TokenEnv), b.cfg.Admin.TokenEnv, b.adminHandler(), b.refusals.Refuse))
 	if lc := b.Local(); lc != nil {
 		mux.Handle("/", lc.Handler())
@@ -102,6 +106,81 @@ func (b *Bot) handler() http.Handler {
 		})
 	}
 	return guard(mux, b.refusals.Refuse)
+}
+
+// whileLeader runs loop while this replica leads (on bbolt: always),
+// stopping it when the leadership is lost and starting it again when it
+// is won back, until ctx ends.
+func (b *Bot) whileLeader(ctx context.Context, loop func(context.Context)) {
+	for ctx.Err() == nil {
+		if !b.replica.Leader() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer cancel()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(100 * time.Millisecond):
+					if !b.replica.Leader() {
+						return
+					}
+				}
+			}
+		}()
+		loop(lctx)
+		close(done)
+		cancel()
+	}
+}
+
+// orphanLoop settles the jobs of replicas that lost their lease: a
+// running job is taken over within the lease TTL and a poll.
+func (b *Bot) orphanLoop(ctx context.Context) {
+	if !b.replica.Replicated() {
+		return // one process: Start settled what the last one left
+	}
+	every := min(b.replica.TTL()/4, 500*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := b.engine.Recover(ctx); err != nil && ctx.Err() == nil {
+			b.log.Error("settle the jobs of stopped replicas", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// healthz says whether this process can do its work: on etcd, whether
+// the cluster answers and this replica holds its lease (and leads).
+func (b *Bot) healthz(w http.ResponseWriter, r *http.Request) {
+	body := map[string]any{"status": "ok", "state": b.store.Backend()}
+	code := http.StatusOK
+	if b.replica.Replicated() {
+		body["replica"], body["leader"] = b.replica.ID, b.replica.Leader()
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := b.store.Ping(ctx); err != nil {
+			code, body["status"], body["etcd"] = http.StatusServiceUnavailable, "unavailable", "unreachable: "+err.Error()
+		} else if down := b.replica.Down(); down != "" {
+			code, body["status"], body["etcd"] = http.StatusServiceUnavailable, "unavailable", "no lease: "+down
+		} else {
+			body["etcd"] = "ok"
+		}
+	}
+	writeJSONReply(w, code, body)
 }
 
 // retentionLoop deletes audit entries older than the retention, a small
@@ -130,14 +209,14 @@ func (b *Bot) PruneAudit(ctx context.Context) (int, error) {
 	before := b.now().Add(-b.cfg.Audit.Retention.D())
 	total := 0
 	for ctx.Err() == nil {
-		n, err := b.store.PruneAudit(ctx, before, 500)
+		n, err := b.store.PruneAudit(ctx, before, state.PruneBatch)
 		total += n
-		if err != nil || n < 500 {
+		if err != nil || n < state.PruneBatch {
 			return total, err
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	return total, ctx.Err()
@@ -173,7 +252,7 @@ func (b *Bot) Stop() {
 		if b.cleanup != nil {
 			b.cleanup.Close()
 		}
-		b.store.Close()
+		b.closeState()
 	})
 }
 

@@ -119,7 +119,23 @@ type Config struct {
 	Validators map[string]Validator
 	// Presenter draws cards and notices; required.
 	Presenter Presenter
+	// Replicas says which processes share the state; nil: this one only.
+	Replicas Replicas
 }
+
+// Replicas is what the engine knows of the processes sharing its state:
+// its own name, which it writes on each job it claims, and whether
+// another is alive (holds its lease).
+type Replicas interface {
+	Self() string
+	Alive(ctx context.Context, id string) (bool, error)
+}
+
+// single is the only process of a state (bbolt): nobody else is alive.
+type single struct{}
+
+func (single) Self() string                                       { return "" }
+func (single) Alive(ctx context.Context, id string) (bool, error) { return false, nil }
 
 // Engine applies events to tickets through their flow's transitions table.
 type Engine struct {
@@ -139,15 +155,19 @@ type Engine struct {
 	// none does, Refresh reads nothing.
 	refreshes bool
 	// jobs and outbox are poked after a commit that queued work.
-	jobs   chan struct{}
-	outbox chan struct{}
+	jobs     chan struct{}
+	outbox   chan struct{}
+	replicas Replicas
 }
 
 // New builds an engine. Flows must already be validated.
 func New(cfg Config) *Engine {
 	e := &Engine{store: cfg.Store, dir: cfg.Directory, flows: map[string]*Flow{}, exec: cfg.Executors,
 		now: cfg.Now, log: cfg.Log, clean: cfg.Redact, validators: cfg.Validators, present: cfg.Presenter,
-		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1)}
+		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1), replicas: cfg.Replicas}
+	if e.replicas == nil {
+		e.replicas = single{}
+	}
 	if e.present == nil {
 		panic("flows.New: a Presenter is required")
 	}

@@ -89,6 +89,9 @@ const (
 	NoticeStepStarted   NoticeEvent = "step_started"
 	NoticeStepSucceeded NoticeEvent = "step_succeeded"
 	NoticeStepFailed    NoticeEvent = "step_failed"
+	// NoticeStepResumed: the replica running a step died and another one
+	// runs it again (it is safe to repeat).
+	NoticeStepResumed NoticeEvent = "step_resumed"
 )
 
 // Notices lists every notice event, for presenters to check that they
@@ -97,7 +100,7 @@ var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, Noti
 	NoticeCancelled, NoticeDone, NoticeFailed, NoticeInterrupted, NoticeExpired, NoticeReminder, NoticeEscalated,
 	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
 	NoticeBatchFailed, NoticeBatchRefused, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
-	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed}
+	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed, NoticeStepResumed}
 
 // SystemActor is who the bot's own events are by (timers, steps, look-ups).
 const SystemActor = "opsbot"

@@ -15,39 +15,113 @@ import (
 
 var errSkip = errors.New("job not runnable")
 
-// Recover settles jobs left running by a previous process: a job marked
-// safe to repeat is queued again, any other is marked interrupted and its
-// ticket fails with a retry prompt. Nothing that was recorded is lost.
+// Recover settles the jobs left running by a process that stopped: this
+// one before a restart, or another replica that lost its lease. A job
+// whose owner is alive is left alone. A job marked safe to repeat is
+// queued again (and the ticket's thread told, when another replica ran
+// it); any other is marked interrupted and its ticket fails with a retry
+// prompt. Each orphan is claimed first, so of several replicas settling
+// at once one settles it. Nothing that was recorded is lost.
 func (e *Engine) Recover(ctx context.Context) error {
 	jobs, err := e.store.ActiveJobs(ctx)
 	if err != nil {
 		return fmt.Errorf("read jobs: %w", err)
 	}
+	self := e.replicas.Self()
 	for _, j := range jobs {
 		if j.Status != state.JobRunning {
 			continue
 		}
-		if j.SafeToRepeat || j.Kind == state.JobWait {
-			if _, err := e.store.UpdateJob(ctx, j.ID, func(x *state.Job) error {
-				x.Status = state.JobQueued
-				x.NextAt = e.now()
-				return nil
-			}); err != nil {
-				return err
+		if j.Owner != "" && j.Owner != self {
+			alive, err := e.replicas.Alive(ctx, j.Owner)
+			if err != nil {
+				return fmt.Errorf("is replica %s alive: %w", j.Owner, err)
 			}
-			e.log.Info("resuming job after restart", "job", j.ID, "ticket", j.Ticket)
-			continue
+			if alive {
+				continue
+			}
 		}
-		now := e.now()
-		res := state.Result{OK: false, ExitCode: -1, Attempt: j.Attempt, Started: j.StartedAt, Ended: now,
-			Error: "opsbot stopped while this step was running; it was not repeated automatically · 执行期间机器人重启，未自动重跑"}
-		j.Status, j.Result = state.JobInterrupted, &res
-		if _, err := e.finishJob(ctx, j, EvInterrupt, res, ExecResult{}); err != nil {
+		if err := e.settleOrphan(ctx, j); err != nil && !errors.Is(err, errSkip) {
 			return err
 		}
-		e.log.Warn("job interrupted by restart", "job", j.ID, "ticket", j.Ticket)
 	}
 	return nil
+}
+
+func (e *Engine) settleOrphan(ctx context.Context, j state.Job) error {
+	owner := j.Owner
+	// Claimed: still running under the owner that stopped.
+	claim := func(x *state.Job) error {
+		if x.Status != state.JobRunning || x.Owner != owner {
+			return errSkip
+		}
+		return nil
+	}
+	if j.SafeToRepeat || j.Kind == state.JobWait {
+		if _, err := e.store.UpdateJob(ctx, j.ID, func(x *state.Job) error {
+			if err := claim(x); err != nil {
+				return err
+			}
+			x.Status, x.NextAt, x.Owner = state.JobQueued, e.now(), ""
+			return nil
+		}); err != nil {
+			return err
+		}
+		if owner != "" && owner != e.replicas.Self() {
+			e.log.Warn("taking over a job from a replica that stopped", "job", j.ID, "ticket", j.Ticket, "from", owner, "replica", e.replicas.Self())
+			e.tellResumed(ctx, j, owner)
+		} else {
+			e.log.Info("resuming job after restart", "job", j.ID, "ticket", j.Ticket)
+		}
+		poke(e.jobs)
+		return nil
+	}
+	if _, err := e.store.UpdateJob(ctx, j.ID, func(x *state.Job) error {
+		if err := claim(x); err != nil {
+			return err
+		}
+		x.Owner = e.replicas.Self()
+		return nil
+	}); err != nil {
+		return err
+	}
+	now := e.now()
+	msg := "opsbot stopped while this step was running; it was not repeated automatically · 执行期间机器人重启，未自动重跑"
+	if owner != "" && owner != e.replicas.Self() {
+		msg = fmt.Sprintf("the opsbot replica running this step (%s) stopped; it was not repeated automatically · 执行该步骤的机器人实例已停止，未自动重跑", owner)
+	}
+	res := state.Result{OK: false, ExitCode: -1, Attempt: j.Attempt, Started: j.StartedAt, Ended: now, Error: msg}
+	j.Status, j.Result = state.JobInterrupted, &res
+	if _, err := e.finishJob(ctx, j, EvInterrupt, res, ExecResult{}); err != nil {
+		return err
+	}
+	e.log.Warn("job interrupted by a stop", "job", j.ID, "ticket", j.Ticket, "owner", owner)
+	return nil
+}
+
+// tellResumed posts in the ticket's thread that another replica took the
+// step over.
+func (e *Engine) tellResumed(ctx context.Context, j state.Job, owner string) {
+	t, err := e.store.Get(ctx, j.Ticket)
+	if err != nil {
+		return
+	}
+	f := e.flows[t.Flow]
+	if f == nil {
+		return
+	}
+	raw, err := e.present.Notice(f, t, Notice{Event: NoticeStepResumed, Actor: SystemActor, Stage: j.Stage,
+		Comment: fmt.Sprintf("%s -> %s", owner, e.replicas.Self())})
+	if err != nil {
+		return
+	}
+	now := e.now()
+	if err := e.store.Enqueue(ctx, state.Notification{Ticket: t.ID, Kind: state.NotifyProgress, Message: raw, NextAt: now, Created: now,
+		Version: t.Version}); err != nil {
+		e.log.Error("tell the ticket's thread a job was taken over", "ticket", t.ID, "err", err)
+		return
+	}
+	poke(e.outbox)
 }
 
 // Runner runs jobs from the store.
@@ -169,6 +243,7 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 		x.Status = state.JobRunning
 		x.Attempt++
 		x.StartedAt = e.now()
+		x.Owner = e.replicas.Self()
 		return nil
 	})
 	if errors.Is(err, errSkip) {

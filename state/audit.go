@@ -5,29 +5,27 @@ package state
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
-func appendAudit(tx *bolt.Tx, a AuditEntry) error {
+func (s *Store) appendAudit(ctx context.Context, tx kv.Txn, a AuditEntry) error {
 	a.Seq, a.User = 0, NormName(a.User)
 	raw, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
-	return putAudit(tx, a.Ticket, a.User, raw)
+	return s.putAudit(ctx, tx, a.Ticket, a.User, raw)
 }
 
 // putAudit appends an entry encoded with a zero sequence number, and
 // indexes it by ticket and user.
-func putAudit(tx *bolt.Tx, ticket, user string, raw []byte) error {
-	b := tx.Bucket(bAudit)
-	seq, err := b.NextSequence()
+func (s *Store) putAudit(ctx context.Context, tx kv.Txn, ticket, user string, raw []byte) error {
+	seq, err := s.next(ctx, tx, "audit")
 	if err != nil {
 		return err
 	}
@@ -35,25 +33,25 @@ func putAudit(tx *bolt.Tx, ticket, user string, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := b.Put(u64(seq), v); err != nil {
+	if err := tx.Put(key(bAudit, u64(seq)), v); err != nil {
 		return err
 	}
 	if ticket != "" {
-		if err := tx.Bucket(bAuditTicket).Put(idxKey(ticket, seq), nil); err != nil {
+		if err := tx.Put(key(bAuditTicket, idxKey(ticket, seq)), nil); err != nil {
 			return err
 		}
 	}
 	if user != "" {
-		return tx.Bucket(bAuditUser).Put(idxKey(user, seq), nil)
+		return tx.Put(key(bAuditUser, idxKey(user, seq)), nil)
 	}
 	return nil
 }
 
 // Audit appends audit entries.
 func (s *Store) Audit(ctx context.Context, entries ...AuditEntry) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.db.Update(ctx, func(tx kv.Txn) error {
 		for _, a := range entries {
-			if err := appendAudit(tx, a); err != nil {
+			if err := s.appendAudit(ctx, tx, a); err != nil {
 				return err
 			}
 		}
@@ -72,25 +70,25 @@ type AuditQuery struct {
 func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) ([]AuditEntry, bool, error) {
 	var out []AuditEntry
 	more := false
-	err := s.db.View(func(tx *bolt.Tx) error {
-		entries := tx.Bucket(bAudit)
-		var next func() (uint64, bool)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out, more = nil, false
+		var next func() (uint64, bool, error)
 		switch {
 		case q.Ticket != "":
 			id := strings.ToUpper(q.Ticket)
 			if n, ok := ParseID(q.Ticket); ok {
 				id = FormatID(n)
 			}
-			next = mergeDesc(tx.Bucket(bAuditTicket), []string{id})
+			next = mergeDesc(tx, bAuditTicket, []string{id})
 		case q.User != "":
-			next = mergeDesc(tx.Bucket(bAuditUser), []string{NormName(q.User)})
+			next = mergeDesc(tx, bAuditUser, []string{NormName(q.User)})
 		default:
-			next = descNumbers(entries)
+			next = descNumbers(tx, bAudit)
 		}
 		for i := 0; ; i++ {
-			seq, ok := next()
-			if !ok {
-				return nil
+			seq, ok, err := next()
+			if err != nil || !ok {
+				return err
 			}
 			if i < offset {
 				continue
@@ -100,7 +98,7 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) (
 				return nil
 			}
 			var a AuditEntry
-			if _, err := getJSON(entries, u64(seq), &a); err != nil {
+			if _, err := getJSON(tx, key(bAudit, u64(seq)), &a); err != nil {
 				return err
 			}
 			out = append(out, a)
@@ -109,36 +107,43 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery, offset, limit int) (
 	return out, more, err
 }
 
+// PruneBatch is the most entries PruneAudit deletes at a time: each is
+// read and takes three deletes, and a transaction stays inside kv.MaxOps.
+const PruneBatch = kv.MaxOps / 5
+
 // PruneAudit deletes up to max of the oldest audit entries written before
 // before, with their index entries, in one short transaction, and returns
 // how many it deleted. Callers loop in small batches so that retention
 // never holds the writer long enough to delay a transition.
 func (s *Store) PruneAudit(ctx context.Context, before time.Time, max int) (int, error) {
+	max = min(max, PruneBatch)
 	var n int
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		n = 0
-		entries := tx.Bucket(bAudit)
-		c := entries.Cursor()
-		for k, v := c.First(); k != nil && n < max; k, v = c.First() {
+		olds, err := tx.Range(key(bAudit, nil), "", max)
+		if err != nil {
+			return err
+		}
+		for _, x := range olds {
 			var a AuditEntry
-			if err := json.Unmarshal(v, &a); err != nil {
-				return fmt.Errorf("audit entry %x: %w", k, err)
+			if err := json.Unmarshal(x.Value, &a); err != nil {
+				return fmt.Errorf("audit entry %x: %w", x.Key, err)
 			}
 			if !a.At.Before(before) {
 				return nil
 			}
-			seq := binary.BigEndian.Uint64(k)
+			seq := a.Seq
 			if a.Ticket != "" {
-				if err := tx.Bucket(bAuditTicket).Delete(idxKey(a.Ticket, seq)); err != nil {
+				if err := tx.Delete(key(bAuditTicket, idxKey(a.Ticket, seq))); err != nil {
 					return err
 				}
 			}
 			if a.User != "" {
-				if err := tx.Bucket(bAuditUser).Delete(idxKey(a.User, seq)); err != nil {
+				if err := tx.Delete(key(bAuditUser, idxKey(a.User, seq))); err != nil {
 					return err
 				}
 			}
-			if err := c.Delete(); err != nil {
+			if err := tx.Delete(x.Key); err != nil {
 				return err
 			}
 			n++

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
@@ -56,10 +55,8 @@ func samePath(a, b string) bool {
 // which fails rather than replace a file that appeared meanwhile.
 func (s *Store) Backup(path string) (int64, error) {
 	return WriteBackup(path, s.Path(), func(w io.Writer) error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			_, err := tx.WriteTo(w)
-			return err
-		})
+		_, err := s.WriteTo(w)
+		return err
 	})
 }
 

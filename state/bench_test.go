@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"opsbot/state"
+	"opsbot/state/etcdtest"
 )
 
 var (
@@ -19,7 +20,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	c, stop, err := etcdtest.StartShared(3)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "etcd:", err)
+		os.Exit(1)
+	}
+	sharedEtcd = c
 	code := m.Run()
+	stop()
 	if waitingStore != nil {
 		waitingStore.Close()
 		os.RemoveAll(benchDir)
@@ -48,7 +56,7 @@ func seed(b *testing.B, s *state.Store, n int, requester func(int) string) {
 // from many goroutines: read, check the version, append the event and
 // write the projection and indexes, batched into shared fsyncs.
 func BenchmarkTransitionParallel(b *testing.B) {
-	s := open(b)
+	s := openBolt(b)
 	ctx := context.Background()
 	seed(b, s, b.N+64, func(i int) string { return "alice" })
 	var next atomic.Int64

@@ -3,7 +3,7 @@ package state
 import (
 	"context"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 // CardRef says where a chat platform shows a ticket's card: a channel (or
@@ -23,14 +23,13 @@ type CardRef struct {
 	Task string `json:"task,omitempty"`
 }
 
-func cardKey(ticket, platform string) []byte { return []byte(ticket + "\x00" + platform) }
+func cardKey(ticket, platform string) string { return key(bCardRefs, []byte(ticket+"\x00"+platform)) }
 
 // AddCardRef records a posted card.
 func (s *Store) AddCardRef(ctx context.Context, ticket string, ref CardRef) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bCardRefs)
+	return s.db.Update(ctx, func(tx kv.Txn) error {
 		var refs []CardRef
-		if _, err := getJSON(b, cardKey(ticket, ref.Platform), &refs); err != nil {
+		if _, err := getJSON(tx, cardKey(ticket, ref.Platform), &refs); err != nil {
 			return err
 		}
 		for _, r := range refs {
@@ -38,15 +37,15 @@ func (s *Store) AddCardRef(ctx context.Context, ticket string, ref CardRef) erro
 				return nil
 			}
 		}
-		return putJSON(b, cardKey(ticket, ref.Platform), append(refs, ref))
+		return putJSON(tx, cardKey(ticket, ref.Platform), append(refs, ref))
 	})
 }
 
 // CardRefs returns the cards a platform posted for a ticket, oldest first.
 func (s *Store) CardRefs(ctx context.Context, ticket, platform string) ([]CardRef, error) {
 	var refs []CardRef
-	err := s.db.View(func(tx *bolt.Tx) error {
-		_, err := getJSON(tx.Bucket(bCardRefs), cardKey(ticket, platform), &refs)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		_, err := getJSON(tx, cardKey(ticket, platform), &refs)
 		return err
 	})
 	return refs, err
@@ -54,16 +53,15 @@ func (s *Store) CardRefs(ctx context.Context, ticket, platform string) ([]CardRe
 
 // SetCardRefs replaces a platform's card references of a ticket.
 func (s *Store) SetCardRefs(ctx context.Context, ticket, platform string, refs []CardRef) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bCardRefs), cardKey(ticket, platform), refs) })
+	return s.db.Update(ctx, func(tx kv.Txn) error { return putJSON(tx, cardKey(ticket, platform), refs) })
 }
 
 // SpendCardCode forgets the update code (TS) of the card with task id
 // task: it was used, and a code works once.
 func (s *Store) SpendCardCode(ctx context.Context, ticket, platform, task string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bCardRefs)
+	return s.db.Update(ctx, func(tx kv.Txn) error {
 		var refs []CardRef
-		if _, err := getJSON(b, cardKey(ticket, platform), &refs); err != nil {
+		if _, err := getJSON(tx, cardKey(ticket, platform), &refs); err != nil {
 			return err
 		}
 		for i := range refs {
@@ -71,6 +69,6 @@ func (s *Store) SpendCardCode(ctx context.Context, ticket, platform, task string
 				refs[i].TS = ""
 			}
 		}
-		return putJSON(b, cardKey(ticket, platform), refs)
+		return putJSON(tx, cardKey(ticket, platform), refs)
 	})
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 // bChatLog keeps the local chat's history, so the page shows it again
@@ -53,42 +53,60 @@ func (s *Store) SaveChat(ctx context.Context, put []ChatRecord, drop []ChatRecor
 		k := chatKey(r.Box, r.ID)
 		puts[i] = sealed{k, r.Rev, chatValue(r.Rev, s.seal.seal(r.Data, chatAD(k)))}
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bChatLog)
-		for _, p := range puts {
-			if old := b.Get(p.key); len(old) >= 8 && int64(binary.BigEndian.Uint64(old)) >= p.rev {
-				continue
+	// A transaction stays inside kv.MaxOps: each put is read and written.
+	const chunk = kv.MaxOps / 2
+	for len(puts) > 0 || len(drop) > 0 {
+		p := puts[:min(len(puts), chunk)]
+		puts = puts[len(p):]
+		d := drop[:min(len(drop), chunk-len(p))]
+		drop = drop[len(d):]
+		err := s.db.Update(ctx, func(tx kv.Txn) error {
+			for _, p := range p {
+				old, _, err := tx.Get(key(bChatLog, p.key))
+				if err != nil {
+					return err
+				}
+				if len(old) >= 8 && int64(binary.BigEndian.Uint64(old)) >= p.rev {
+					continue
+				}
+				if err := tx.Put(key(bChatLog, p.key), p.val); err != nil {
+					return err
+				}
 			}
-			if err := b.Put(p.key, p.val); err != nil {
-				return err
+			for _, r := range d {
+				if err := tx.Delete(key(bChatLog, chatKey(r.Box, r.ID))); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		for _, r := range drop {
-			if err := b.Delete(chatKey(r.Box, r.ID)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // ChatLog returns every kept chat entry, box by box in id order. An entry
 // that cannot be opened (the state key was changed) is skipped and
 // counted in lost: history is a convenience, not a record.
 func (s *Store) ChatLog(ctx context.Context) (out []ChatRecord, lost int, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bChatLog).ForEach(func(k, v []byte) error {
+	prefix := key(bChatLog, nil)
+	err = s.db.View(ctx, func(tx kv.Txn) error {
+		out, lost = out[:0], 0
+		return each(tx, prefix, func(full string, v []byte) (bool, error) {
+			k := []byte(full[len(prefix):])
 			if len(k) < 9 || k[len(k)-9] != 0 || len(v) < 8 {
-				return corrupt(s.db.Path(), "chat_log has a malformed record %q", k)
+				return false, corrupt(s.Path(), "chat_log has a malformed record %q", k)
 			}
 			plain, err := s.seal.open(v[8:], chatAD(k))
 			if err != nil {
 				lost++
-				return nil
+				return true, nil
 			}
 			out = append(out, ChatRecord{Box: string(k[:len(k)-9]), ID: int64(binary.BigEndian.Uint64(k[len(k)-8:])),
 				Rev: int64(binary.BigEndian.Uint64(v)), Data: plain})
-			return nil
+			return true, nil
 		})
 	})
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 // ErrDuplicate means a write was asked for by a delivery whose key was
@@ -51,7 +51,7 @@ func pendingDelivery(ctx context.Context) *delivery {
 }
 
 // recordDelivery writes d's key in tx, or fails with ErrDuplicate.
-func recordDelivery(tx *bolt.Tx, d *delivery) error {
+func recordDelivery(tx kv.Txn, d *delivery) error {
 	if d == nil {
 		return nil
 	}
@@ -68,10 +68,10 @@ func recordDelivery(tx *bolt.Tx, d *delivery) error {
 // Seen reports, without writing, whether key is recorded and unexpired.
 func (s *Store) Seen(ctx context.Context, key string, now time.Time) (bool, error) {
 	var seen bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bIdem).Get([]byte(key))
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		v, _, err := tx.Get(idemKey(key))
 		seen = len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano()
-		return nil
+		return err
 	})
 	return seen, err
 }
@@ -109,9 +109,9 @@ func pendingInbound(ctx context.Context) *inboundMark {
 }
 
 // forgetInbound deletes the marked input record in tx.
-func forgetInbound(tx *bolt.Tx, m *inboundMark) error {
+func forgetInbound(tx kv.Txn, m *inboundMark) error {
 	if m == nil {
 		return nil
 	}
-	return tx.Bucket(bInbound).Delete(u64(m.id))
+	return tx.Delete(key(bInbound, u64(m.id)))
 }

@@ -2,10 +2,11 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 var bFreezes = []byte("freezes")
@@ -22,19 +23,19 @@ type Freeze struct {
 
 // PutFreeze sets or replaces an environment's freeze.
 func (s *Store) PutFreeze(ctx context.Context, f Freeze) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bFreezes), []byte(f.Env), f) })
+	return s.db.Update(ctx, func(tx kv.Txn) error { return putJSON(tx, key(bFreezes, []byte(f.Env)), f) })
 }
 
 // DeleteFreeze lifts a freeze; it reports whether there was one.
 func (s *Store) DeleteFreeze(ctx context.Context, env string) (Freeze, bool, error) {
 	var f Freeze
 	var ok bool
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		var err error
-		if ok, err = getJSON(tx.Bucket(bFreezes), []byte(env), &f); err != nil || !ok {
+		if ok, err = getJSON(tx, key(bFreezes, []byte(env)), &f); err != nil || !ok {
 			return err
 		}
-		return tx.Bucket(bFreezes).Delete([]byte(env))
+		return tx.Delete(key(bFreezes, []byte(env)))
 	})
 	return f, ok, err
 }
@@ -42,14 +43,15 @@ func (s *Store) DeleteFreeze(ctx context.Context, env string) (Freeze, bool, err
 // Freezes lists the freezes, by environment.
 func (s *Store) Freezes(ctx context.Context) ([]Freeze, error) {
 	var out []Freeze
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bFreezes).ForEach(func(k, _ []byte) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, key(bFreezes, nil), func(_ string, v []byte) (bool, error) {
 			var f Freeze
-			if _, err := getJSON(tx.Bucket(bFreezes), k, &f); err != nil {
-				return err
+			if err := json.Unmarshal(v, &f); err != nil {
+				return false, err
 			}
 			out = append(out, f)
-			return nil
+			return true, nil
 		})
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Env < out[j].Env })

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 // Inbound is chat input a platform was told we received (its request was
@@ -43,7 +43,7 @@ func inboundAD(in Inbound) []byte {
 // key and the record are written in one transaction, so a crash between
 // them cannot lose the input nor let a replay through.
 func (s *Store) AddInbound(ctx context.Context, in Inbound, dedup string, now time.Time, ttl time.Duration) (id uint64, dup bool, err error) {
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.db.Update(ctx, func(tx kv.Txn) error {
 		id, dup = 0, false
 		if dedup != "" {
 			seen, err := remember(tx, dedup, now, ttl)
@@ -52,21 +52,20 @@ func (s *Store) AddInbound(ctx context.Context, in Inbound, dedup string, now ti
 				return err
 			}
 		}
-		b := tx.Bucket(bInbound)
 		var err error
-		if id, err = b.NextSequence(); err != nil {
+		if id, err = s.next(ctx, tx, "inbound"); err != nil {
 			return err
 		}
 		in.ID = id
 		rec := inboundRecord{Inbound: in, Sealed: s.seal.seal(in.Payload, inboundAD(in))}
-		return putJSON(b, u64(id), rec)
+		return putJSON(tx, key(bInbound, u64(id)), rec)
 	})
 	return id, dup, err
 }
 
 // DoneInbound forgets handled input.
 func (s *Store) DoneInbound(ctx context.Context, id uint64) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bInbound).Delete(u64(id)) })
+	return s.db.Update(ctx, func(tx kv.Txn) error { return tx.Delete(key(bInbound, u64(id))) })
 }
 
 // PendingInbound returns a platform's unhandled input, oldest first. A
@@ -74,14 +73,15 @@ func (s *Store) DoneInbound(ctx context.Context, id uint64) error {
 // Err set and no payload.
 func (s *Store) PendingInbound(ctx context.Context, platform string) ([]Inbound, error) {
 	var out []Inbound
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bInbound).ForEach(func(k, v []byte) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, key(bInbound, nil), func(_ string, v []byte) (bool, error) {
 			var rec inboundRecord
 			if err := json.Unmarshal(v, &rec); err != nil {
-				return err
+				return false, err
 			}
 			if rec.Platform != platform {
-				return nil
+				return true, nil
 			}
 			in := rec.Inbound
 			if rec.Sealed == nil && rec.Clear != nil {
@@ -90,7 +90,7 @@ func (s *Store) PendingInbound(ctx context.Context, platform string) ([]Inbound,
 				in.Payload, in.Err = s.seal.open(rec.Sealed, inboundAD(in))
 			}
 			out = append(out, in)
-			return nil
+			return true, nil
 		})
 	})
 	return out, err

@@ -307,33 +307,35 @@ func TestInboundIsSealedAtRest(t *testing.T) {
 // Audit retention deletes old entries with their index entries, in
 // batches, and keeps the rest.
 func TestPruneAudit(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := 0; i < 25; i++ {
-		s.Audit(ctx, state.AuditEntry{At: old.Add(time.Duration(i) * time.Hour), User: "alice", Ticket: "T-1", Action: "command"})
-	}
-	s.Audit(ctx, state.AuditEntry{At: old.AddDate(2, 0, 0), User: "alice", Ticket: "T-1", Action: "recent"})
-	total := 0
-	for {
-		n, err := s.PruneAudit(ctx, old.AddDate(1, 0, 0), 10)
-		if err != nil {
-			t.Fatal(err)
+	backends(t, func(t *testing.T, open opener) {
+		s := open(t)
+		ctx := context.Background()
+		old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+		for i := 0; i < 25; i++ {
+			s.Audit(ctx, state.AuditEntry{At: old.Add(time.Duration(i) * time.Hour), User: "alice", Ticket: "T-1", Action: "command"})
 		}
-		total += n
-		if n < 10 {
-			break
+		s.Audit(ctx, state.AuditEntry{At: old.AddDate(2, 0, 0), User: "alice", Ticket: "T-1", Action: "recent"})
+		total := 0
+		for {
+			n, err := s.PruneAudit(ctx, old.AddDate(1, 0, 0), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += n
+			if n < 10 {
+				break
+			}
 		}
-	}
-	if total != 25 {
-		t.Fatalf("pruned %d, want 25", total)
-	}
-	for _, q := range []state.AuditQuery{{}, {User: "alice"}, {Ticket: "T-1"}} {
-		e, _, _ := s.AuditLog(ctx, q, 0, 100)
-		if len(e) != 1 || e[0].Action != "recent" {
-			t.Fatalf("%+v: %+v", q, e)
+		if total != 25 {
+			t.Fatalf("pruned %d, want 25", total)
 		}
-	}
+		for _, q := range []state.AuditQuery{{}, {User: "alice"}, {Ticket: "T-1"}} {
+			e, _, _ := s.AuditLog(ctx, q, 0, 100)
+			if len(e) != 1 || e[0].Action != "recent" {
+				t.Fatalf("%+v: %+v", q, e)
+			}
+		}
+	})
 }
 
 func TestNormName(t *testing.T) {

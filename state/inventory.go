@@ -1,19 +1,23 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 var (
 	bClusters     = []byte("inv_clusters")
 	bStores       = []byte("inv_stores")
 	bClusterIndex = []byte("inv_cluster_stores") // cluster \x00 store id
+	// bClusterCount holds how many stores each cluster has, kept with the
+	// index: one key to read (and check at commit) instead of a range
+	// over every store of the cluster.
+	bClusterCount = []byte("inv_cluster_count")
 )
 
 // Cluster is a store cluster in the inventory the bot keeps.
@@ -59,81 +63,123 @@ type StoreInfo struct {
 	Updated time.Time `json:"updated"`
 }
 
-func clusterKey(cluster, id string) []byte { return []byte(cluster + "\x00" + id) }
+func clusterKey(cluster, id string) string { return key(bClusterIndex, []byte(cluster+"\x00"+id)) }
+
+func storeKey(id string) string     { return key(bStores, []byte(id)) }
+func clusterRec(name string) string { return key(bClusters, []byte(name)) }
 
 // Inventory reads every cluster and store.
 func (s *Store) Inventory(ctx context.Context) ([]Cluster, []StoreInfo, error) {
 	var cs []Cluster
 	var ss []StoreInfo
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bClusters).ForEach(func(k, v []byte) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		cs, ss = cs[:0], ss[:0]
+		if err := each(tx, key(bClusters, nil), func(_ string, v []byte) (bool, error) {
 			var c Cluster
-			if _, err := getJSON(tx.Bucket(bClusters), k, &c); err != nil {
-				return err
-			}
+			err := json.Unmarshal(v, &c)
 			cs = append(cs, c)
-			return nil
+			return err == nil, err
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bStores).ForEach(func(k, v []byte) error {
+		return each(tx, key(bStores, nil), func(_ string, v []byte) (bool, error) {
 			var st StoreInfo
-			if _, err := getJSON(tx.Bucket(bStores), k, &st); err != nil {
-				return err
-			}
+			err := json.Unmarshal(v, &st)
 			ss = append(ss, st)
-			return nil
+			return err == nil, err
 		})
 	})
 	return cs, ss, err
 }
 
-// PutInventory writes clusters and stores (insert or replace) in one
-// transaction, keeping the cluster index right.
+// PutInventory writes clusters and stores (insert or replace), keeping
+// the cluster index right. It writes a bounded number of records per
+// transaction (an import of thousands of stores does not fit one); each
+// record is whole, and an import stopped half way is finished by running
+// it again.
 func (s *Store) PutInventory(ctx context.Context, clusters []Cluster, stores []StoreInfo) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, c := range clusters {
-			if err := putJSON(tx.Bucket(bClusters), []byte(c.Name), c); err != nil {
-				return err
+	for len(clusters) > 0 {
+		chunk := clusters[:min(len(clusters), kv.MaxOps/2)]
+		clusters = clusters[len(chunk):]
+		if err := s.db.Update(ctx, func(tx kv.Txn) error {
+			for _, c := range chunk {
+				if err := putJSON(tx, clusterRec(c.Name), c); err != nil {
+					return err
+				}
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		for _, st := range stores {
-			if err := putStore(tx, st); err != nil {
-				return err
+	}
+	// A store takes at most seven operations (its record and two counts
+	// read and written, two index keys).
+	for len(stores) > 0 {
+		chunk := stores[:min(len(stores), kv.MaxOps/8)]
+		stores = stores[len(chunk):]
+		if err := s.db.Update(ctx, func(tx kv.Txn) error {
+			for _, st := range chunk {
+				if err := putStore(tx, st); err != nil {
+					return err
+				}
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-func putStore(tx *bolt.Tx, st StoreInfo) error {
+func putStore(tx kv.Txn, st StoreInfo) error {
 	var old StoreInfo
-	had, err := getJSON(tx.Bucket(bStores), []byte(st.ID), &old)
+	had, err := getJSON(tx, storeKey(st.ID), &old)
 	if err != nil {
 		return err
 	}
-	idx := tx.Bucket(bClusterIndex)
-	if had && old.Cluster != "" {
-		if err := idx.Delete(clusterKey(old.Cluster, old.ID)); err != nil {
+	if had && old.Cluster != st.Cluster && old.Cluster != "" {
+		if err := tx.Delete(clusterKey(old.Cluster, old.ID)); err != nil {
+			return err
+		}
+		if err := addCount(tx, old.Cluster, -1); err != nil {
 			return err
 		}
 	}
-	if st.Cluster != "" {
-		if err := idx.Put(clusterKey(st.Cluster, st.ID), nil); err != nil {
+	if st.Cluster != "" && (!had || old.Cluster != st.Cluster) {
+		if err := tx.Put(clusterKey(st.Cluster, st.ID), nil); err != nil {
+			return err
+		}
+		if err := addCount(tx, st.Cluster, 1); err != nil {
 			return err
 		}
 	}
-	return putJSON(tx.Bucket(bStores), []byte(st.ID), st)
+	return putJSON(tx, storeKey(st.ID), st)
 }
 
-func countIn(tx *bolt.Tx, cluster string) int {
-	n := 0
-	prefix := []byte(cluster + "\x00")
-	c := tx.Bucket(bClusterIndex).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		n++
+func countKey(cluster string) string { return key(bClusterCount, []byte(cluster)) }
+
+// countIn is how many stores a cluster has.
+func countIn(tx kv.Txn, cluster string) (int, error) {
+	raw, ok, err := tx.Get(countKey(cluster))
+	if err != nil || !ok {
+		return 0, err
 	}
-	return n
+	n, err := strconv.Atoi(string(raw))
+	if err != nil {
+		return 0, fmt.Errorf("store count of cluster %s is %q, not a number", cluster, raw)
+	}
+	return n, nil
+}
+
+func addCount(tx kv.Txn, cluster string, d int) error {
+	n, err := countIn(tx, cluster)
+	if err != nil {
+		return err
+	}
+	if n+d <= 0 {
+		return tx.Delete(countKey(cluster))
+	}
+	return tx.Put(countKey(cluster), []byte(strconv.Itoa(n+d)))
 }
 
 // Move is a change of stores to a cluster.
@@ -190,21 +236,23 @@ type MoveResult struct {
 // too, so its warning is re-armed when it falls under the threshold.
 func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 	res := MoveResult{From: map[string]string{}}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		res = MoveResult{From: map[string]string{}}
 		var to Cluster
-		ok, err := getJSON(tx.Bucket(bClusters), []byte(m.To), &to)
+		ok, err := getJSON(tx, clusterRec(m.To), &to)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("cluster %s is not in the inventory: %w", m.To, ErrNotFound)
 		}
-		res.Before = countIn(tx, m.To)
+		if res.Before, err = countIn(tx, m.To); err != nil {
+			return err
+		}
 		left := map[string]bool{}
 		for _, id := range m.Stores {
 			var st StoreInfo
-			ok, err := getJSON(tx.Bucket(bStores), []byte(id), &st)
+			ok, err := getJSON(tx, storeKey(id), &st)
 			if err != nil {
 				return err
 			}
@@ -225,7 +273,9 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 			}
 			res.Moved = append(res.Moved, id)
 		}
-		res.After = countIn(tx, m.To)
+		if res.After, err = countIn(tx, m.To); err != nil {
+			return err
+		}
 		if m.Warn == nil {
 			return nil
 		}
@@ -243,7 +293,7 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 				if err != nil {
 					return err
 				}
-				if _, err := enqueue(tx, Notification{User: w.Channel, Ticket: m.Ticket, Kind: NotifyClusterWarning,
+				if _, err := s.enqueue(ctx, tx, Notification{User: w.Channel, Ticket: m.Ticket, Kind: NotifyClusterWarning,
 					Message: raw, NextAt: m.At, Created: m.At}); err != nil {
 					return err
 				}
@@ -256,7 +306,7 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 			default:
 				return nil
 			}
-			return putJSON(tx.Bucket(bClusters), []byte(c.Name), c)
+			return putJSON(tx, clusterRec(c.Name), c)
 		}
 		if len(res.Moved) > 0 {
 			to.Ticket, to.Updated = m.Ticket, m.At
@@ -266,10 +316,13 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 		}
 		for name := range left {
 			var c Cluster
-			if ok, err := getJSON(tx.Bucket(bClusters), []byte(name), &c); err != nil || !ok {
+			if ok, err := getJSON(tx, clusterRec(name), &c); err != nil || !ok {
 				continue
 			}
-			n := countIn(tx, name)
+			n, err := countIn(tx, name)
+			if err != nil {
+				return err
+			}
 			if err := check(c, n, n); err != nil {
 				return err
 			}
@@ -281,13 +334,13 @@ func (s *Store) MoveStores(ctx context.Context, m Move) (MoveResult, error) {
 
 // PutCluster inserts or replaces one cluster, keeping its Warned flag.
 func (s *Store) PutCluster(ctx context.Context, c Cluster) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(ctx, func(tx kv.Txn) error {
 		var old Cluster
-		if ok, err := getJSON(tx.Bucket(bClusters), []byte(c.Name), &old); err != nil {
+		if ok, err := getJSON(tx, clusterRec(c.Name), &old); err != nil {
 			return err
 		} else if ok {
 			c.Warned = old.Warned
 		}
-		return putJSON(tx.Bucket(bClusters), []byte(c.Name), c)
+		return putJSON(tx, clusterRec(c.Name), c)
 	})
 }

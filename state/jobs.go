@@ -8,24 +8,24 @@ import (
 	"fmt"
 	"sort"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
-func putJob(tx *bolt.Tx, j Job) error {
-	if err := putJSON(tx.Bucket(bJobs), []byte(j.ID), j); err != nil {
+func putJob(tx kv.Txn, j Job) error {
+	if err := putJSON(tx, key(bJobs, []byte(j.ID)), j); err != nil {
 		return err
 	}
 	if j.Active() {
-		return tx.Bucket(bJobsActive).Put([]byte(j.ID), nil)
+		return tx.Put(key(bJobsActive, []byte(j.ID)), nil)
 	}
-	return tx.Bucket(bJobsActive).Delete([]byte(j.ID))
+	return tx.Delete(key(bJobsActive, []byte(j.ID)))
 }
 
 // Job returns a job by id.
 func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bJobs), []byte(id), &j)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		ok, err := getJSON(tx, key(bJobs, []byte(id)), &j)
 		if err == nil && !ok {
 			err = fmt.Errorf("job %s: %w", id, ErrNotFound)
 		}
@@ -37,27 +37,29 @@ func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 // ActiveJobs returns the jobs that are queued or running, oldest due first.
 func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
 	var out []Job
-	err := s.db.View(func(tx *bolt.Tx) error {
-		jobs := tx.Bucket(bJobs)
-		return tx.Bucket(bJobsActive).ForEach(func(k, _ []byte) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		prefix := key(bJobsActive, nil)
+		return each(tx, prefix, func(k string, _ []byte) (bool, error) {
 			var j Job
-			if _, err := getJSON(jobs, k, &j); err != nil {
-				return err
+			ok, err := getJSON(tx, key(bJobs, []byte(k[len(prefix):])), &j)
+			if ok {
+				out = append(out, j)
 			}
-			out = append(out, j)
-			return nil
+			return true, err
 		})
 	})
 	sort.Slice(out, func(a, b int) bool { return out[a].NextAt.Before(out[b].NextAt) })
 	return out, err
 }
 
-// UpdateJob changes a job in its own transaction; fn sees the stored job.
+// UpdateJob changes a job in its own transaction; fn sees the stored job
+// (and is called again when another replica changed it meanwhile).
 func (s *Store) UpdateJob(ctx context.Context, id string, fn func(j *Job) error) (Job, error) {
 	var out Job
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		var j Job
-		ok, err := getJSON(tx.Bucket(bJobs), []byte(id), &j)
+		ok, err := getJSON(tx, key(bJobs, []byte(id)), &j)
 		if err != nil {
 			return err
 		}

@@ -7,77 +7,113 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
-func enqueue(tx *bolt.Tx, n Notification) (uint64, error) {
-	b := tx.Bucket(bOutbox)
-	id, err := b.NextSequence()
+func (s *Store) enqueue(ctx context.Context, tx kv.Txn, n Notification) (uint64, error) {
+	id, err := s.next(ctx, tx, "outbox")
 	if err != nil {
 		return 0, err
 	}
 	n.ID = id
-	return id, putJSON(b, u64(id), n)
+	return id, putJSON(tx, key(bOutbox, u64(id)), n)
 }
 
 // Enqueue adds a notification to the outbox.
 func (s *Store) Enqueue(ctx context.Context, n Notification) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		_, err := enqueue(tx, n)
+	return s.db.Update(ctx, func(tx kv.Txn) error {
+		_, err := s.enqueue(ctx, tx, n)
 		return err
 	})
 }
 
 // Pending returns up to limit outbox entries due at now, oldest first.
+// One ticket's entries come in the order of the ticket's versions: with
+// replicas, numbers from two replicas' blocks need not be.
 func (s *Store) Pending(ctx context.Context, now time.Time, limit int) ([]Notification, error) {
 	var out []Notification
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, key(bOutbox, nil), func(_ string, v []byte) (bool, error) {
 			var n Notification
 			if err := json.Unmarshal(v, &n); err != nil {
-				return err
+				return false, err
 			}
 			if !n.NextAt.After(now) {
 				out = append(out, n)
 			}
-		}
-		return nil
+			return len(out) < limit, nil
+		})
 	})
+	byTicketVersion(out)
 	return out, err
+}
+
+// byTicketVersion orders each ticket's notifications by the ticket's
+// version, in the places they hold: other entries keep their order.
+func byTicketVersion(ns []Notification) {
+	slots := map[string][]int{}
+	for i, n := range ns {
+		if n.Ticket != "" {
+			slots[n.Ticket] = append(slots[n.Ticket], i)
+		}
+	}
+	for _, idx := range slots {
+		if len(idx) < 2 {
+			continue
+		}
+		group := make([]Notification, len(idx))
+		for j, i := range idx {
+			group[j] = ns[i]
+		}
+		sort.SliceStable(group, func(a, b int) bool { return group[a].Version < group[b].Version })
+		for j, i := range idx {
+			ns[i] = group[j]
+		}
+	}
 }
 
 // OutboxLen counts the undelivered notifications.
 func (s *Store) OutboxLen(ctx context.Context) (int, error) {
 	var n int
-	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bOutbox).Stats().KeyN
-		return nil
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		n = 0
+		return each(tx, key(bOutbox, nil), func(string, []byte) (bool, error) {
+			n++
+			return true, nil
+		})
 	})
 	return n, err
 }
 
 // Delivered removes notifications from the outbox.
 func (s *Store) Delivered(ctx context.Context, ids ...uint64) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		for _, id := range ids {
-			if err := tx.Bucket(bOutbox).Delete(u64(id)); err != nil {
-				return err
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), kv.MaxOps)]
+		ids = ids[len(chunk):]
+		if err := s.db.Update(ctx, func(tx kv.Txn) error {
+			for _, id := range chunk {
+				if err := tx.Delete(key(bOutbox, u64(id))); err != nil {
+					return err
+				}
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Deferred records a failed delivery: when to try again, why, and the
 // platforms that already have it, so the retry does not send it twice.
 func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason string, reached []string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bOutbox)
+	return s.db.Update(ctx, func(tx kv.Txn) error {
 		var n Notification
-		ok, err := getJSON(b, u64(id), &n)
+		ok, err := getJSON(tx, key(bOutbox, u64(id)), &n)
 		if err != nil || !ok {
 			return err
 		}
@@ -89,6 +125,6 @@ func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason 
 				n.Reached = append(n.Reached, p)
 			}
 		}
-		return putJSON(b, u64(id), n)
+		return putJSON(tx, key(bOutbox, u64(id)), n)
 	})
 }

@@ -11,16 +11,21 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"opsbot/state/kv"
+
 	bolt "go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Bucket names. Index keys are "<prefix>\x00<8-byte ticket number>" so that
-// a reverse cursor walks newest first.
+// Tables (bbolt buckets; on etcd, key prefixes). Index keys are
+// "<prefix>\x00<8-byte ticket number>" so that a reverse range walks
+// newest first.
 var (
 	bMeta        = []byte("meta")
 	bTickets     = []byte("tickets")
@@ -61,12 +66,20 @@ type Options struct {
 	Key []byte
 }
 
-// Store is opsbot's bbolt-backed state.
+// Store is opsbot's state: the domain logic over a key/value store, a
+// bbolt file (one host) or etcd (replicas).
 type Store struct {
-	db *bolt.DB
-	// nextID hands out ticket numbers without a write transaction; this
-	// process holds the file lock, so nobody else allocates.
+	db kv.DB
+	// bolt is the file on the bbolt backend (nil on etcd).
+	bolt *bolt.DB
+	// etcd is the client on the etcd backend (nil on bbolt).
+	etcd   *clientv3.Client
+	prefix string
+	// On bbolt, nextID hands out ticket numbers without a write
+	// transaction: this process holds the file lock, so nobody else
+	// allocates. On etcd, seqs hand out numbers in blocks (see kv.Sequence).
 	nextID atomic.Uint64
+	seqs   map[string]*kv.Sequence
 	seal   *sealer
 }
 
@@ -104,7 +117,7 @@ func Open(opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, seal: seal}
+	s := &Store{db: kv.NewBolt(db), bolt: db, seal: seal}
 	if opts.ReadOnly {
 		err = db.View(func(tx *bolt.Tx) error {
 			v, err := schemaVersion(tx)
@@ -117,10 +130,9 @@ func Open(opts Options) (*Store, error) {
 		err = s.migrate()
 	}
 	if err == nil {
-		err = db.View(func(tx *bolt.Tx) error {
-			s.nextID.Store(tx.Bucket(bTickets).Sequence())
-			return nil
-		})
+		var n uint64
+		n, err = s.counter(context.Background(), "tickets")
+		s.nextID.Store(n)
 	}
 	if err != nil {
 		db.Close()
@@ -129,13 +141,145 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+// EtcdOptions configures OpenEtcd.
+type EtcdOptions struct {
+	// Prefix keeps this installation's keys apart ("opsbot/").
+	Prefix string
+	// Key seals recorded chat input; every replica needs the same one.
+	Key []byte
+	// Block is how many numbers a replica reserves at a time from a
+	// sequence (ticket numbers, outbox, audit); 0 means 16.
+	Block uint64
+}
 
-// Path returns the file's path.
-func (s *Store) Path() string { return s.db.Path() }
+// OpenEtcd opens the state kept in an etcd cluster under a prefix: it
+// writes the schema on an empty prefix and refuses one written by a newer
+// opsbot. The client stays its caller's.
+func OpenEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Store, error) {
+	if opts.Prefix == "" || !strings.HasSuffix(opts.Prefix, "/") {
+		return nil, fmt.Errorf("etcd key prefix %q: it must end in '/', e.g. \"opsbot/\"", opts.Prefix)
+	}
+	seal, err := newSealer(opts.Key)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Block == 0 {
+		opts.Block = 16
+	}
+	db := kv.NewEtcd(cli, opts.Prefix)
+	s := &Store{db: db, etcd: cli, prefix: opts.Prefix, seal: seal, seqs: map[string]*kv.Sequence{}}
+	for _, name := range sequences {
+		s.seqs[name] = kv.NewSequence(db, seqKey(name), opts.Block)
+	}
+	err = db.Update(ctx, func(tx kv.Txn) error {
+		raw, ok, err := tx.Get(metaKey("schema"))
+		if err != nil {
+			return err
+		}
+		if ok {
+			v, err := strconv.Atoi(string(raw))
+			if err != nil {
+				return fmt.Errorf("etcd %s: unreadable schema version %q", opts.Prefix, raw)
+			}
+			if v > len(migrations) {
+				return fmt.Errorf("etcd %s has schema %d, this opsbot knows up to %d: refusing to downgrade", opts.Prefix, v, len(migrations))
+			}
+			// Every earlier schema only added tables, which etcd has no
+			// need to create.
+			if v == len(migrations) {
+				return nil
+			}
+		}
+		return tx.Put(metaKey("schema"), []byte(strconv.Itoa(len(migrations))))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open the state in etcd: %w", err)
+	}
+	return s, nil
+}
+
+// Backend names where the state lives: "bbolt" or "etcd".
+func (s *Store) Backend() string {
+	if s.etcd != nil {
+		return "etcd"
+	}
+	return "bbolt"
+}
+
+// KV is the key/value store under the state (for migration and checks).
+func (s *Store) KV() kv.DB { return s.db }
+
+// Close closes the file (on etcd, the client stays its owner's).
+func (s *Store) Close() error {
+	if s.bolt != nil {
+		return s.bolt.Close()
+	}
+	return nil
+}
+
+// Path returns the file's path, or where in etcd the state is.
+func (s *Store) Path() string {
+	if s.bolt != nil {
+		return s.bolt.Path()
+	}
+	return "etcd:" + strings.Join(s.etcd.Endpoints(), ",") + "/" + s.prefix
+}
+
+// The sequences a store draws numbers from.
+var sequences = []string{"tickets", "outbox", "audit", "inbound"}
+
+func metaKey(name string) string { return "meta/" + name }
+func seqKey(name string) string  { return metaKey("seq." + name) }
+
+// counter reads a sequence's last number handed out.
+func (s *Store) counter(ctx context.Context, name string) (uint64, error) {
+	var n uint64
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		var err error
+		n, err = readCounter(tx, name)
+		return err
+	})
+	return n, err
+}
+
+func readCounter(tx kv.Txn, name string) (uint64, error) {
+	raw, ok, err := tx.Get(seqKey(name))
+	if err != nil || !ok {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("sequence %s holds %q, not a number", name, raw)
+	}
+	return n, nil
+}
+
+// next hands out a sequence's next number inside tx. With one writer
+// (bbolt) the counter is read and written in the transaction; with
+// replicas (etcd) it comes from the replica's reserved block, so the
+// counter is not one key every write conflicts on.
+func (s *Store) next(ctx context.Context, tx kv.Txn, name string) (uint64, error) {
+	if seq := s.seqs[name]; seq != nil {
+		return seq.Next(ctx)
+	}
+	n, err := readCounter(tx, name)
+	if err != nil {
+		return 0, err
+	}
+	n++
+	return n, tx.Put(seqKey(name), []byte(strconv.FormatUint(n, 10)))
+}
+
+// newTicketNumber hands out a ticket number before its transaction.
+func (s *Store) newTicketNumber(ctx context.Context) (uint64, error) {
+	if seq := s.seqs["tickets"]; seq != nil {
+		return seq.Next(ctx)
+	}
+	return s.nextID.Add(1), nil
+}
 
 // migrations are applied in order; the schema version is their count.
+// They run on the bbolt file only: etcd starts at the current schema.
 var migrations = []func(tx *bolt.Tx) error{
 	func(tx *bolt.Tx) error { // 1: the initial buckets
 		for _, b := range [][]byte{bMeta, bTickets, bEvents, bIdxOpen, bIdxFlow, bIdxReq, bIdxWait,
@@ -171,6 +315,37 @@ var migrations = []func(tx *bolt.Tx) error{
 		_, err := tx.CreateBucketIfNotExists(bChatLog)
 		return err
 	},
+	func(tx *bolt.Tx) error { // 7: sequences as keys (the same on bbolt and etcd), not bucket counters
+		for name, b := range map[string][]byte{"tickets": bTickets, "outbox": bOutbox, "audit": bAudit, "inbound": bInbound} {
+			if n := tx.Bucket(b).Sequence(); n > 0 {
+				if err := tx.Bucket(bMeta).Put([]byte("seq."+name), []byte(strconv.FormatUint(n, 10))); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	},
+	func(tx *bolt.Tx) error { // 8: each cluster's store count, kept with the index
+		counts, err := tx.CreateBucketIfNotExists(bClusterCount)
+		if err != nil {
+			return err
+		}
+		n := map[string]int{}
+		if err := tx.Bucket(bClusterIndex).ForEach(func(k, _ []byte) error {
+			if c, _, ok := bytes.Cut(k, []byte{0}); ok {
+				n[string(c)]++
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for c, v := range n {
+			if err := counts.Put([]byte(c), []byte(strconv.Itoa(v))); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 // SchemaVersion is the schema this build writes.
@@ -189,7 +364,7 @@ func schemaVersion(tx *bolt.Tx) (int, error) {
 }
 
 func (s *Store) migrate() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.bolt.Update(func(tx *bolt.Tx) error {
 		v, err := schemaVersion(tx)
 		if err != nil {
 			return fmt.Errorf("read schema version: %w", err)
@@ -206,15 +381,33 @@ func (s *Store) migrate() error {
 	})
 }
 
-// WriteTo streams a consistent copy of the file.
+// WriteTo streams a consistent copy of the state as a bbolt file: the
+// file itself on bbolt, every key copied into a new file on etcd.
 func (s *Store) WriteTo(w io.Writer) (int64, error) {
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
+	if s.bolt != nil {
+		var n int64
+		err := s.bolt.View(func(tx *bolt.Tx) error {
+			var err error
+			n, err = tx.WriteTo(w)
+			return err
+		})
+		return n, err
+	}
+	dir, err := os.MkdirTemp("", "opsbot-export-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "state.db")
+	if _, err := Copy(context.Background(), s.db, path); err != nil {
+		return 0, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return io.Copy(w, f)
 }
 
 func u64(n uint64) []byte {
@@ -222,6 +415,9 @@ func u64(n uint64) []byte {
 	binary.BigEndian.PutUint64(b, n)
 	return b
 }
+
+// key names a record: its table, then the key in it.
+func key(table []byte, k []byte) string { return string(table) + "/" + string(k) }
 
 // ParseID returns the number of a ticket id such as "T-42" (or "42").
 func ParseID(id string) (uint64, bool) {
@@ -246,25 +442,80 @@ func idxKey(prefix string, num uint64) []byte {
 	return append(k, u64(num)...)
 }
 
-func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
-	raw := b.Get(key)
-	if raw == nil {
-		return false, nil
+func getJSON(tx kv.Txn, k string, v any) (bool, error) {
+	raw, ok, err := tx.Get(k)
+	if err != nil || !ok {
+		return false, err
 	}
 	return true, json.Unmarshal(raw, v)
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(tx kv.Txn, k string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return b.Put(key, raw)
+	return tx.Put(k, raw)
 }
 
-func loadTicket(tx *bolt.Tx, num uint64) (Ticket, error) {
+// page is how many keys a walk reads at a time.
+const page = 256
+
+// each calls fn for the keys with prefix, in order, reading a page at a
+// time, until fn returns false.
+func each(tx kv.Txn, prefix string, fn func(k string, v []byte) (bool, error)) error {
+	after := ""
+	for {
+		kvs, err := tx.Range(prefix, after, page)
+		if err != nil {
+			return err
+		}
+		for _, x := range kvs {
+			more, err := fn(x.Key, x.Value)
+			if err != nil || !more {
+				return err
+			}
+		}
+		if len(kvs) < page {
+			return nil
+		}
+		after = kvs[len(kvs)-1].Key
+	}
+}
+
+// revWalk walks the keys with prefix in reverse, a page at a time.
+type revWalk struct {
+	tx     kv.Txn
+	prefix string
+	before string
+	buf    []kv.KV
+	done   bool
+}
+
+func (w *revWalk) next() (kv.KV, bool, error) {
+	if len(w.buf) == 0 && !w.done {
+		kvs, err := w.tx.RangeRev(w.prefix, w.before, page)
+		if err != nil {
+			return kv.KV{}, false, err
+		}
+		w.buf, w.done = kvs, len(kvs) < page
+		if len(kvs) > 0 {
+			w.before = kvs[len(kvs)-1].Key
+		}
+	}
+	if len(w.buf) == 0 {
+		return kv.KV{}, false, nil
+	}
+	x := w.buf[0]
+	w.buf = w.buf[1:]
+	return x, true, nil
+}
+
+func ticketKey(num uint64) string { return key(bTickets, u64(num)) }
+
+func loadTicket(tx kv.Txn, num uint64) (Ticket, error) {
 	var t Ticket
-	ok, err := getJSON(tx.Bucket(bTickets), u64(num), &t)
+	ok, err := getJSON(tx, ticketKey(num), &t)
 	if err != nil {
 		return t, fmt.Errorf("decode ticket %s: %w", FormatID(num), err)
 	}
@@ -281,7 +532,7 @@ func (s *Store) Get(ctx context.Context, id string) (Ticket, error) {
 		return Ticket{}, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
 	}
 	var t Ticket
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
 		var err error
 		t, err = loadTicket(tx, num)
 		return err
@@ -296,27 +547,29 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 		return nil, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
 	}
 	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		prefix := u64(num)
-		c := tx.Bucket(bEvents).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, key(bEvents, u64(num)), func(_ string, v []byte) (bool, error) {
 			var e Event
 			if err := json.Unmarshal(v, &e); err != nil {
-				return err
+				return false, err
 			}
 			out = append(out, e)
-		}
-		return nil
+			return true, nil
+		})
 	})
 	return out, err
 }
 
 // Create allocates a ticket id and writes the first change, built by fn
 // from that id. fn runs outside the write transaction, so rendering and
-// encoding never hold the single bbolt writer; a refused change (a lock
-// held by another ticket) may leave a gap in the numbering.
+// encoding never hold the writer; a refused change (a lock held by
+// another ticket) may leave a gap in the numbering.
 func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) (Ticket, error) {
-	num := s.nextID.Add(1)
+	num, err := s.newTicketNumber(ctx)
+	if err != nil {
+		return Ticket{}, err
+	}
 	ch, err := fn(FormatID(num))
 	if err != nil {
 		return Ticket{}, err
@@ -328,21 +581,27 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 	}
 	var out Ticket
 	d, in := pendingDelivery(ctx), pendingInbound(ctx)
-	err = s.db.Batch(func(tx *bolt.Tx) error {
+	err = s.db.Update(ctx, func(tx kv.Txn) error {
 		if err := recordDelivery(tx, d); err != nil {
 			return err
 		}
 		if err := forgetInbound(tx, in); err != nil {
 			return err
 		}
-		b := tx.Bucket(bTickets)
-		if b.Sequence() < num {
-			if err := b.SetSequence(num); err != nil {
+		if s.seqs == nil {
+			// One writer: keep the counter at the highest number used.
+			last, err := readCounter(tx, "tickets")
+			if err != nil {
 				return err
+			}
+			if last < num {
+				if err := tx.Put(seqKey("tickets"), []byte(strconv.FormatUint(num, 10))); err != nil {
+					return err
+				}
 			}
 		}
 		var err error
-		out, err = apply(tx, num, nil, ch, pre)
+		out, err = s.apply(ctx, tx, num, nil, ch, pre)
 		return err
 	})
 	settled(err, d, in)
@@ -369,9 +628,9 @@ var errConflict = errors.New("ticket changed concurrently")
 // Transition reads a ticket, lets fn build the change from it, and writes
 // the change only if the ticket is still at the version fn saw (optimistic
 // concurrency: fn runs outside the write transaction and is called again
-// when another writer got there first). fn must not have side effects; its
-// errors are returned unchanged. ErrNoChange from fn writes nothing and
-// returns the ticket as it is.
+// when another writer, here or on another replica, got there first). fn
+// must not have side effects; its errors are returned unchanged.
+// ErrNoChange from fn writes nothing and returns the ticket as it is.
 func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Change, error)) (Ticket, error) {
 	num, ok := ParseID(id)
 	if !ok {
@@ -380,10 +639,10 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 	for attempt := 0; ; attempt++ {
 		var cur Ticket
 		var read []byte
-		if err := s.db.View(func(tx *bolt.Tx) error {
+		if err := s.db.View(ctx, func(tx kv.Txn) error {
 			var err error
 			cur, err = loadTicket(tx, num)
-			read = bytes.Clone(tx.Bucket(bTickets).Get(u64(num)))
+			read, _, _ = tx.Get(ticketKey(num))
 			return err
 		}); err != nil {
 			return Ticket{}, err
@@ -396,7 +655,7 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			return Ticket{}, err
 		}
 		ch.Ticket.ID = cur.ID
-		// Encoded here, outside the single writer: the transaction only
+		// Encoded here, outside the writer: the transaction only
 		// compares and puts bytes.
 		pre, err := prepare(cur.Version, ch)
 		if err != nil {
@@ -404,10 +663,14 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 		}
 		var out Ticket
 		d, in := pendingDelivery(ctx), pendingInbound(ctx)
-		err = s.db.Batch(func(tx *bolt.Tx) error {
+		err = s.db.Update(ctx, func(tx kv.Txn) error {
 			// Any change rewrites the ticket, so the same bytes mean the
 			// ticket is still at the version fn saw.
-			if !bytes.Equal(tx.Bucket(bTickets).Get(u64(num)), read) {
+			now, _, err := tx.Get(ticketKey(num))
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(now, read) {
 				return errConflict
 			}
 			if err := recordDelivery(tx, d); err != nil {
@@ -416,7 +679,7 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 			if err := forgetInbound(tx, in); err != nil {
 				return err
 			}
-			out, err = apply(tx, num, &cur, ch, pre)
+			out, err = s.apply(ctx, tx, num, &cur, ch, pre)
 			return err
 		})
 		if errors.Is(err, errConflict) && attempt < 100 {
@@ -455,6 +718,9 @@ func prepare(prev int64, ch Change) (*prepared, error) {
 	}
 	for _, n := range ch.Notify {
 		n.ID = 0
+		if n.Ticket == p.ticket.ID {
+			n.Version = p.ticket.Version
+		}
 		raw, err := json.Marshal(n)
 		if err != nil {
 			return nil, err
@@ -486,27 +752,34 @@ func seqJSON(raw []byte, field string, seq uint64) ([]byte, error) {
 }
 
 // apply writes a change encoded by prepare. old is nil for a new ticket.
-func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Ticket, error) {
+func (s *Store) apply(ctx context.Context, tx kv.Txn, num uint64, old *Ticket, ch Change, pre *prepared) (Ticket, error) {
 	t := pre.ticket
 	if pre.event != nil {
 		ek := append(u64(num), u64(uint64(t.Version))...)
-		if err := tx.Bucket(bEvents).Put(ek, pre.event); err != nil {
+		if err := tx.Put(key(bEvents, ek), pre.event); err != nil {
 			return t, err
 		}
 	}
 	// Locks: refuse a resource held by another ticket.
-	locks := tx.Bucket(bLocks)
 	for _, r := range ch.Acquire {
-		if h := locks.Get([]byte(r)); h != nil && string(h) != t.ID {
+		h, ok, err := tx.Get(key(bLocks, []byte(r)))
+		if err != nil {
+			return t, err
+		}
+		if ok && string(h) != t.ID {
 			return t, &LockedError{Resource: r, Holder: string(h)}
 		}
-		if err := locks.Put([]byte(r), []byte(t.ID)); err != nil {
+		if err := tx.Put(key(bLocks, []byte(r)), []byte(t.ID)); err != nil {
 			return t, err
 		}
 	}
 	for _, r := range ch.Release {
-		if h := locks.Get([]byte(r)); h != nil && string(h) == t.ID {
-			if err := locks.Delete([]byte(r)); err != nil {
+		h, ok, err := tx.Get(key(bLocks, []byte(r)))
+		if err != nil {
+			return t, err
+		}
+		if ok && string(h) == t.ID {
+			if err := tx.Delete(key(bLocks, []byte(r))); err != nil {
 				return t, err
 			}
 		}
@@ -514,7 +787,7 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Tick
 	if err := reindex(tx, num, old, &t); err != nil {
 		return t, err
 	}
-	if err := tx.Bucket(bTickets).Put(u64(num), pre.raw); err != nil {
+	if err := tx.Put(ticketKey(num), pre.raw); err != nil {
 		return t, err
 	}
 	for _, j := range ch.Jobs {
@@ -524,7 +797,7 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Tick
 	}
 	for _, id := range ch.CancelJobs {
 		var j Job
-		ok, err := getJSON(tx.Bucket(bJobs), []byte(id), &j)
+		ok, err := getJSON(tx, key(bJobs, []byte(id)), &j)
 		if err != nil {
 			return t, err
 		}
@@ -540,8 +813,7 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Tick
 		}
 	}
 	for _, raw := range pre.notify {
-		b := tx.Bucket(bOutbox)
-		id, err := b.NextSequence()
+		id, err := s.next(ctx, tx, "outbox")
 		if err != nil {
 			return t, err
 		}
@@ -549,29 +821,29 @@ func apply(tx *bolt.Tx, num uint64, old *Ticket, ch Change, pre *prepared) (Tick
 		if err != nil {
 			return t, err
 		}
-		if err := b.Put(u64(id), v); err != nil {
+		if err := tx.Put(key(bOutbox, u64(id)), v); err != nil {
 			return t, err
 		}
 	}
 	for _, tm := range ch.ClearTimers {
-		if err := tx.Bucket(bTimers).Delete(timerKey(tm)); err != nil {
+		if err := tx.Delete(key(bTimers, timerKey(tm))); err != nil {
 			return t, err
 		}
 	}
 	for _, tm := range ch.SetTimers {
-		if err := putJSON(tx.Bucket(bTimers), timerKey(tm), tm); err != nil {
+		if err := putJSON(tx, key(bTimers, timerKey(tm)), tm); err != nil {
 			return t, err
 		}
 	}
 	for i, raw := range pre.audit {
-		if err := putAudit(tx, ch.Audit[i].Ticket, NormName(ch.Audit[i].User), raw); err != nil {
+		if err := s.putAudit(ctx, tx, ch.Audit[i].Ticket, NormName(ch.Audit[i].User), raw); err != nil {
 			return t, err
 		}
 	}
 	return t, nil
 }
 
-func reindex(tx *bolt.Tx, num uint64, old, t *Ticket) error {
+func reindex(tx kv.Txn, num uint64, old, t *Ticket) error {
 	type idx struct {
 		b        []byte
 		old, new []string
@@ -593,15 +865,18 @@ func reindex(tx *bolt.Tx, num uint64, old, t *Ticket) error {
 		{bIdxReq, oldReq, []string{t.Requester}},
 		{bIdxWait, oldWait, t.WaitingRoles},
 	} {
-		b := tx.Bucket(ix.b)
 		for _, p := range ix.old {
-			if err := b.Delete(idxKey(p, num)); err != nil {
-				return err
+			if !slices.Contains(ix.new, p) {
+				if err := tx.Delete(key(ix.b, idxKey(p, num))); err != nil {
+					return err
+				}
 			}
 		}
 		for _, p := range ix.new {
-			if err := b.Put(idxKey(p, num), nil); err != nil {
-				return err
+			if !slices.Contains(ix.old, p) {
+				if err := tx.Put(key(ix.b, idxKey(p, num)), nil); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -611,9 +886,10 @@ func reindex(tx *bolt.Tx, num uint64, old, t *Ticket) error {
 // LockHolder returns the ticket holding a resource, or "".
 func (s *Store) LockHolder(ctx context.Context, resource string) (string, error) {
 	var h string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		h = string(tx.Bucket(bLocks).Get([]byte(resource)))
-		return nil
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		v, _, err := tx.Get(key(bLocks, []byte(resource)))
+		h = string(v)
+		return err
 	})
 	return h, err
 }
@@ -634,37 +910,38 @@ type ListPage struct {
 
 // List walks an index newest first, merging its keys, and returns the
 // tickets for which keep returns true, skipping the first offset of them.
-// It reads only the index entries it needs, never the whole ticket bucket.
+// It reads only the index entries it needs, never the whole ticket table.
 func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offset, limit int) (ListPage, error) {
 	var page ListPage
-	var bucket []byte
+	var table []byte
 	keys := ix.Keys
 	switch ix.Kind {
 	case "open":
-		bucket, keys = bIdxOpen, []string{""}
+		table, keys = bIdxOpen, []string{""}
 	case "flow":
-		bucket = bIdxFlow
+		table = bIdxFlow
 	case "requester":
-		bucket = bIdxReq
+		table = bIdxReq
 	case "waiting":
-		bucket = bIdxWait
+		table = bIdxWait
 	case "all":
-		bucket = bTickets
+		table = bTickets
 	default:
 		return page, fmt.Errorf("unknown index %q", ix.Kind)
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var next func() (uint64, bool)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		page = ListPage{}
+		var next func() (uint64, bool, error)
 		if ix.Kind == "all" {
-			next = descNumbers(tx.Bucket(bucket))
+			next = descNumbers(tx, table)
 		} else {
-			next = mergeDesc(tx.Bucket(bucket), keys)
+			next = mergeDesc(tx, table, keys)
 		}
 		skipped := 0
 		for {
-			num, ok := next()
-			if !ok {
-				return nil
+			num, ok, err := next()
+			if err != nil || !ok {
+				return err
 			}
 			t, err := loadTicket(tx, num)
 			if err != nil {
@@ -687,89 +964,110 @@ func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offs
 	return page, err
 }
 
-// descNumbers walks a bucket keyed by 8-byte numbers, highest first.
-func descNumbers(b *bolt.Bucket) func() (uint64, bool) {
-	c := b.Cursor()
-	k, _ := c.Last()
-	return func() (uint64, bool) {
-		if k == nil {
-			return 0, false
+// descNumbers walks a table keyed by 8-byte numbers, highest first.
+func descNumbers(tx kv.Txn, table []byte) func() (uint64, bool, error) {
+	w := &revWalk{tx: tx, prefix: key(table, nil)}
+	skip := len(w.prefix)
+	return func() (uint64, bool, error) {
+		for {
+			x, ok, err := w.next()
+			if err != nil || !ok {
+				return 0, false, err
+			}
+			if len(x.Key) == skip+8 {
+				return binary.BigEndian.Uint64([]byte(x.Key[skip:])), true, nil
+			}
 		}
-		n := binary.BigEndian.Uint64(k)
-		k, _ = c.Prev()
-		return n, true
 	}
 }
 
 // mergeDesc merges the index entries of several prefixes, highest ticket
 // number first, without duplicates.
-func mergeDesc(b *bolt.Bucket, prefixes []string) func() (uint64, bool) {
-	heads := make([]*cursorHead, 0, len(prefixes))
+func mergeDesc(tx kv.Txn, table []byte, prefixes []string) func() (uint64, bool, error) {
+	heads := make([]*walkHead, 0, len(prefixes))
 	for _, p := range prefixes {
-		h := &cursorHead{c: b.Cursor(), prefix: append([]byte(p), 0)}
-		// Seek past the prefix's last key, then step back.
-		end := append(append([]byte{}, h.prefix...), bytes.Repeat([]byte{0xff}, 9)...)
-		k, _ := h.c.Seek(end)
-		if k == nil {
-			k, _ = h.c.Last()
-		} else {
-			k, _ = h.c.Prev()
-		}
-		h.settle(k)
+		h := &walkHead{w: &revWalk{tx: tx, prefix: key(table, append([]byte(p), 0))}}
 		heads = append(heads, h)
 	}
+	started := false
 	var last uint64
-	return func() (uint64, bool) {
+	return func() (uint64, bool, error) {
+		if !started {
+			started = true
+			for _, h := range heads {
+				if err := h.settle(); err != nil {
+					return 0, false, err
+				}
+			}
+		}
 		for {
-			var best *cursorHead
+			var best *walkHead
 			for _, h := range heads {
 				if h.ok && (best == nil || h.num > best.num) {
 					best = h
 				}
 			}
 			if best == nil {
-				return 0, false
+				return 0, false, nil
 			}
 			n := best.num
-			k, _ := best.c.Prev()
-			best.settle(k)
+			if err := best.settle(); err != nil {
+				return 0, false, err
+			}
 			if n == last {
 				continue
 			}
 			last = n
-			return n, true
+			return n, true, nil
 		}
 	}
 }
 
-type cursorHead struct {
-	c      *bolt.Cursor
-	prefix []byte
-	num    uint64
-	ok     bool
+type walkHead struct {
+	w   *revWalk
+	num uint64
+	ok  bool
 }
 
-// settle moves the head to the next well-formed key of its prefix at or
-// before k. Keys that share the prefix but are not "<prefix><8 bytes>"
-// (another name that starts with this one and a NUL, a key written by a
-// damaged or older build) are skipped, not taken as the prefix's end.
-func (h *cursorHead) settle(k []byte) {
-	for k != nil && bytes.HasPrefix(k, h.prefix) && len(k) != len(h.prefix)+8 {
-		k, _ = h.c.Prev()
-	}
-	h.ok = k != nil && len(k) == len(h.prefix)+8 && bytes.HasPrefix(k, h.prefix)
-	if h.ok {
-		h.num = binary.BigEndian.Uint64(k[len(h.prefix):])
+// settle moves the head to the next well-formed key of its prefix. Keys
+// that share the prefix but are not "<prefix><8 bytes>" (another name that
+// starts with this one and a NUL, a key written by a damaged or older
+// build) are skipped, not taken as the prefix's end.
+func (h *walkHead) settle() error {
+	for {
+		x, ok, err := h.w.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			h.ok = false
+			return nil
+		}
+		if len(x.Key) == len(h.w.prefix)+8 {
+			h.ok, h.num = true, binary.BigEndian.Uint64([]byte(x.Key[len(h.w.prefix):]))
+			return nil
+		}
 	}
 }
 
-// Used is the size of the pages in use: what the state takes, without the
-// room a file keeps at its end for growth.
+// Used is the size of the state: on bbolt the pages in use, without the
+// room a file keeps at its end for growth; on etcd the database size the
+// cluster reports (every installation on it together).
 func (s *Store) Used() int64 {
 	var n int64
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Size()
-		return nil
-	})
-	return n
+	if s.bolt != nil {
+		_ = s.bolt.View(func(tx *bolt.Tx) error {
+			n = tx.Size()
+			return nil
+		})
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, ep := range s.etcd.Endpoints() {
+		if st, err := s.etcd.Status(ctx, ep); err == nil {
+			return st.DbSize
+		}
+	}
+	return 0
 }

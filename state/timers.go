@@ -8,7 +8,7 @@ import (
 	"encoding/json"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
 func timerKey(t Timer) []byte {
@@ -22,21 +22,25 @@ func timerKey(t Timer) []byte {
 func (s *Store) DueTimers(ctx context.Context, now time.Time) ([]Timer, error) {
 	var out []Timer
 	limit := u64(uint64(now.UnixNano()))
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bTimers).Cursor()
-		for k, v := c.First(); k != nil && bytes.Compare(k[:8], limit) <= 0; k, v = c.Next() {
+	prefix := key(bTimers, nil)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, prefix, func(k string, v []byte) (bool, error) {
+			if len(k) < len(prefix)+8 || bytes.Compare([]byte(k[len(prefix):len(prefix)+8]), limit) > 0 {
+				return false, nil
+			}
 			var t Timer
 			if err := json.Unmarshal(v, &t); err != nil {
-				return err
+				return false, err
 			}
 			out = append(out, t)
-		}
-		return nil
+			return true, nil
+		})
 	})
 	return out, err
 }
 
 // DeleteTimer removes a timer that no longer applies.
 func (s *Store) DeleteTimer(ctx context.Context, t Timer) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bTimers).Delete(timerKey(t)) })
+	return s.db.Update(ctx, func(tx kv.Txn) error { return tx.Delete(key(bTimers, timerKey(t))) })
 }

@@ -186,6 +186,10 @@ type Job struct {
 	// CancelRequested is set when the ticket moved on while the job ran:
 	// the job ends instead of being queued again.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Owner is the replica that claimed the job when it started running
+	// (see Replica); a running job whose owner lost its lease is settled
+	// by another replica.
+	Owner string `json:"owner,omitempty"`
 }
 
 // UndoStep is how to reverse one side effect: What says what was changed,
@@ -241,6 +245,10 @@ type Notification struct {
 	NextAt    time.Time       `json:"next_at"`
 	LastError string          `json:"last_error,omitempty"`
 	Created   time.Time       `json:"created"`
+	// Version is the ticket's version the notification was written at:
+	// the order of one ticket's notifications, whichever replica wrote
+	// them.
+	Version int64 `json:"version,omitempty"`
 	// Reached lists the platforms that already have it, so a retry after a
 	// partial failure does not send it twice.
 	Reached []string `json:"reached,omitempty"`

@@ -2,15 +2,18 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"opsbot/state/kv"
 )
 
-func platformKey(platform, id string) []byte { return []byte(platform + ":" + id) }
+func platformKey(platform, id string) string { return key(bUserIDs, []byte(platform+":"+id)) }
+
+func userKey(name string) string { return key(bUsers, []byte(name)) }
 
 // PutUser creates or updates a user's display name and platform ids. Roles
 // are left as they are: they change only through Grant and Revoke.
@@ -29,10 +32,9 @@ func (s *Store) PutUser(ctx context.Context, u User) (User, error) {
 		}
 	}
 	var out User
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		users, ids := tx.Bucket(bUsers), tx.Bucket(bUserIDs)
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		var cur User
-		if _, err := getJSON(users, []byte(u.Name), &cur); err != nil {
+		if _, err := getJSON(tx, userKey(u.Name), &cur); err != nil {
 			return err
 		}
 		cur.Name = u.Name
@@ -49,21 +51,25 @@ func (s *Store) PutUser(ctx context.Context, u User) (User, error) {
 			if id == "" {
 				continue
 			}
-			if owner := ids.Get(platformKey(p, id)); owner != nil && string(owner) != u.Name {
+			owner, ok, err := tx.Get(platformKey(p, id))
+			if err != nil {
+				return err
+			}
+			if ok && string(owner) != u.Name {
 				return fmt.Errorf("%s id %s already belongs to user %s", p, id, owner)
 			}
 			if old, ok := cur.IDs[p]; ok && old != id {
-				if err := ids.Delete(platformKey(p, old)); err != nil {
+				if err := tx.Delete(platformKey(p, old)); err != nil {
 					return err
 				}
 			}
 			cur.IDs[p] = id
-			if err := ids.Put(platformKey(p, id), []byte(u.Name)); err != nil {
+			if err := tx.Put(platformKey(p, id), []byte(u.Name)); err != nil {
 				return err
 			}
 		}
 		out = cur
-		return putJSON(users, []byte(u.Name), cur)
+		return putJSON(tx, userKey(u.Name), cur)
 	})
 	return out, err
 }
@@ -71,8 +77,8 @@ func (s *Store) PutUser(ctx context.Context, u User) (User, error) {
 // User returns a user by name, case-insensitively.
 func (s *Store) User(ctx context.Context, name string) (User, error) {
 	var u User
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bUsers), []byte(NormName(name)), &u)
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		ok, err := getJSON(tx, userKey(NormName(name)), &u)
 		if err == nil && !ok {
 			err = fmt.Errorf("user %s: %w", NormName(name), ErrNotFound)
 		}
@@ -84,12 +90,15 @@ func (s *Store) User(ctx context.Context, name string) (User, error) {
 // UserByPlatform returns the user known on a platform under id.
 func (s *Store) UserByPlatform(ctx context.Context, platform, id string) (User, error) {
 	var u User
-	err := s.db.View(func(tx *bolt.Tx) error {
-		name := tx.Bucket(bUserIDs).Get(platformKey(platform, id))
-		if name == nil {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		name, ok, err := tx.Get(platformKey(platform, id))
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return fmt.Errorf("%s user %s: %w", platform, id, ErrNotFound)
 		}
-		_, err := getJSON(tx.Bucket(bUsers), name, &u)
+		_, err = getJSON(tx, userKey(string(name)), &u)
 		return err
 	})
 	return u, err
@@ -98,14 +107,15 @@ func (s *Store) UserByPlatform(ctx context.Context, platform, id string) (User, 
 // Users returns every user, by name.
 func (s *Store) Users(ctx context.Context) ([]User, error) {
 	var out []User
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bUsers).ForEach(func(k, v []byte) error {
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, key(bUsers, nil), func(_ string, v []byte) (bool, error) {
 			var u User
-			if _, err := getJSON(tx.Bucket(bUsers), k, &u); err != nil {
-				return err
+			if err := json.Unmarshal(v, &u); err != nil {
+				return false, err
 			}
 			out = append(out, u)
-			return nil
+			return true, nil
 		})
 	})
 	return out, err
@@ -114,25 +124,24 @@ func (s *Store) Users(ctx context.Context) ([]User, error) {
 // Grant gives a role to a user; it reports false when the user already had it.
 // The user must exist.
 func (s *Store) Grant(ctx context.Context, role, user string, audit ...AuditEntry) (bool, error) {
-	return s.setRole(role, user, true, audit)
+	return s.setRole(ctx, role, user, true, audit)
 }
 
 // Revoke takes a role from a user; it reports false when the user did not have it.
 func (s *Store) Revoke(ctx context.Context, role, user string, audit ...AuditEntry) (bool, error) {
-	return s.setRole(role, user, false, audit)
+	return s.setRole(ctx, role, user, false, audit)
 }
 
-func (s *Store) setRole(role, user string, grant bool, audit []AuditEntry) (bool, error) {
+func (s *Store) setRole(ctx context.Context, role, user string, grant bool, audit []AuditEntry) (bool, error) {
 	role, user = NormName(role), NormName(user)
 	if err := CheckName("role", role); err != nil {
 		return false, err
 	}
 	var changed bool
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		changed = false
-		users := tx.Bucket(bUsers)
 		var u User
-		ok, err := getJSON(users, []byte(user), &u)
+		ok, err := getJSON(tx, userKey(user), &u)
 		if err != nil {
 			return err
 		}
@@ -144,39 +153,38 @@ func (s *Store) setRole(role, user string, grant bool, audit []AuditEntry) (bool
 			return nil
 		}
 		changed = true
-		members := tx.Bucket(bRoleMembers)
-		key := []byte(role + "\x00" + user)
+		mk := key(bRoleMembers, []byte(role+"\x00"+user))
 		if grant {
 			u.Roles = append(u.Roles, role)
 			sort.Strings(u.Roles)
-			err = members.Put(key, nil)
+			err = tx.Put(mk, nil)
 		} else {
 			u.Roles = slices.DeleteFunc(u.Roles, func(r string) bool { return r == role })
-			err = members.Delete(key)
+			err = tx.Delete(mk)
 		}
 		if err != nil {
 			return err
 		}
 		for _, a := range audit {
-			if err := appendAudit(tx, a); err != nil {
+			if err := s.appendAudit(ctx, tx, a); err != nil {
 				return err
 			}
 		}
-		return putJSON(users, []byte(user), u)
+		return putJSON(tx, userKey(user), u)
 	})
 	return changed, err
 }
 
 // RoleMembers returns the users holding a role, by name.
 func (s *Store) RoleMembers(ctx context.Context, role string) ([]string, error) {
-	prefix := []byte(NormName(role) + "\x00")
+	prefix := key(bRoleMembers, []byte(NormName(role)+"\x00"))
 	var out []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bRoleMembers).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, _ = c.Next() {
-			out = append(out, string(k[len(prefix):]))
-		}
-		return nil
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		out = out[:0]
+		return each(tx, prefix, func(k string, _ []byte) (bool, error) {
+			out = append(out, k[len(prefix):])
+			return true, nil
+		})
 	})
 	return out, err
 }

@@ -140,6 +140,7 @@ var noticeTitles = map[string]string{
 	"stage_passed":          "✅ {id} {passed} 已通过 passed ({actor}):",
 	"step_succeeded":        "✅ {id} 步骤成功 step succeeded:",
 	"step_failed":           "❌ {id} 步骤失败 step failed:",
+	"step_resumed":          "🔄 {id} 执行 {stage} 的机器人实例已停止，另一实例接手重新执行 the replica running {stage} stopped; another replica took it over and runs it again:",
 }
 
 // NoticeEvents lists the notice events that have their own wording.

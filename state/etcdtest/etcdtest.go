@@ -54,7 +54,7 @@ func (m *Member) Running() bool {
 
 // Cluster is a running etcd cluster.
 type Cluster struct {
-	t       testing.TB
+	t       failer
 	bin     string
 	initial string
 	extra   []string
@@ -68,15 +68,69 @@ const (
 	election  = 500 * time.Millisecond
 )
 
+// failer is what the harness needs of a test: testing.TB, or a
+// process-wide stand-in for a cluster shared by a package's tests.
+type failer interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // Start runs an n-member cluster and waits until it answers. Flags are
 // given to every member (e.g. "--quota-backend-bytes", "16777216").
 func Start(t testing.TB, n int, flags ...string) *Cluster {
 	t.Helper()
-	bin, err := Binary()
+	c, err := start(t, t.TempDir(), n, flags)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+// panicker fails by panicking with the message; StartShared recovers it.
+type panicker struct{}
+
+type failure string
+
+func (panicker) Helper()                           {}
+func (panicker) Fatal(args ...any)                 { panic(failure(fmt.Sprint(args...))) }
+func (panicker) Fatalf(format string, args ...any) { panic(failure(fmt.Sprintf(format, args...))) }
+
+// StartShared runs an n-member cluster for a whole test binary (from
+// TestMain): tests share it under key prefixes of their own. stop ends
+// it and removes its directory.
+func StartShared(n int) (c *Cluster, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "etcdtest-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(failure)
+			if !ok {
+				panic(r)
+			}
+			if c != nil {
+				c.stopAll()
+			}
+			os.RemoveAll(dir)
+			c, stop, err = nil, nil, errors.New(string(f))
+		}
+	}()
+	c, err = start(panicker{}, dir, n, nil)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return c, func() { c.stopAll(); os.RemoveAll(dir) }, nil
+}
+
+func start(t failer, base string, n int, flags []string) (*Cluster, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{t: t, bin: bin, extra: flags}
 	var initial []string
 	for i := 0; i < n; i++ {
@@ -86,19 +140,19 @@ func Start(t testing.TB, n int, flags ...string) *Cluster {
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
 	c.initial = strings.Join(initial, ",")
-	t.Cleanup(c.stopAll)
 	for i := range c.Members {
 		c.start(i, "new")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := c.WaitLeader(ctx); err != nil {
-		t.Fatalf("etcd cluster did not elect a leader: %v\n%s", err, c.Logs())
+		c.stopAll()
+		return nil, fmt.Errorf("etcd cluster did not elect a leader: %v\n%s", err, c.Logs())
 	}
-	return c
+	return c, nil
 }
 
-func freeAddr(t testing.TB) string {
+func freeAddr(t failer) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

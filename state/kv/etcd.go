@@ -96,6 +96,9 @@ func (t *etcdTxn) Get(key string) ([]byte, bool, error) {
 	if v, ok, found := t.w.get(key); found {
 		return v, ok, nil
 	}
+	if _, _, err := Table(key); err != nil {
+		return nil, false, err
+	}
 	resp, err := t.e.cli.Get(t.ctx, t.e.prefix+key, t.opts()...)
 	if err != nil {
 		return nil, false, fmt.Errorf("kv: get %s: %w", key, err)
@@ -113,16 +116,36 @@ func (t *etcdTxn) Get(key string) ([]byte, bool, error) {
 }
 
 func (t *etcdTxn) Range(prefix, after string, limit int) ([]KV, error) {
-	from := prefix
-	if after >= prefix {
-		from = after + "\x00"
+	return t.scan(prefix, after, limit, false)
+}
+
+func (t *etcdTxn) RangeRev(prefix, before string, limit int) ([]KV, error) {
+	return t.scan(prefix, before, limit, true)
+}
+
+// scan reads the keys with prefix after bound (forward) or before it
+// (rev; "" is no bound) at the snapshot, records what it read for the
+// commit's checks, and lays the transaction's writes over it.
+func (t *etcdTxn) scan(prefix, bound string, limit int, rev bool) ([]KV, error) {
+	if _, _, err := Table(prefix); err != nil {
+		return nil, err
 	}
-	end := prefixEnd(prefix)
+	from, end := prefix, prefixEnd(prefix)
+	order := clientv3.SortAscend
+	if !rev && bound >= prefix {
+		from = bound + "\x00"
+	}
+	if rev {
+		order = clientv3.SortDescend
+		if bound != "" && (end == "" || bound < end) {
+			end = bound
+		}
+	}
 	want := int64(limit)
 	if want > 0 {
 		want += int64(len(t.w.order)) // writes may hide some
 	}
-	opts := []clientv3.OpOption{clientv3.WithRange(t.e.rangeEnd(end)), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+	opts := []clientv3.OpOption{clientv3.WithRange(t.e.rangeEnd(end)), clientv3.WithSort(clientv3.SortByKey, order)}
 	if want > 0 {
 		opts = append(opts, clientv3.WithLimit(want))
 	}
@@ -143,10 +166,46 @@ func (t *etcdTxn) Range(prefix, after string, limit int) ([]KV, error) {
 	if want > 0 && resp.More && len(out) > 0 {
 		// Only the part read counts: a key past the last one returned
 		// does not change what this transaction saw.
-		rr.end = out[len(out)-1].Key + "\x00"
+		if last := out[len(out)-1].Key; rev {
+			rr.from = last
+		} else {
+			rr.end = last + "\x00"
+		}
 	}
 	t.ranges = append(t.ranges, rr)
-	return t.w.overlay(out, prefix, after, limit), nil
+	if rev {
+		return t.w.overlayRev(out, prefix, bound, limit), nil
+	}
+	return t.w.overlay(out, prefix, bound, limit), nil
+}
+
+// Export implements DB: every key of the installation at one revision,
+// read a page at a time.
+func (e *Etcd) Export(ctx context.Context, fn func(key string, value []byte) error) error {
+	from, end := e.prefix, prefixEnd(e.prefix)
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := e.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return fmt.Errorf("kv: export: %w", err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if err := fn(string(kv.Key[len(e.prefix):]), kv.Value); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // rangeEnd is the etcd range end of a key range ending at end ("": to the

@@ -6,7 +6,11 @@
 //   - Update is serializable: the keys and ranges a transaction read are
 //     checked when it commits, and it runs again when another writer
 //     changed them (optimistic; fn must have no side effects).
-//   - Range returns keys in byte order, after a key, up to a limit.
+//   - A key is "table/rest": the table names what the key is (tickets,
+//     events, an index); a range's prefix names its table. bbolt keeps a
+//     table as a bucket, etcd under the installation's prefix.
+//   - Range returns keys in byte order, after a key, up to a limit;
+//     RangeRev in reverse, before a key.
 //   - A transaction writes at most MaxOps keys and reads within MaxOps
 //     checks; a value is at most MaxValue bytes. Past either, the
 //     transaction fails with ErrTooLarge and writes nothing: etcd's own
@@ -17,6 +21,7 @@ package kv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -38,6 +43,9 @@ var ErrTooLarge = errors.New("kv: transaction too large")
 // ErrReadOnly says a View tried to write.
 var ErrReadOnly = errors.New("kv: write in a read-only transaction")
 
+// ErrBadKey says a key or a range prefix names no table ("table/...").
+var ErrBadKey = errors.New(`kv: a key is "table/rest"`)
+
 // ErrConflict says Update gave up after MaxRetries conflicts.
 var ErrConflict = errors.New("kv: too many conflicting writers")
 
@@ -55,6 +63,9 @@ type Txn interface {
 	// Range returns the keys with prefix that sort after after ("" for
 	// the first), in order, at most limit of them (0: no limit).
 	Range(prefix, after string, limit int) ([]KV, error)
+	// RangeRev returns the keys with prefix that sort before before (""
+	// for the last), in reverse order, at most limit of them.
+	RangeRev(prefix, before string, limit int) ([]KV, error)
 	Put(key string, value []byte) error
 	Delete(key string) error
 }
@@ -66,7 +77,27 @@ type DB interface {
 	// Update runs fn in a serializable transaction and commits its
 	// writes; fn runs again if what it read changed meanwhile.
 	Update(ctx context.Context, fn func(Txn) error) error
+	// Export calls fn for every key, table by table in key order, from
+	// one consistent snapshot.
+	Export(ctx context.Context, fn func(key string, value []byte) error) error
 	Close() error
+}
+
+// Table returns the table of a key or range prefix ("tickets" of
+// "tickets/\x00..."), and the rest.
+func Table(key string) (table, rest string, err error) {
+	table, rest, ok := strings.Cut(key, "/")
+	if !ok || table == "" {
+		return "", "", fmt.Errorf("%w, not %q", ErrBadKey, clip(key))
+	}
+	return table, rest, nil
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
 }
 
 // prefixEnd is the first key after every key with prefix ("" when none).
@@ -126,12 +157,18 @@ func (b *buffered) Put(key string, value []byte) error {
 	if !b.write {
 		return ErrReadOnly
 	}
+	if _, _, err := Table(key); err != nil {
+		return err
+	}
 	return b.w.put(key, value)
 }
 
 func (b *buffered) Delete(key string) error {
 	if !b.write {
 		return ErrReadOnly
+	}
+	if _, _, err := Table(key); err != nil {
+		return err
 	}
 	b.w.del(key)
 	return nil
@@ -149,8 +186,17 @@ func (w *writes) get(key string) (value []byte, ok, found bool) {
 	return nil, false, false
 }
 
-// overlay merges the buffered writes under prefix into a range read.
+// overlay merges the buffered writes under prefix into a range read:
+// keys after after, or with rev keys before before, in reverse.
 func (w *writes) overlay(in []KV, prefix, after string, limit int) []KV {
+	return w.merge(in, prefix, func(k string) bool { return k > after }, limit, false)
+}
+
+func (w *writes) overlayRev(in []KV, prefix, before string, limit int) []KV {
+	return w.merge(in, prefix, func(k string) bool { return before == "" || k < before }, limit, true)
+}
+
+func (w *writes) merge(in []KV, prefix string, inside func(string) bool, limit int, rev bool) []KV {
 	if len(w.order) == 0 {
 		return in
 	}
@@ -159,7 +205,7 @@ func (w *writes) overlay(in []KV, prefix, after string, limit int) []KV {
 		m[kv.Key] = kv.Value
 	}
 	for _, k := range w.order {
-		if len(k) < len(prefix) || k[:len(prefix)] != prefix || k <= after {
+		if !strings.HasPrefix(k, prefix) || !inside(k) {
 			continue
 		}
 		if w.dels[k] {
@@ -173,6 +219,9 @@ func (w *writes) overlay(in []KV, prefix, after string, limit int) []KV {
 		out = append(out, KV{Key: k, Value: v})
 	}
 	sortKVs(out)
+	if rev {
+		slices.Reverse(out)
+	}
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

@@ -30,7 +30,7 @@ func backends(t *testing.T, test func(t *testing.T, db kv.DB)) {
 		cli := c.Client()
 		defer cli.Close()
 		// Another installation's keys on the same cluster stay apart.
-		if _, err := cli.Put(context.Background(), "other/a", "not ours"); err != nil {
+		if _, err := cli.Put(context.Background(), "other/t/a", "not ours"); err != nil {
 			t.Fatal(err)
 		}
 		test(t, kv.NewEtcd(cli, "opsbot/"))
@@ -80,7 +80,7 @@ func TestPutGetDeleteRange(t *testing.T) {
 			if _, ok, err := tx.Get("t/9"); ok || err != nil {
 				return fmt.Errorf("absent key: %v %v", ok, err)
 			}
-			if _, ok, err := tx.Get("a"); ok || err != nil {
+			if _, ok, err := tx.Get("t/a"); ok || err != nil {
 				return fmt.Errorf("another installation's key: %v %v", ok, err)
 			}
 			return nil
@@ -112,6 +112,48 @@ func TestPutGetDeleteRange(t *testing.T) {
 			}
 			return nil
 		})
+		// In reverse, from the end or before a key, with the
+		// transaction's own writes.
+		err = db.Update(c, func(tx kv.Txn) error {
+			all, err := tx.RangeRev("t/", "", 0)
+			if err != nil || keys(all) != "t/4,t/3,t/1" {
+				return fmt.Errorf("reverse range: %s %v", keys(all), err)
+			}
+			page, err := tx.RangeRev("t/", "t/4", 1)
+			if err != nil || keys(page) != "t/3" {
+				return fmt.Errorf("reverse page before t/4: %s %v", keys(page), err)
+			}
+			if err := tx.Put("t/35", []byte("x")); err != nil {
+				return err
+			}
+			if err := tx.Delete("t/3"); err != nil {
+				return err
+			}
+			page, err = tx.RangeRev("t/", "t/4", 2)
+			if err != nil || keys(page) != "t/35,t/1" {
+				return fmt.Errorf("reverse over own writes: %s %v", keys(page), err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A key names its table.
+		err = db.Update(c, func(tx kv.Txn) error { return tx.Put("untabled", []byte("x")) })
+		if !errors.Is(err, kv.ErrBadKey) {
+			t.Fatalf("a key without a table: %v", err)
+		}
+		// Export gives every key of this installation, tables in order.
+		var exported []string
+		if err := db.Export(c, func(k string, v []byte) error {
+			exported = append(exported, k+"="+string(v))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(exported, ","); got != "s/9=vs/9,t/1=vt/1,t/35=x,t/4=v4,u/1=vu/1" {
+			t.Fatalf("export: %s", got)
+		}
 	})
 }
 
@@ -129,12 +171,12 @@ func TestNoLostUpdates(t *testing.T) {
 				defer wg.Done()
 				for i := 0; i < each; i++ {
 					err := db.Update(c, func(tx kv.Txn) error {
-						v, _, err := tx.Get("counter")
+						v, _, err := tx.Get("c/counter")
 						if err != nil {
 							return err
 						}
 						n, _ := strconv.Atoi(string(v))
-						return tx.Put("counter", []byte(strconv.Itoa(n+1)))
+						return tx.Put("c/counter", []byte(strconv.Itoa(n+1)))
 					})
 					if err != nil {
 						errs <- err
@@ -149,7 +191,7 @@ func TestNoLostUpdates(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = db.View(c, func(tx kv.Txn) error {
-			v, _, _ := tx.Get("counter")
+			v, _, _ := tx.Get("c/counter")
 			if string(v) != strconv.Itoa(workers*each) {
 				t.Fatalf("counter %s, want %d", v, workers*each)
 			}
@@ -212,7 +254,7 @@ func TestLimits(t *testing.T) {
 		if !errors.Is(err, kv.ErrTooLarge) {
 			t.Fatalf("%d writes in one transaction: %v", kv.MaxOps+1, err)
 		}
-		err = db.Update(c, func(tx kv.Txn) error { return tx.Put("big", make([]byte, kv.MaxValue+1)) })
+		err = db.Update(c, func(tx kv.Txn) error { return tx.Put("t/big", make([]byte, kv.MaxValue+1)) })
 		if !errors.Is(err, kv.ErrTooLarge) {
 			t.Fatalf("a value of %d bytes: %v", kv.MaxValue+1, err)
 		}
