@@ -27,12 +27,11 @@ func (e *Engine) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read jobs: %w", err)
 	}
-	self := e.replicas.Self()
 	for _, j := range jobs {
 		if j.Status != state.JobRunning {
 			continue
 		}
-		if j.Owner != "" && j.Owner != self {
+		if j.Owner != "" {
 			alive, err := e.replicas.Alive(ctx, j.Owner)
 			if err != nil {
 				return fmt.Errorf("is replica %s alive: %w", j.Owner, err)
@@ -449,7 +448,8 @@ func (e *Engine) Tick(ctx context.Context) error {
 			}
 			st, _ := f.Stage(cur.Stage)
 			s := e.newStep(f, cur, SystemActor, Event(tm.Kind))
-			s.ch.ClearTimers = []state.Timer{tm}
+			// Fired once: a replica that fires it too finds it gone.
+			s.ch.Fire = &tm
 			switch Event(tm.Kind) {
 			case EvExpire:
 				s.terminal(StageExpired)
@@ -465,7 +465,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 				s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
 			}
 			return s.finish()
-		}); err != nil {
+		}); errors.Is(err, state.ErrTimerGone) {
+			continue
+		} else if err != nil {
 			return fmt.Errorf("timer %s for %s: %w", tm.Kind, tm.Ticket, err)
 		}
 	}

@@ -112,6 +112,39 @@ func TestReplicasRaceToOneOutcome(t *testing.T) {
 		}
 	}
 
+	// One timer, two replicas firing it.
+	for round := 0; round < 5; round++ {
+		tm := state.Timer{Due: time.Now(), Ticket: id, Kind: "remind", Stage: "review", StageVersion: int64(round)}
+		if _, err := a.Transition(ctx, id, func(cur state.Ticket) (state.Change, error) {
+			return state.Change{Ticket: cur, SetTimers: []state.Timer{tm}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan error, 2)
+		for _, s := range []*state.Store{a, b} {
+			go func() {
+				_, err := s.Transition(ctx, id, func(cur state.Ticket) (state.Change, error) {
+					return state.Change{Ticket: cur, Event: state.Event{Type: "remind"}, Fire: &tm}, nil
+				})
+				res <- err
+			}()
+		}
+		fired, gone := 0, 0
+		for i := 0; i < 2; i++ {
+			switch err := <-res; {
+			case err == nil:
+				fired++
+			case errors.Is(err, state.ErrTimerGone):
+				gone++
+			default:
+				t.Fatal(err)
+			}
+		}
+		if fired != 1 || gone != 1 {
+			t.Fatalf("timer %d: fired %d times, found gone %d times", round, fired, gone)
+		}
+	}
+
 	// One delivery, two replicas.
 	now := time.Now()
 	for round := 0; round < 5; round++ {

@@ -825,6 +825,16 @@ func (s *Store) apply(ctx context.Context, tx kv.Txn, num uint64, old *Ticket, c
 			return t, err
 		}
 	}
+	if ch.Fire != nil {
+		if _, ok, err := tx.Get(key(bTimers, timerKey(*ch.Fire))); err != nil {
+			return t, err
+		} else if !ok {
+			return t, ErrTimerGone
+		}
+		if err := tx.Delete(key(bTimers, timerKey(*ch.Fire))); err != nil {
+			return t, err
+		}
+	}
 	for _, tm := range ch.ClearTimers {
 		if err := tx.Delete(key(bTimers, timerKey(tm))); err != nil {
 			return t, err

@@ -299,6 +299,10 @@ type Change struct {
 	Notify      []Notification
 	SetTimers   []Timer
 	ClearTimers []Timer
+	// Fire is the timer this change consumes: it must still be stored, or
+	// the change fails with ErrTimerGone (another replica fired it), and
+	// it is deleted with the change.
+	Fire *Timer
 	Audit       []AuditEntry
 	// CancelJobs marks queued jobs cancelled, and running ones to end
 	// rather than be queued again.
@@ -321,3 +325,7 @@ var ErrNotFound = errors.New("not found")
 // ErrNoChange, returned by a transition function, ends the transaction
 // without writing anything.
 var ErrNoChange = errors.New("no change")
+
+// ErrTimerGone means a change fires a timer that is not stored any more:
+// it fired already (on another replica) or was cleared.
+var ErrTimerGone = errors.New("timer already fired or cleared")
