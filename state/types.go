@@ -302,8 +302,8 @@ type Change struct {
 	// Fire is the timer this change consumes: it must still be stored, or
 	// the change fails with ErrTimerGone (another replica fired it), and
 	// it is deleted with the change.
-	Fire *Timer
-	Audit       []AuditEntry
+	Fire  *Timer
+	Audit []AuditEntry
 	// CancelJobs marks queued jobs cancelled, and running ones to end
 	// rather than be queued again.
 	CancelJobs []string
