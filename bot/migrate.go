@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"opsbot/state"
 	"opsbot/state/kv"
@@ -80,11 +81,17 @@ func migrateMain(ctx context.Context, args []string, load func(path string) (*Co
 	if err := claimTarget(ctx, src, dst, *from); err != nil {
 		return fail(err)
 	}
+	began := time.Now()
 	st, err := state.Sync(ctx, src.KV(), dst.KV(), true)
+	if err == nil {
+		err = dst.Flush()
+	}
 	if err != nil {
 		return fail(fmt.Errorf("%w (run the same command again to finish the copy)", err))
 	}
-	fmt.Fprintf(stdout, "copied: %d records written, %d changed, %d removed, %d already there\n", st.Added, st.Changed, st.Removed, st.Same)
+	fmt.Fprintf(stdout, "copied: %d records written, %d changed, %d removed, %d already there (%s)\n", st.Added, st.Changed, st.Removed, st.Same,
+		time.Since(began).Round(time.Millisecond))
+	began = time.Now()
 	chk, err := state.Sync(ctx, src.KV(), dst.KV(), false)
 	if err != nil {
 		return fail(fmt.Errorf("check the copy: %w", err))
@@ -92,7 +99,8 @@ func migrateMain(ctx context.Context, args []string, load func(path string) (*Co
 	if chk.Differs() {
 		return fail(fmt.Errorf("the copy differs from the source (first: %s); was a bot running on either?", chk.First))
 	}
-	fmt.Fprintf(stdout, "verified: %s and %s are identical, record by record (%d records)\n", *from, *to, chk.Same)
+	fmt.Fprintf(stdout, "verified: %s and %s are identical, record by record (%d records, %s)\n", *from, *to, chk.Same,
+		time.Since(began).Round(time.Millisecond))
 	return 0
 }
 
@@ -109,11 +117,14 @@ func openEnd(ctx context.Context, cfg *Config, spec string, create bool) (*state
 		if _, err := os.Stat(path); err != nil && !create {
 			return nil, nil, err
 		}
-		st, err := state.Open(state.Options{Path: path, OpenTimeout: cfg.State.OpenTimeout.D(), Key: []byte("migrate: records are copied as they are, sealed")})
+		// A target is filled without an fsync a batch, and synced once at
+		// the end (a copy cut short is finished by running it again).
+		st, err := state.Open(state.Options{Path: path, OpenTimeout: cfg.State.OpenTimeout.D(), Bulk: create,
+			Key: []byte("migrate: records are copied as they are, sealed")})
 		if err != nil {
 			return nil, nil, err
 		}
-		return st, func() { st.Close() }, nil
+		return st, func() { st.Flush(); st.Close() }, nil
 	case "etcd":
 		if where == "" {
 			return nil, nil, errors.New("name the members: etcd:https://10.0.0.1:2379,https://10.0.0.2:2379")

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"opsbot/state/kv"
@@ -57,28 +58,57 @@ func Sync(ctx context.Context, src, dst kv.DB, write bool) (SyncStats, error) {
 			}
 		})
 	}()
+	// Writes go to the target from several goroutines: each key is in one
+	// batch only, so they never conflict, and a cluster's round trips
+	// overlap.
+	const writers = 8
+	batches := make(chan []kv.KV, writers)
+	var werr error
+	var wmu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < writers && write; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				err := dst.Update(ctx, func(tx kv.Txn) error {
+					for _, x := range b {
+						var err error
+						if x.Value == nil {
+							err = tx.Delete(x.Key)
+						} else {
+							err = tx.Put(x.Key, x.Value)
+						}
+						if err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					wmu.Lock()
+					if werr == nil {
+						werr = err
+						cancel()
+					}
+					wmu.Unlock()
+				}
+			}
+		}()
+	}
 	var batch []kv.KV // a nil Value deletes
 	flush := func() error {
 		if !write || len(batch) == 0 {
 			batch = batch[:0]
 			return nil
 		}
-		err := dst.Update(ctx, func(tx kv.Txn) error {
-			for _, x := range batch {
-				var err error
-				if x.Value == nil {
-					err = tx.Delete(x.Key)
-				} else {
-					err = tx.Put(x.Key, x.Value)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		batch = batch[:0]
-		return err
+		select {
+		case batches <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = nil
+		return nil
 	}
 	differ := func(k string, v []byte, n *int) error {
 		*n++
@@ -127,6 +157,11 @@ func Sync(ctx context.Context, src, dst kv.DB, write bool) (SyncStats, error) {
 	if err == nil {
 		err = flush()
 	}
+	close(batches)
+	wg.Wait()
+	if werr != nil {
+		err = werr
+	}
 	cancel()
 	for range theirs {
 	}
@@ -158,12 +193,14 @@ func Copy(ctx context.Context, src kv.DB, path string) (int, error) {
 		return 0, err
 	}
 	defer db.Close()
-	db.MaxBatchDelay = time.Millisecond
+	// One sync at the end, not one a batch: a copy cut short is no state.
+	db.NoSync = true
 	dst := kv.NewBolt(db)
 	st, err := Sync(ctx, src, dst, true)
 	if err != nil {
 		return 0, fmt.Errorf("copy to %s: %w", path, err)
 	}
+	db.NoSync = false
 	// Every table exists in a state file, even one with no record yet.
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, m := range migrations {
@@ -173,5 +210,8 @@ func Copy(ctx context.Context, src kv.DB, path string) (int, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = db.Sync()
+	}
 	return st.Added, err
 }

@@ -64,6 +64,9 @@ type Options struct {
 	// Key seals recorded chat input (see LoadKey); without one, a key for
 	// this process only is used.
 	Key []byte
+	// Bulk skips the fsync of each commit, for filling a new file (opsbot
+	// migrate); Flush makes it durable. Never for a bot's own state.
+	Bulk bool
 }
 
 // Store is opsbot's state: the domain logic over a key/value store, a
@@ -112,6 +115,7 @@ func Open(opts Options) (*Store, error) {
 	if db.MaxBatchDelay <= 0 {
 		db.MaxBatchDelay = 2 * time.Millisecond
 	}
+	db.NoSync = opts.Bulk
 	seal, err := newSealer(opts.Key)
 	if err != nil {
 		db.Close()
@@ -196,6 +200,14 @@ func OpenEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Sto
 		return nil, fmt.Errorf("open the state in etcd: %w", err)
 	}
 	return s, nil
+}
+
+// Flush makes what was written durable (after Options.Bulk writes).
+func (s *Store) Flush() error {
+	if s.bolt != nil {
+		return s.bolt.Sync()
+	}
+	return nil
 }
 
 // Backend names where the state lives: "bbolt" or "etcd".

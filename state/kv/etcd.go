@@ -180,12 +180,16 @@ func (t *etcdTxn) scan(prefix, bound string, limit int, rev bool) ([]KV, error) 
 }
 
 // Export implements DB: every key of the installation at one revision,
-// read a page at a time.
+// read a page at a time. A page's range ends with its table: etcd counts
+// every key of a range for each page it returns, so paging the whole
+// installation in one range would cost the square of its size.
 func (e *Etcd) Export(ctx context.Context, fn func(key string, value []byte) error) error {
-	from, end := e.prefix, prefixEnd(e.prefix)
+	const pageSize = 2000
+	all := prefixEnd(e.prefix)
+	from, end := e.prefix, all
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
@@ -201,11 +205,27 @@ func (e *Etcd) Export(ctx context.Context, fn func(key string, value []byte) err
 				return err
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		switch {
+		case resp.More && len(resp.Kvs) > 0:
+			// On in this table.
+			last := string(resp.Kvs[len(resp.Kvs)-1].Key)
+			from, end = last+"\x00", e.tableEnd(last)
+		case end == all:
 			return nil
+		default:
+			// This table is done: on to the next, whichever it is.
+			from, end = end, all
 		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
+}
+
+// tableEnd is the etcd key after every key of full's table.
+func (e *Etcd) tableEnd(full string) string {
+	table, _, err := Table(full[len(e.prefix):])
+	if err != nil {
+		return prefixEnd(e.prefix)
+	}
+	return e.prefix + prefixEnd(table+"/")
 }
 
 // rangeEnd is the etcd range end of a key range ending at end ("": to the
