@@ -7,6 +7,7 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +55,9 @@ func (m *Member) Running() bool {
 
 // Cluster is a running etcd cluster.
 type Cluster struct {
+	// TLS is set when clients must use TLS with a client certificate.
+	TLS     *tls.Config
+	scheme  string
 	t       failer
 	bin     string
 	initial string
@@ -126,15 +130,41 @@ func StartShared(n int) (c *Cluster, stop func(), err error) {
 	return c, func() { c.stopAll(); os.RemoveAll(dir) }, nil
 }
 
+// TLSFiles are the PEM files of a TLS cluster: the CA that signed the
+// members' and the client's certificates, and the client's pair.
+type TLSFiles struct{ CA, Cert, Key string }
+
+// StartTLS runs an n-member cluster whose clients must use TLS and present
+// a certificate signed by the cluster's CA (--client-cert-auth).
+func StartTLS(t testing.TB, n int) (*Cluster, TLSFiles) {
+	t.Helper()
+	dir := t.TempDir()
+	files, tc, err := writeCerts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := startScheme(t, t.TempDir(), n, []string{"--cert-file", filepath.Join(dir, "server.pem"), "--key-file", filepath.Join(dir, "server-key.pem"),
+		"--trusted-ca-file", files.CA, "--client-cert-auth"}, "https", tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stopAll)
+	return c, files
+}
+
 func start(t failer, base string, n int, flags []string) (*Cluster, error) {
+	return startScheme(t, base, n, flags, "http", nil)
+}
+
+func startScheme(t failer, base string, n int, flags []string, scheme string, tc *tls.Config) (*Cluster, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{t: t, bin: bin, extra: flags}
+	c := &Cluster{t: t, bin: bin, extra: flags, scheme: scheme, TLS: tc}
 	var initial []string
 	for i := 0; i < n; i++ {
-		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: "http://" + freeAddr(t), PeerURL: "http://" + freeAddr(t),
+		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: c.scheme + "://" + freeAddr(t), PeerURL: "http://" + freeAddr(t),
 			dir: filepath.Join(base, fmt.Sprintf("m%d", i))}
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
@@ -205,7 +235,7 @@ func (c *Cluster) Endpoints() []string {
 // Client connects to every member; the test closes it.
 func (c *Cluster) Client() *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: c.TLS})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -250,7 +280,7 @@ func (c *Cluster) Leader(ctx context.Context) (int, error) {
 		if !m.Running() {
 			continue
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.ClientURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), TLS: c.TLS})
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -314,7 +344,7 @@ func (c *Cluster) stopAll() {
 // with Serializable).
 func MemberClient(t testing.TB, c *Cluster, i int) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Members[i].ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Members[i].ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: c.TLS})
 	if err != nil {
 		t.Fatal(err)
 	}
