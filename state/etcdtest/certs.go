@@ -59,7 +59,7 @@ func writeCerts(dir string) (TLSFiles, *tls.Config, error) {
 	}
 	files := TLSFiles{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "client.pem"), Key: filepath.Join(dir, "client-key.pem")}
 	for path, data := range map[string][]byte{
-		files.CA: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		files.CA:                         pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		filepath.Join(dir, "server.pem"): srv, filepath.Join(dir, "server-key.pem"): srvKey,
 		files.Cert: cli, files.Key: cliKey,
 	} {
