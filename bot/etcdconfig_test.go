@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,5 +134,43 @@ func TestConfigCheckReachesEtcd(t *testing.T) {
 	gone := withState(t, fmt.Sprintf("state:\n  backend: etcd\n  etcd: {endpoints: [\"http://%s\"], dial_timeout: 1s}", freePort(t)))
 	if code, out := checkConfig(t, gone); code != 1 || !strings.Contains(out, "state.etcd: no member answers") {
 		t.Fatalf("an etcd nobody runs: exit %d\n%s", code, out)
+	}
+}
+
+// A bot on etcd whose quota fills says so in its health: every write
+// would fail, and the operator is told what to do.
+func TestHealthReportsEtcdQuotaFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs etcd")
+	}
+	c := etcdtest.Start(t, 1, "--quota-backend-bytes", "16777216")
+	t.Setenv("OPSBOT_STATE_KEY", "0123456789abcdef0123456789abcdef")
+	k := bottest.New(t, bottest.WithState(fmt.Sprintf("state: {backend: etcd, etcd: {endpoints: [%q]}}", c.Endpoints()[0])))
+	get := func() (int, string) {
+		resp, err := http.Get(k.URL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"etcd":"ok"`) {
+		t.Fatalf("healthy bot on etcd: %d %s", code, body)
+	}
+	// The kit's bot works on etcd: a ticket through the local chat.
+	mustContain(t, bottest.Title(k.Say("alice", `/ops new golive service=payments version=v1 rollback_app=redeploy hotfix=true`)), "T-1")
+	mustContain(t, bottest.Title(k.Say("bob", "/ops approve T-1")), "T-1 approve")
+	cli := c.Client()
+	defer cli.Close()
+	big := strings.Repeat("x", 512<<10)
+	for i := 0; i < 100; i++ {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("filler/%d", i), big); err != nil {
+			break
+		}
+	}
+	code, body := get()
+	if code != 503 || !strings.Contains(body, "NOSPACE") || !strings.Contains(body, "alarm disarm") {
+		t.Fatalf("a full etcd: %d %s", code, body)
 	}
 }

@@ -31,7 +31,7 @@ func newLocal(b *Bot) *local.Transport {
 			}
 			return out
 		},
-		History:  chatHistory{b.store, b.log},
+		History:  b.chatHistory(),
 		Waiting:  b.Waiting,
 		Channels: b.channelNames,
 		Buttons:  b.buttonsFor,
@@ -66,6 +66,17 @@ func (b *Bot) channelNames() []string {
 		out = append(out, w)
 	}
 	return out
+}
+
+// chatHistory keeps the local chat's pages across restarts in the state
+// file. With replicas (etcd) each process's local page is its own, so it
+// is kept in memory only: the local chat is a development transport, and
+// replicas serve people through Slack or WeCom.
+func (b *Bot) chatHistory() local.History {
+	if b.store.Backend() != "bbolt" {
+		return nil
+	}
+	return chatHistory{b.store, b.log}
 }
 
 // chatHistory keeps the local chat's inboxes in the state file.

@@ -12,6 +12,7 @@ import (
 	"opsbot/bot/endpoint"
 	"opsbot/state"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -172,8 +173,12 @@ func (b *Bot) healthz(w http.ResponseWriter, r *http.Request) {
 		body["replica"], body["leader"] = b.replica.ID, b.replica.Leader()
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
+		alarms, aerr := b.store.Alarms(ctx)
 		if err := b.store.Ping(ctx); err != nil {
 			code, body["status"], body["etcd"] = http.StatusServiceUnavailable, "unavailable", "unreachable: "+err.Error()
+		} else if aerr == nil && slices.Contains(alarms, "NOSPACE") {
+			code, body["status"], body["etcd"] = http.StatusServiceUnavailable, "unavailable",
+				"the database quota is full (NOSPACE alarm): every write fails; compact and defragment etcd, then `etcdctl alarm disarm`"
 		} else if down := b.replica.Down(); down != "" {
 			code, body["status"], body["etcd"] = http.StatusServiceUnavailable, "unavailable", "no lease: "+down
 		} else {
@@ -189,7 +194,20 @@ func (b *Bot) healthz(w http.ResponseWriter, r *http.Request) {
 func (b *Bot) retentionLoop(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
+	// On etcd, the history before the revision of the previous round (an
+	// hour ago) is compacted: it is what fills the quota.
+	var lastRev int64
 	for {
+		if b.replica.Replicated() {
+			if err := b.store.Compact(ctx, lastRev); err != nil && ctx.Err() == nil {
+				b.log.Error("compact etcd's history", "err", err)
+			} else if lastRev > 0 {
+				b.log.Info("compacted etcd's history", "before_revision", lastRev)
+			}
+			if rev, err := b.store.Revision(ctx); err == nil {
+				lastRev = rev
+			}
+		}
 		if n, err := b.PruneAudit(ctx); err != nil && ctx.Err() == nil {
 			b.log.Error("audit retention", "err", err)
 		} else if n > 0 {

@@ -21,7 +21,7 @@ var zones = []string{"zone01", "zone02", "zone03", "zone04", "zone05", "zone06"}
 
 // puppetRepo makes the control repository: main, uat, production and six
 // zones at the same commit, and a temporary branch with the change.
-func puppetRepo(t *testing.T) *gitlabfake.Fake {
+func puppetRepo(t testing.TB) *gitlabfake.Fake {
 	fake := gitlabfake.New(t)
 	fake.Commit("main", "base", map[string]string{"manifests/site.pp": "node default {}\n", "Puppetfile": "mod 'puppetlabs/stdlib', '9.0.0'\n"})
 	for _, b := range append([]string{"uat", "production"}, zones...) {

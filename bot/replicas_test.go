@@ -37,7 +37,7 @@ const leaseTTL = 2 * time.Second
 // Slack (each replica serves its own HTTP endpoint: the test is the load
 // balancer) and the GitLab fake.
 type replicaSet struct {
-	t      *testing.T
+	t      testing.TB
 	etcd   *etcdtest.Cluster
 	bin    string
 	dir    string
@@ -50,7 +50,7 @@ type replicaSet struct {
 	store  *state.Store
 }
 
-func startReplicas(t *testing.T, n int, extra string) *replicaSet {
+func startReplicas(t testing.TB, n int, extra string) *replicaSet {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary and runs etcd")

@@ -22,13 +22,13 @@ import (
 
 // proc is an opsbot binary running on a config in dir.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	url  string
 	logs *bottest.SyncBuffer
 }
 
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "opsbot")
 	out, err := exec.Command("go", "build", "-o", bin, "opsbot").CombinedOutput()
@@ -38,7 +38,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

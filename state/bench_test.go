@@ -55,8 +55,12 @@ func seed(b *testing.B, s *state.Store, n int, requester func(int) string) {
 // BenchmarkTransitionParallel is a durable approval on distinct tickets
 // from many goroutines: read, check the version, append the event and
 // write the projection and indexes, batched into shared fsyncs.
-func BenchmarkTransitionParallel(b *testing.B) {
-	s := openBolt(b)
+func BenchmarkTransitionParallel(b *testing.B) { benchTransitions(b, openBolt(b)) }
+
+// BenchmarkTransitionParallelEtcd is the same on the three-member etcd.
+func BenchmarkTransitionParallelEtcd(b *testing.B) { benchTransitions(b, openEtcd(b)) }
+
+func benchTransitions(b *testing.B, s *state.Store) {
 	ctx := context.Background()
 	seed(b, s, b.N+64, func(i int) string { return "alice" })
 	var next atomic.Int64

@@ -262,3 +262,46 @@ func (s *Store) Ping(ctx context.Context) error {
 	_, err := s.etcd.Get(ctx, s.liveKey("ping"), clientv3.WithCountOnly())
 	return err
 }
+
+// Revision is etcd's current revision (0 on bbolt).
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	if s.etcd == nil {
+		return 0, nil
+	}
+	resp, err := s.etcd.Get(ctx, s.liveKey("ping"), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
+}
+
+// Compact drops etcd's history before rev (every installation's on the
+// cluster: history is cluster-wide). The live data stays; what it frees
+// is what fills the quota. Nothing on bbolt, which keeps no history.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	if s.etcd == nil || rev <= 0 {
+		return nil
+	}
+	_, err := s.etcd.Compact(ctx, rev)
+	if err != nil && strings.Contains(err.Error(), "required revision has been compacted") {
+		return nil // compacted already (etcd's own auto-compaction, another installation)
+	}
+	return err
+}
+
+// Alarms lists etcd's raised alarms ("NOSPACE": the quota is full and
+// every write fails).
+func (s *Store) Alarms(ctx context.Context) ([]string, error) {
+	if s.etcd == nil {
+		return nil, nil
+	}
+	resp, err := s.etcd.AlarmList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range resp.Alarms {
+		out = append(out, a.Alarm.String())
+	}
+	return out, nil
+}

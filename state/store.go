@@ -151,8 +151,8 @@ type EtcdOptions struct {
 	Prefix string
 	// Key seals recorded chat input; every replica needs the same one.
 	Key []byte
-	// Block is how many numbers a replica reserves at a time from a
-	// sequence (ticket numbers, outbox, audit); 0 means 16.
+	// Block is how many ticket numbers a replica reserves at a time; 0
+	// means 16. Outbox, audit and inbound numbers come in blocks of 1024.
 	Block uint64
 }
 
@@ -173,7 +173,14 @@ func OpenEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Sto
 	db := kv.NewEtcd(cli, opts.Prefix)
 	s := &Store{db: db, etcd: cli, prefix: opts.Prefix, seal: seal, seqs: map[string]*kv.Sequence{}}
 	for _, name := range sequences {
-		s.seqs[name] = kv.NewSequence(db, seqKey(name), opts.Block)
+		// Ticket numbers are read by people: small blocks keep them close
+		// to the order they were opened in. The others are many per
+		// transition and seen by nobody: large blocks.
+		block := opts.Block
+		if name != "tickets" {
+			block = max(opts.Block, 1024)
+		}
+		s.seqs[name] = kv.NewSequence(db, seqKey(name), block)
 	}
 	err = db.Update(ctx, func(tx kv.Txn) error {
 		raw, ok, err := tx.Get(metaKey("schema"))
@@ -648,6 +655,9 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 	if !ok {
 		return Ticket{}, fmt.Errorf("ticket %q: %w", id, ErrNotFound)
 	}
+	if s.etcd != nil {
+		return s.transitionIn(ctx, num, fn)
+	}
 	for attempt := 0; ; attempt++ {
 		var cur Ticket
 		var read []byte
@@ -700,6 +710,50 @@ func (s *Store) Transition(ctx context.Context, id string, fn func(t Ticket) (Ch
 		settled(err, d, in)
 		return out, err
 	}
+}
+
+// transitionIn is Transition with fn inside the transaction: on etcd
+// there is no single writer to keep free, and the ticket read once is the
+// read the commit checks (one round trip less than reading it first).
+func (s *Store) transitionIn(ctx context.Context, num uint64, fn func(t Ticket) (Change, error)) (Ticket, error) {
+	var out Ticket
+	unchanged := false
+	d, in := pendingDelivery(ctx), pendingInbound(ctx)
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
+		unchanged = false
+		cur, err := loadTicket(tx, num)
+		if err != nil {
+			return err
+		}
+		ch, err := fn(cur)
+		if errors.Is(err, ErrNoChange) {
+			out, unchanged = cur, true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ch.Ticket.ID = cur.ID
+		pre, err := prepare(cur.Version, ch)
+		if err != nil {
+			return err
+		}
+		if err := recordDelivery(tx, d); err != nil {
+			return err
+		}
+		if err := forgetInbound(tx, in); err != nil {
+			return err
+		}
+		out, err = s.apply(ctx, tx, num, &cur, ch, pre)
+		return err
+	})
+	if err != nil {
+		return Ticket{}, err
+	}
+	if !unchanged {
+		settled(nil, d, in)
+	}
+	return out, nil
 }
 
 // prepared is a change encoded before its transaction: the ticket at its

@@ -115,8 +115,12 @@ type Option func(*setup)
 type setup struct {
 	yaml   string
 	listen string
+	state  string
 	opts   bot.Options
 }
+
+// WithState replaces the kit's state: line (e.g. the etcd backend).
+func WithState(y string) Option { return func(s *setup) { s.state = y } }
 
 // WithListen serves on addr instead of a free port (a bot started again
 // where a browser still has its page open).
@@ -177,6 +181,9 @@ func Start(t testing.TB, dir string, clock *Clock, opts ...Option) *Kit {
 	y := ConfigYAML(dir, s.yaml)
 	if s.listen != "" {
 		y = strings.Replace(y, "listen: 127.0.0.1:0\n", "listen: "+s.listen+"\n", 1)
+	}
+	if s.state != "" {
+		y = strings.Replace(y, fmt.Sprintf("state: {path: %q}", filepath.Join(dir, "opsbot.db")), s.state, 1)
 	}
 	cfg, err := bot.ParseConfig([]byte(y), dir)
 	if err != nil {
