@@ -140,6 +140,14 @@ func (b *Bot) whileLeader(ctx context.Context, loop func(context.Context)) {
 		loop(lctx)
 		close(done)
 		cancel()
+		// A loop that ended by itself (nothing to do on this backend)
+		// starts again only after the leadership was lost and won back.
+		for ctx.Err() == nil && b.replica.Leader() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 }
 
