@@ -16,8 +16,8 @@ import (
 	"opsbot/bot/bottest"
 	"opsbot/state/kv"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	bolt "go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // payload is the size of a ticket's projection as the store writes it
