@@ -164,6 +164,14 @@ func (b *Bot) orphanLoop(ctx context.Context) {
 		if err := b.engine.Recover(ctx); err != nil && ctx.Err() == nil {
 			b.log.Error("settle the jobs of stopped replicas", "err", err)
 		}
+		// Chat input a stopped replica acknowledged but did not handle.
+		for _, t := range b.trans {
+			if r, ok := t.(interface{ Replay(context.Context) error }); ok {
+				if err := r.Replay(ctx); err != nil && ctx.Err() == nil {
+					b.log.Error("handle the input of stopped replicas", "platform", t.Platform(), "err", err)
+				}
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

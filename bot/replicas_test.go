@@ -98,7 +98,7 @@ func startReplicas(t testing.TB, n int, extra string) *replicaSet {
 			os.WriteFile(os.Getenv("OPSBOT_REPLICA_LOGS"), []byte(b.String()), 0o644)
 		}
 	})
-	if rs.store, err = state.OpenEtcd(context.Background(), cli, state.EtcdOptions{Prefix: "opsbot/", Key: key}); err != nil {
+	if rs.store, err = state.OpenEtcd(context.Background(), cli, state.EtcdOptions{Prefix: "opsbot/", Key: []byte(hex.EncodeToString(key))}); err != nil {
 		t.Fatal(err)
 	}
 	return rs
@@ -711,5 +711,26 @@ flows:
 	}
 	if expired != 1 {
 		t.Fatalf("the expiry fired %d times", expired)
+	}
+
+	// A Slack command a replica acknowledged and then died before
+	// handling: the leader handles it, once.
+	form := []byte(rs.slack.SlashForm("U0ALICE", "C0OPS", "new golive service=orphaned version=v1 rollback_app=redeploy hotfix=true").Encode())
+	if _, _, err := rs.store.AddInbound(context.Background(), state.Inbound{Platform: "slack", Kind: "slash_form", Payload: form,
+		At: time.Now(), Owner: "host-4242-dead"}, "slack:orphaned", time.Now(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	orphaned := func() int {
+		page, _ := rs.store.List(context.Background(), state.Index{Kind: "flow", Keys: []string{"golive"}},
+			func(tk state.Ticket) bool { return tk.Fields["service"] == "orphaned" }, 0, 10)
+		return len(page.Tickets)
+	}
+	waitFor(t, "the dead replica's command to be handled", func() bool { return orphaned() > 0 })
+	time.Sleep(2 * time.Second) // more rounds of the orphan loop on both replicas
+	if n := orphaned(); n != 1 {
+		t.Fatalf("the dead replica's command made %d tickets", n)
+	}
+	if in, _ := rs.store.PendingInbound(context.Background(), "slack"); len(in) != 0 {
+		t.Fatalf("handled input kept: %+v", in)
 	}
 }

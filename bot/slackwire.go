@@ -43,8 +43,8 @@ func newSlack(b *Bot) *slack.Transport {
 			}
 			return ""
 		},
-		Cards:  platformStore{b.store, "slack"},
-		Inbox:  platformStore{b.store, "slack"},
+		Cards:  platformStore{b.store, "slack", b.replica},
+		Inbox:  platformStore{b.store, "slack", b.replica},
 		Pace:   pace,
 		Refuse: b.refusals.Refuse,
 		Log:    b.log,

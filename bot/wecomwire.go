@@ -32,8 +32,8 @@ func newWeCom(b *Bot) *wecom.Transport {
 			return b.Handle(ctx, Incoming{Platform: "wecom", UserID: in.UserID, Text: in.Text, Click: in.Click, Key: in.Key})
 		},
 		Act:   b.reg.DecodeAct,
-		Cards: platformStore{b.store, "wecom"},
-		Inbox: platformStore{b.store, "wecom"},
+		Cards: platformStore{b.store, "wecom", b.replica},
+		Inbox: platformStore{b.store, "wecom", b.replica},
 		Scope: func(ctx context.Context, ticket string) (string, string, error) {
 			t, err := b.store.Get(ctx, ticket)
 			return t.Flow, t.Fields["env"], err

@@ -20,6 +20,9 @@ type Inbound struct {
 	Kind     string    `json:"kind"`
 	Payload  []byte    `json:"-"`
 	At       time.Time `json:"at"`
+	// Owner is the replica that acknowledged it and handles it; another
+	// handles it only once that one lost its lease (ClaimInbound).
+	Owner string `json:"owner,omitempty"`
 	// Err says why a recorded payload could not be opened (another key).
 	Err error `json:"-"`
 }
@@ -61,6 +64,24 @@ func (s *Store) AddInbound(ctx context.Context, in Inbound, dedup string, now ti
 		return putJSON(tx, key(bInbound, u64(id)), rec)
 	})
 	return id, dup, err
+}
+
+// ClaimInbound makes replica to the handler of recorded input that
+// replica from (which stopped) acknowledged. It reports false when the
+// record is gone (handled) or another replica claimed it first.
+func (s *Store) ClaimInbound(ctx context.Context, id uint64, from, to string) (bool, error) {
+	claimed := false
+	err := s.db.Update(ctx, func(tx kv.Txn) error {
+		claimed = false
+		var rec inboundRecord
+		ok, err := getJSON(tx, key(bInbound, u64(id)), &rec)
+		if err != nil || !ok || rec.Owner != from {
+			return err
+		}
+		rec.Owner, claimed = to, true
+		return putJSON(tx, key(bInbound, u64(id)), rec)
+	})
+	return claimed, err
 }
 
 // DoneInbound forgets handled input.

@@ -127,6 +127,10 @@ func (t *Transport) Platform() string { return "slack" }
 // Addr is the HTTP mode's listening address, once started.
 func (t *Transport) Addr() string { return t.ep.Addr() }
 
+// Replay handles recorded input whose process stopped before handling
+// it (see endpoint.Server.Replay).
+func (t *Transport) Replay(ctx context.Context) error { return t.ep.Replay(ctx) }
+
 // Start listens (HTTP mode) or connects (Socket Mode) and returns.
 func (t *Transport) Start(ctx context.Context) error {
 	t.registerDurable()

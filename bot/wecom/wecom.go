@@ -147,6 +147,10 @@ func (t *Transport) Platform() string { return "wecom" }
 func (t *Transport) Addr() string { return t.ep.Addr() }
 
 // Start serves the callback endpoint.
+// Replay handles recorded input whose process stopped before handling
+// it (see endpoint.Server.Replay).
+func (t *Transport) Replay(ctx context.Context) error { return t.ep.Replay(ctx) }
+
 func (t *Transport) Start(ctx context.Context) error {
 	t.ep.Register("callback", func(ctx context.Context, plain []byte) {
 		var cb Callback
