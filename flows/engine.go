@@ -530,7 +530,11 @@ func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) 
 	if err != nil {
 		return t, err
 	}
-	poke(e.jobs)
+	// The runner looks for work only when this change queued or stopped
+	// some (it also wakes on its own for jobs coming due).
+	if len(made.Jobs) > 0 || len(made.CancelJobs) > 0 {
+		poke(e.jobs)
+	}
 	poke(e.outbox)
 	return t, nil
 }
