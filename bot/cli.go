@@ -153,6 +153,10 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		if cfg.State.Backend == "etcd" {
+			return fail(fmt.Errorf("restore: the state is in etcd, not a file; put a backup back with "+
+				"opsbot migrate -from bbolt:%s -to etcd:%s (stop the replicas first)", fs.Arg(0), strings.Join(cfg.State.Etcd.Endpoints, ",")))
+		}
 		aside, sum, err := state.Restore(fs.Arg(0), cfg.Resolve(cfg.State.Path))
 		if err != nil {
 			return fail(err)

@@ -98,6 +98,13 @@ func TestConfigCheckReachesEtcd(t *testing.T) {
 	if sum, err := state.Verify(dest); err != nil || sum.Schema != state.SchemaVersion() {
 		t.Fatalf("the backup of etcd: %+v %v", sum, err)
 	}
+	// It goes back with migrate; restore (which replaces a file) says so.
+	out.Reset()
+	errb.Reset()
+	if code := bot.Main([]string{"restore", "-config", cfg, dest}, nil, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "opsbot migrate -from bbolt:"+dest+" -to etcd:https://") {
+		t.Fatalf("restore on etcd: %d %s", code, errb.String())
+	}
 
 	// etcd's own users.
 	plain := etcdtest.Start(t, 1)

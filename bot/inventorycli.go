@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"opsbot/integrations/inventory"
-	"opsbot/state"
 )
 
 func writeJSONReply(w http.ResponseWriter, code int, v any) {
@@ -89,11 +88,16 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 	admin := newAdminClient(cfg, 5*time.Minute)
 	ctx := context.Background()
 	withInventory := func(fn func(inv *inventory.Inventory) error) error {
-		st, err := state.Open(state.Options{Path: cfg.Resolve(cfg.State.Path), OpenTimeout: cfg.State.OpenTimeout.D()})
+		// The state itself: the file (no bot holds it), or etcd, which
+		// every replica and this command share.
+		st, cli, err := openStore(ctx, cfg, false)
 		if err != nil {
 			return fmt.Errorf("%w (is a bot running with another listen address?)", err)
 		}
 		defer st.Close()
+		if cli != nil {
+			defer cli.Close()
+		}
 		cl := cfg.Clusters
 		inv, err := inventory.New(ctx, st, inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare,
 			MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores})
