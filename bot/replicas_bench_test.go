@@ -3,6 +3,8 @@ package bot_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,10 +26,37 @@ import (
 // (a go-live at its first approval: about 1.4 KiB of JSON).
 const payload = 1400
 
-// rawEtcdTxns measures single-put transactions per second on the cluster
-// from 32 goroutines, each put the size of a ticket.
-func rawEtcdTxns(b *testing.B, cli *clientv3.Client, d time.Duration) float64 {
-	val := strings.Repeat("x", payload)
+// etcdMetric sums a counter over the members' /metrics (label sets
+// added together), or reads it on member only (>= 0).
+func etcdMetric(b *testing.B, rs *replicaSet, name string, member int) float64 {
+	var total float64
+	for i, m := range rs.etcd.Members {
+		if member >= 0 && i != member {
+			continue
+		}
+		resp, err := http.Get(m.ClientURL + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+				var v float64
+				fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+// rawEtcdTxns measures transactions per second on the cluster from 32
+// goroutines, each transaction puts keys of total size bytes, like
+// the bot's average transaction.
+func rawEtcdTxns(b *testing.B, cli *clientv3.Client, d time.Duration, puts, bytes int) float64 {
+	puts = max(puts, 1)
+	val := strings.Repeat("x", max(bytes/puts, 1))
 	var n atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -38,7 +67,11 @@ func rawEtcdTxns(b *testing.B, cli *clientv3.Client, d time.Duration) float64 {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				k := fmt.Sprintf("bench/raw/%d/%d", w, i)
-				if _, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", 0)).Then(clientv3.OpPut(k, val)).Commit(); err == nil {
+				ops := make([]clientv3.Op, puts)
+				for p := range ops {
+					ops[p] = clientv3.OpPut(fmt.Sprintf("%s/%d", k, p), val)
+				}
+				if _, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", 0)).Then(ops...).Commit(); err == nil {
 					n.Add(1)
 				}
 			}
@@ -179,11 +212,20 @@ func BenchmarkReplicas(b *testing.B) {
 	rs := startReplicas(b, 2, "")
 	cli := rs.etcd.Client()
 	defer cli.Close()
-	rawEtcd := rawEtcdTxns(b, cli, 5*time.Second)
+	rawSingle := rawEtcdTxns(b, cli, 5*time.Second, 1, payload)
 	rawBolt := rawBoltWrites(b, 5*time.Second)
 
 	ids := openTickets(b, rs.procs, closed+fixed)
+	// What the bot's transactions carry, from etcd's own counters over
+	// the closed loop: puts per transaction, bytes clients sent per
+	// transaction (member 0 applies every transaction once).
+	txns0, puts0 := etcdMetric(b, rs, "etcd_mvcc_txn_total", 0), etcdMetric(b, rs, "etcd_mvcc_put_total", 0)
+	bytes0 := etcdMetric(b, rs, "etcd_network_client_grpc_received_bytes_total", -1)
 	etcdRate := closedLoop(b, rs.procs, ids[:closed])
+	txns := etcdMetric(b, rs, "etcd_mvcc_txn_total", 0) - txns0
+	putsPer := (etcdMetric(b, rs, "etcd_mvcc_put_total", 0) - puts0) / txns
+	bytesPer := (etcdMetric(b, rs, "etcd_network_client_grpc_received_bytes_total", -1) - bytes0) / txns
+	rawEtcd := rawEtcdTxns(b, cli, 5*time.Second, int(putsPer+0.5), int(bytesPer))
 	etcdP50, etcdP99 := fixedRate(b, rs.procs, ids[closed:], rate)
 
 	// Failover: kill the leading replica, time until the other leads;
@@ -239,13 +281,15 @@ func BenchmarkReplicas(b *testing.B) {
 	b.ReportMetric(float64(etcdP99.Microseconds())/1000, "p99-ms@200/s")
 	b.ReportMetric(float64(fail[len(fail)/2].Milliseconds()), "failover-p50-ms")
 	b.Logf("\n"+
+		"the bot's etcd transactions over the closed loop: %.0f (%.2f a approval), %.1f puts and %.0f bytes sent each\n"+
 		"raw etcd transactions (3 members, 1 put of %d B, 32 goroutines): %8.0f txn/s\n"+
+		"raw etcd transactions like the bot's (%.0f puts, %.0f B):          %8.0f txn/s\n"+
 		"raw bbolt batched writes (same payload, 32 goroutines):           %8.0f writes/s\n"+
-		"approvals end to end, 2 replicas on etcd (32 clients):            %8.0f approvals/s  ratio to raw etcd %.2f\n"+
+		"approvals end to end, 2 replicas on etcd (32 clients):            %8.0f approvals/s  ratio to raw etcd like the bot's %.2f\n"+
 		"approvals end to end, 1 bot on bbolt (32 clients):                %8.0f approvals/s  ratio to raw bbolt %.2f\n"+
 		"at %d approvals/s for %ds: 2 replicas on etcd p50 %s p99 %s; 1 bot on bbolt p50 %s p99 %s\n"+
 		"failover over 10 kills of the leading replica (lease TTL %s): p50 %s p99 %s (min %s, max %s)",
-		payload, rawEtcd, rawBolt, etcdRate, etcdRate/rawEtcd, boltRate, boltRate/rawBolt,
+		txns, txns/float64(closed), putsPer, bytesPer, payload, rawSingle, putsPer, bytesPer, rawEtcd, rawBolt, etcdRate, etcdRate/rawEtcd, boltRate, boltRate/rawBolt,
 		rate, fixed/rate, etcdP50.Round(10*time.Microsecond), etcdP99.Round(10*time.Microsecond), boltP50.Round(10*time.Microsecond), boltP99.Round(10*time.Microsecond),
 		leaseTTL, fail[len(fail)/2].Round(time.Millisecond), fail[len(fail)*99/100].Round(time.Millisecond), fail[0].Round(time.Millisecond), fail[len(fail)-1].Round(time.Millisecond))
 }
