@@ -104,6 +104,11 @@ func migrateMain(ctx context.Context, args []string, load func(path string) (*Co
 	return 0
 }
 
+// copyKey opens the stores a migration copies between: records are copied
+// as they are (sealed ones stay sealed with the installation's own key,
+// which the copy never needs), so no real key is read.
+var copyKey = []byte("opsbot migrate copies records as they are")
+
 // openEnd opens one side of a migration: bbolt:FILE or etcd:URLS. A bot
 // running on it is refused (bbolt: its file lock; etcd: live replicas).
 func openEnd(ctx context.Context, cfg *Config, spec string, create bool) (*state.Store, func(), error) {
@@ -120,7 +125,7 @@ func openEnd(ctx context.Context, cfg *Config, spec string, create bool) (*state
 		// A target is filled without an fsync a batch, and synced once at
 		// the end (a copy cut short is finished by running it again).
 		st, err := state.Open(state.Options{Path: path, OpenTimeout: cfg.State.OpenTimeout.D(), Bulk: create,
-			Key: []byte("migrate: records are copied as they are, sealed")})
+			Key: copyKey})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -136,7 +141,7 @@ func openEnd(ctx context.Context, cfg *Config, spec string, create bool) (*state
 		if err != nil {
 			return nil, nil, err
 		}
-		st, err := state.OpenEtcd(ctx, cli, state.EtcdOptions{Prefix: c.State.Etcd.Prefix, Key: []byte("migrate: records are copied as they are, sealed")})
+		st, err := state.OpenEtcd(ctx, cli, state.EtcdOptions{Prefix: c.State.Etcd.Prefix, Key: copyKey})
 		if err != nil {
 			cli.Close()
 			return nil, nil, err

@@ -313,20 +313,7 @@ func TestPuppetSIGKILLMidBatch(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	merged := map[string]int{}
-	for _, m := range fake.MRs() {
-		if m.State == "merged" {
-			merged[m.SourceBranch+"->"+m.TargetBranch]++
-		}
-	}
-	for pair, n := range merged {
-		if n != 1 {
-			t.Errorf("%s merged %d times", pair, n)
-		}
-	}
-	if len(merged) != 4 {
-		t.Fatalf("merged %v, want release/ntp->uat, uat->production, production->zone01, production->zone02", merged)
-	}
+	mergedOnce(t, fake, "release/ntp->uat", "uat->production", "production->zone01", "production->zone02")
 	for _, b := range []string{"uat", "production", "zone01", "zone02"} {
 		if !strings.Contains(fake.Read(b, "manifests/ntp.pp"), "chrony") {
 			t.Errorf("%s lacks the change", b)
@@ -496,5 +483,30 @@ func TestPuppetEveryMessageNamesThePlan(t *testing.T) {
 	}
 	if !cleanup {
 		t.Fatalf("alice was not told the clean-up (sync MRs) ran: %q", k.Notices("alice"))
+	}
+}
+
+// mergedOnce checks that the merge requests merged are exactly want
+// (source->target), each once.
+func mergedOnce(t *testing.T, fake *gitlabfake.Fake, want ...string) {
+	t.Helper()
+	merged := map[string]int{}
+	for _, m := range fake.MRs() {
+		if m.State == "merged" {
+			merged[m.SourceBranch+"->"+m.TargetBranch]++
+		}
+	}
+	for pair, n := range merged {
+		if n != 1 {
+			t.Errorf("%s merged %d times", pair, n)
+		}
+	}
+	if len(merged) != len(want) {
+		t.Fatalf("merged %v, want %v", merged, want)
+	}
+	for _, w := range want {
+		if merged[w] == 0 {
+			t.Fatalf("%s not merged (merged: %v)", w, merged)
+		}
 	}
 }
