@@ -89,6 +89,7 @@ func (b *Bot) adminHandler() http.Handler {
 			b.log.Error("stream a backup", "err", err)
 			return
 		}
+		b.lastBackup.Store(b.now().Unix())
 		audit(r, "backup stream", "", fmt.Sprintf("ok, %d bytes", n))
 	})
 	mux.HandleFunc("POST /admin/inventory/import", func(w http.ResponseWriter, r *http.Request) {

@@ -102,6 +102,10 @@ type Bot struct {
 	// this process among those sharing the state.
 	etcd    *clientv3.Client
 	replica *state.Replica
+	// metrics and the ops listener (ops.listen).
+	metrics *metrics
+	opsAddr string
+	opsSrv  *http.Server
 	dir     *flows.Directory
 	engine  *flows.Engine
 	present *present.Presenter
@@ -303,8 +307,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		templates.SetZone(loc)
 	}
 	b.present = present.New(fl, b.dir.Members)
+	b.metrics = newMetrics(b)
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica})
+		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: b.metrics})
 	b.runner = b.engine.NewRunner()
 	b.flowRoles = map[string][]string{}
 	for _, f := range fl {
@@ -312,6 +317,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.refusals = newRefusals(b.audit, b.log, b.now, cfg.Audit.RefusalWindow.D(), b.redact.Redact)
+	b.refusals.count = func(platform, class string) { b.metrics.refused.WithLabelValues(platform, class).Inc() }
 	b.importing = make(chan struct{}, 1)
 	b.reg = commands.Default()
 

@@ -34,6 +34,8 @@ type Config struct {
 	TimeZone string `yaml:"time_zone"`
 	// Local is the local chat (a development transport).
 	Local LocalConfig `yaml:"local"`
+	// Ops is the listener for metrics and health.
+	Ops OpsConfig `yaml:"ops"`
 	// Admin guards the operator endpoints (/admin/...).
 	Admin AdminConfig `yaml:"admin"`
 	// HTTP bounds every server's connections.
@@ -79,6 +81,13 @@ type StateConfig struct {
 	// chat input recorded before its ack; unset, a key file beside the
 	// state file (<path>.key, mode 0600) is created and used.
 	KeyEnv string `yaml:"key_env"`
+}
+
+// OpsConfig is the ops listener: /metrics (Prometheus), /healthz and
+// /readyz. It changes nothing and serves no secret, so it may listen
+// beyond loopback (for the Prometheus server); empty: off.
+type OpsConfig struct {
+	Listen string `yaml:"listen"`
 }
 
 // EtcdConfig reaches the etcd cluster of the etcd backend.
@@ -538,7 +547,12 @@ func (c *Config) Check(executors []string) []error {
 		bad("time_zone: %q is not a time zone (e.g. Asia/Shanghai or UTC)", c.TimeZone)
 	}
 	// Every listen address names a real port.
-	for key, addr := range map[string]string{"listen": c.Listen, "slack.listen": c.Slack.Listen, "redis.addr": c.Redis.Addr} {
+	if c.Ops.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Ops.Listen); err != nil {
+			bad("ops.listen: %q is not host:port (e.g. 0.0.0.0:9464 for a Prometheus server elsewhere, or 127.0.0.1:9464)", c.Ops.Listen)
+		}
+	}
+	for key, addr := range map[string]string{"listen": c.Listen, "slack.listen": c.Slack.Listen, "redis.addr": c.Redis.Addr, "ops.listen": c.Ops.Listen} {
 		if _, port, err := net.SplitHostPort(addr); err == nil {
 			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 				bad("%s: port %q is not a port number (0 to 65535, e.g. 127.0.0.1:8080)", key, port)

@@ -98,8 +98,21 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 	audit := state.AuditEntry{At: b.now(), User: user.Name, Platform: in.Platform, Action: action, Args: args}
 	var refusal error
 	stored := false // a transition wrote the entry in its own transaction
+	command := ""
 	finish := func(result string, msgs ...templates.Message) ([]templates.Message, error) {
 		audit.Result = result
+		class, code := "ok", ""
+		var ue *flows.UserError
+		switch {
+		case result == "ok":
+		case result == "duplicate delivery ignored":
+			class = "duplicate"
+		case errors.As(refusal, &ue):
+			class, code = "refused", ue.Code
+		default:
+			class = "error"
+		}
+		b.metrics.command(in.Click, command, class, code)
 		if result == "ok" && stored {
 			return msgs, nil // the transition wrote it in its own transaction
 		}
@@ -138,6 +151,7 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 		req, err = b.reg.Parse(in.Text)
 	}
 	if err == nil {
+		command = req.Command()
 		audit.Action += " " + req.Command()
 		if t := ticketOf(req); t != "" {
 			audit.Ticket = t

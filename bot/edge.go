@@ -38,6 +38,8 @@ type refusals struct {
 	now    func() time.Time
 	window time.Duration
 	redact func(string) string
+	// count counts each refusal by platform and class (metrics).
+	count func(platform, class string)
 
 	mu      sync.Mutex
 	sources map[string]*refusalSource
@@ -55,6 +57,9 @@ func newRefusals(audit *auditWriter, log *slog.Logger, now func() time.Time, win
 
 // Refuse records one refusal.
 func (s *refusals) Refuse(ctx context.Context, r endpoint.Refusal) {
+	if s.count != nil {
+		s.count(r.Platform, r.Class)
+	}
 	r.Remote = endpoint.Clip(r.Remote, 64)
 	r.Action = endpoint.Clip(r.Action, 100)
 	r.Reason = endpoint.Clip(s.redact(r.Reason), maxRefusalReason)

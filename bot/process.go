@@ -44,6 +44,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 		b.listeners = append(b.listeners, l)
 	}
+	if err := b.serveOps(ctx); err != nil {
+		b.stopListeners()
+		ln.Close()
+		return fmt.Errorf("ops.listen %s: %w", b.cfg.Ops.Listen, err)
+	}
 	httpCtx, httpStop := context.WithCancel(context.WithoutCancel(ctx))
 	b.httpStop = httpStop
 	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
@@ -270,6 +275,11 @@ func (b *Bot) Stop() {
 			cancel()
 		}
 		b.stopListeners()
+		if b.opsSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = b.opsSrv.Shutdown(sctx)
+			cancel()
+		}
 		if b.cancel != nil {
 			b.cancel()
 		}

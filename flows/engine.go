@@ -121,7 +121,26 @@ type Config struct {
 	Presenter Presenter
 	// Replicas says which processes share the state; nil: this one only.
 	Replicas Replicas
+	// Observer hears what happened, for metrics; nil: nobody listens.
+	Observer Observer
 }
+
+// Observer hears the engine's outcomes (the bot's metrics). Its methods
+// must be quick and must not fail.
+type Observer interface {
+	// Transition: a ticket of flow moved from stage from (of kind
+	// fromKind, entered waited ago; negative when not known) to stage to
+	// on event.
+	Transition(flow, from, fromKind, to, event string, waited time.Duration)
+	// Job: a job of executor ended with result (succeeded, failed,
+	// interrupted, retried) after took.
+	Job(executor, result string, took time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) Transition(flow, from, fromKind, to, event string, waited time.Duration) {}
+func (noObserver) Job(executor, result string, took time.Duration)                         {}
 
 // Replicas is what the engine knows of the processes sharing its state:
 // its own name, which it writes on each job it claims, and whether
@@ -158,6 +177,7 @@ type Engine struct {
 	jobs     chan struct{}
 	outbox   chan struct{}
 	replicas Replicas
+	observe  Observer
 }
 
 // New builds an engine. Flows must already be validated.
@@ -167,6 +187,9 @@ func New(cfg Config) *Engine {
 		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1), replicas: cfg.Replicas}
 	if e.replicas == nil {
 		e.replicas = single{}
+	}
+	if e.observe = cfg.Observer; e.observe == nil {
+		e.observe = noObserver{}
 	}
 	if e.present == nil {
 		panic("flows.New: a Presenter is required")
@@ -372,7 +395,7 @@ func (s *step) enter(i int) error {
 	}
 	st := &s.f.Stages[i]
 	s.t.Stage = st.Name
-	s.t.StageVersion = s.version()
+	s.t.StageVersion, s.t.StageAt = s.version(), s.now
 	s.t.Open = true
 	s.t.Approvals, s.t.WaitingRoles, s.t.Reminders, s.t.Escalated = nil, nil, 0, false
 	s.t.FailedStage = ""
@@ -426,7 +449,7 @@ func (s *step) terminal(stage string) {
 		s.ch.CancelJobs = append(s.ch.CancelJobs, fmt.Sprintf("%s/%d", s.t.ID, s.old.StageVersion))
 	}
 	s.t.Stage = stage
-	s.t.StageVersion = s.version()
+	s.t.StageVersion, s.t.StageAt = s.version(), s.now
 	s.t.WaitingRoles, s.t.Approvals = nil, nil
 	s.t.Open = stage == StageFailed
 	if !s.t.Open {
@@ -512,13 +535,15 @@ func normRoles(roles []string) []string {
 // and wakes the workers that have new work.
 func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) (state.Change, error)) (state.Ticket, error) {
 	var made state.Change
+	var before state.Ticket
 	t, err := e.store.Transition(ctx, id, func(cur state.Ticket) (state.Change, error) {
 		ch, err := fn(cur)
-		made = ch
+		made, before = ch, cur
 		return ch, err
 	})
 	if err == nil {
 		e.logEvent(t, made.Event)
+		e.observeEvent(before, t, made.Event)
 	}
 	var le *state.LockedError
 	if errors.As(err, &le) {
@@ -616,6 +641,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		return t, err
 	}
 	e.logEvent(t, state.Event{Type: string(EvSubmit), Actor: actor})
+	e.observeEvent(state.Ticket{}, t, state.Event{Type: string(EvSubmit)})
 	poke(e.jobs)
 	poke(e.outbox)
 	return t, nil
@@ -801,7 +827,7 @@ func (e *Engine) startRollback(s *step) error {
 		s.ch.Acquire = s.t.Locks
 	}
 	s.t.Stage = StageRollingBack
-	s.t.StageVersion = s.version()
+	s.t.StageVersion, s.t.StageAt = s.version(), s.now
 	s.t.Open = true
 	s.t.FailedStage = ""
 	s.ch.Jobs = append(s.ch.Jobs, state.Job{ID: fmt.Sprintf("%s/%d", s.t.ID, s.version()), Ticket: s.t.ID,
@@ -834,6 +860,25 @@ func (e *Engine) Mute(ctx context.Context, actor, id string, on bool) (state.Tic
 
 // logEvent writes one line per ticket event, for whoever runs the bot:
 // "T-1 approve by bob: 方案审批 Plan review -> 运维确认 Ops go-ahead".
+// observeEvent tells the observer about a committed event: the stage
+// left, how long the ticket waited in it, the stage entered.
+func (e *Engine) observeEvent(before, t state.Ticket, ev state.Event) {
+	if ev.Type == "" {
+		return
+	}
+	kind := ""
+	if f, ok := e.flows[t.Flow]; ok && before.Stage != "" {
+		if st, _ := f.Stage(before.Stage); st != nil {
+			kind = string(st.Kind)
+		}
+	}
+	waited := time.Duration(-1) // not known: a ticket written before StageAt, or no stage left
+	if !before.StageAt.IsZero() && before.StageVersion != t.StageVersion {
+		waited = e.now().Sub(before.StageAt)
+	}
+	e.observe.Transition(t.Flow, before.Stage, kind, t.Stage, ev.Type, waited)
+}
+
 func (e *Engine) logEvent(t state.Ticket, ev state.Event) {
 	if ev.Type == "" {
 		return

@@ -305,6 +305,7 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 	case !out.OK && IsTransient(out.Err) && j.Attempt < j.MaxAttempts:
 		backoff := time.Duration(1<<min(j.Attempt-1, 10)) * st.Backoff.D()
 		e.log.Warn("transient failure, retrying", "job", id, "ticket", j.Ticket, "attempt", j.Attempt, "in", backoff)
+		e.observe.Job(j.Executor, "retried", res.Ended.Sub(res.Started))
 		return requeueAt(e.now().Add(backoff))
 	}
 	j.Result = &res
@@ -325,9 +326,14 @@ func (e *Engine) runJob(ctx context.Context, id string) error {
 }
 
 // finishJob records a job's end and moves its ticket on, in one transaction.
-func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state.Result, out ExecResult) (state.Ticket, error) {
+func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state.Result, out ExecResult) (_ state.Ticket, err error) {
 	set, batch := out.Set, out.Batch
 	j.Undo = out.Undo
+	defer func() {
+		if err == nil {
+			e.observe.Job(j.Executor, j.Status, res.Ended.Sub(res.Started))
+		}
+	}()
 	return e.commit(ctx, j.Ticket, func(cur state.Ticket) (state.Change, error) {
 		f := e.flows[cur.Flow]
 		if cur.Stage != j.Stage || cur.StageVersion != j.StageVersion || f == nil {

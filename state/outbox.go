@@ -76,6 +76,28 @@ func byTicketVersion(ns []Notification) {
 	}
 }
 
+// OldestUndelivered is when the oldest undelivered notification was
+// written (zero when the outbox is empty).
+func (s *Store) OldestUndelivered(ctx context.Context) (time.Time, error) {
+	var oldest time.Time
+	err := s.db.View(ctx, func(tx kv.Txn) error {
+		oldest = time.Time{}
+		return each(tx, key(bOutbox, nil), func(_ string, v []byte) (bool, error) {
+			var n struct {
+				Created time.Time `json:"created"`
+			}
+			if err := json.Unmarshal(v, &n); err != nil {
+				return false, err
+			}
+			if oldest.IsZero() || n.Created.Before(oldest) {
+				oldest = n.Created
+			}
+			return true, nil
+		})
+	})
+	return oldest, err
+}
+
 // OutboxLen counts the undelivered notifications.
 func (s *Store) OutboxLen(ctx context.Context) (int, error) {
 	var n int

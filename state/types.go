@@ -28,6 +28,9 @@ type Ticket struct {
 	Version int64 `json:"version"`
 	// StageVersion is the version at which the current stage was entered.
 	StageVersion int64 `json:"stage_version"`
+	// StageAt is when the current stage was entered (zero for tickets
+	// written before it was kept).
+	StageAt time.Time `json:"stage_at,omitzero"`
 	// LookedUp is the version at which looked-up fields (a flow's Refresh)
 	// last changed: an approval pressed on a card drawn before it is
 	// refused, since it approved what the approver no longer sees.

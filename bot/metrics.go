@@ -1,0 +1,195 @@
+package bot
+
+// Metrics and health for the people who run opsbot: the ops listener
+// (ops.listen) serves /metrics in the Prometheus format, /healthz (the
+// process lives) and /readyz (it can do its work). It changes nothing and
+// serves no secret, so it may listen beyond loopback. Label values come
+// from bounded sets (flows, stages, events, commands, executors, platforms,
+// reason classes): never a ticket id or a person.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is the bot's registry and its instruments.
+type metrics struct {
+	reg            *prometheus.Registry
+	commands       *prometheus.CounterVec
+	transitions    *prometheus.CounterVec
+	stageWait      *prometheus.HistogramVec
+	jobs           *prometheus.CounterVec
+	jobSeconds     *prometheus.HistogramVec
+	deliveryErrors *prometheus.CounterVec
+	refused        *prometheus.CounterVec
+}
+
+// waitBuckets span a minute to two weeks: how long approvals wait.
+var waitBuckets = []float64{60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400}
+
+func newMetrics(b *Bot) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_commands_total",
+		Help: "Chat commands and clicks handled, by kind (command, click), command, result (ok, refused, duplicate, error) and refusal code."},
+		[]string{"kind", "command", "result", "code"})
+	m.transitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_transitions_total",
+		Help: "Ticket events committed, by flow, the stage entered and event."}, []string{"flow", "stage", "event"})
+	m.stageWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "opsbot_approval_wait_seconds",
+		Help: "How long tickets waited in an approval stage before leaving it, by flow and stage.", Buckets: waitBuckets},
+		[]string{"flow", "stage"})
+	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_jobs_total",
+		Help: "Jobs (steps) ended, by executor and result (succeeded, failed, interrupted, cancelled, retried)."}, []string{"executor", "result"})
+	m.jobSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "opsbot_job_duration_seconds",
+		Help: "How long jobs ran, by executor.", Buckets: prometheus.ExponentialBuckets(0.1, 3, 10)}, []string{"executor"})
+	m.deliveryErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_delivery_errors_total",
+		Help: "Notification deliveries that failed (and will be retried), by platform."}, []string{"platform"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_inbound_refused_total",
+		Help: "Inbound requests refused at the edge, by platform and reason class (signature, freshness, replay, rate_limited, ...)."},
+		[]string{"platform", "reason"})
+	m.reg.MustRegister(m.commands, m.transitions, m.stageWait, m.jobs, m.jobSeconds, m.deliveryErrors, m.refused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	version := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		version = bi.Main.Version
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "opsbot_build_info",
+		Help: "Always 1; the labels say which build runs.", ConstLabels: prometheus.Labels{"version": version, "backend": b.store.Backend()}},
+		func() float64 { return 1 }))
+	// Read at scrape time from the state.
+	scrape := func(name, help string, fn func(ctx context.Context) (float64, error)) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			v, err := fn(ctx)
+			if err != nil {
+				return -1
+			}
+			return v
+		}))
+	}
+	scrape("opsbot_outbox_depth", "Notifications not delivered yet (-1: the state does not answer).", func(ctx context.Context) (float64, error) {
+		n, err := b.store.OutboxLen(ctx)
+		return float64(n), err
+	})
+	scrape("opsbot_outbox_oldest_age_seconds", "Age of the oldest undelivered notification (0: none).", func(ctx context.Context) (float64, error) {
+		oldest, err := b.store.OldestUndelivered(ctx)
+		if err != nil || oldest.IsZero() {
+			return 0, err
+		}
+		return b.now().Sub(oldest).Seconds(), nil
+	})
+	scrape("opsbot_state_bytes", "Size of the state (bbolt: pages in use; etcd: the cluster's database).", func(ctx context.Context) (float64, error) {
+		return float64(b.store.Used()), nil
+	})
+	scrape("opsbot_last_backup_timestamp_seconds", "When this process last wrote a backup (0: not since it started).", func(ctx context.Context) (float64, error) {
+		return float64(b.lastBackup.Load()), nil
+	})
+	scrape("opsbot_leader", "1 when this replica leads (fires timers, delivers notifications); always 1 on bbolt.", func(ctx context.Context) (float64, error) {
+		if b.replica.Leader() {
+			return 1, nil
+		}
+		return 0, nil
+	})
+	return m
+}
+
+// Transition implements flows.Observer.
+func (m *metrics) Transition(flow, from, fromKind, to, event string, waited time.Duration) {
+	m.transitions.WithLabelValues(flow, to, event).Inc()
+	if fromKind == "approval" && waited >= 0 {
+		m.stageWait.WithLabelValues(flow, from).Observe(waited.Seconds())
+	}
+}
+
+// Job implements flows.Observer.
+func (m *metrics) Job(executor, result string, took time.Duration) {
+	m.jobs.WithLabelValues(executor, result).Inc()
+	if result != "retried" && took > 0 {
+		m.jobSeconds.WithLabelValues(executor).Observe(took.Seconds())
+	}
+}
+
+// command counts a handled command or click.
+func (m *metrics) command(click bool, command, result, code string) {
+	kind := "command"
+	if click {
+		kind = "click"
+	}
+	if command == "" {
+		command = "unparsed"
+	}
+	m.commands.WithLabelValues(kind, command, result, code).Inc()
+}
+
+// opsHandler serves /metrics, /healthz and /readyz; reads only.
+func (b *Bot) opsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		not := b.notReady(r.Context())
+		if len(not) > 0 {
+			writeJSONReply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "not_ready": not})
+			return
+		}
+		writeJSONReply(w, http.StatusOK, map[string]any{"ready": true, "state": b.store.Backend(), "leader": b.replica.Leader()})
+	})
+	return mux
+}
+
+// notReady says what keeps this process from its work: the state not
+// answering or not taking writes, on etcd no lease or a full quota.
+func (b *Bot) notReady(ctx context.Context) map[string]string {
+	not := map[string]string{}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := b.store.Ping(ctx); err != nil {
+		not["state"] = "the state does not answer: " + err.Error()
+	} else if _, err := b.store.Remember(ctx, "readyz:"+b.replica.ID, b.now(), time.Minute); err != nil {
+		not["state"] = "the state does not take writes: " + err.Error()
+	}
+	if b.replica.Replicated() {
+		if down := b.replica.Down(); down != "" {
+			not["replica"] = "no etcd lease: " + down
+		}
+		if alarms, err := b.store.Alarms(ctx); err == nil && len(alarms) > 0 {
+			not["state"] = "etcd alarm raised: " + alarms[0]
+		}
+	}
+	return not
+}
+
+// serveOps starts the ops listener when ops.listen is set.
+func (b *Bot) serveOps(ctx context.Context) error {
+	if b.cfg.Ops.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", b.cfg.Ops.Listen)
+	if err != nil {
+		return err
+	}
+	b.opsAddr = ln.Addr().String()
+	b.opsSrv = &http.Server{Handler: b.opsHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := b.opsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error("ops listener stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// OpsAddr is the ops listener's address, once started ("" when off).
+func (b *Bot) OpsAddr() string { return b.opsAddr }

@@ -1,0 +1,119 @@
+package bot_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"opsbot/bot/bottest"
+)
+
+// scrape returns the ops listener's /metrics text.
+func scrape(t *testing.T, k *bottest.Kit) string {
+	t.Helper()
+	resp, err := http.Get("http://" + k.Bot.OpsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+// A go-live, a failed deploy and a forged request show in /metrics as
+// counts, a histogram bucket and the refusal's reason; /healthz and
+// /readyz answer on the same listener.
+func TestMetricsCountWhatHappened(t *testing.T) {
+	k := bottest.New(t, bottest.WithYAML(`ops: {listen: "127.0.0.1:0"}`))
+	goLive := func(svc string) string {
+		msgs := k.Say("alice", "/ops new golive service="+svc+" version=v1 rollback_app=redeploy hotfix=true")
+		return ticketID.FindString(bottest.Title(msgs))
+	}
+	id := goLive("payments")
+	k.Clock.Advance(2 * time.Hour) // plan review waits two hours
+	mustContain(t, bottest.Title(k.Say("bob", "/ops approve "+id)), id+" approve")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops approve "+id+" go")), id+" approve")
+	k.WaitStage(id, "verify")
+	mustContain(t, bottest.Title(k.Say("carol", "/ops approve "+id+" verified")), id+" approve")
+	k.WaitStage(id, "done")
+
+	k.Touch("fail")
+	failed := goLive("billing")
+	k.Say("bob", "/ops approve "+failed)
+	k.Say("dave", "/ops approve "+failed+" go")
+	k.WaitStage(failed, "failed")
+	k.Say("eve", "/ops approve "+failed) // nobody: refused
+
+	// A page on another site posts a command: refused at the edge.
+	req, _ := http.NewRequest("POST", k.URL+"/api/command", bytes.NewReader([]byte(`{"user":"bob","text":"/ops approve T-1"}`)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", "http://evil.example")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 403 {
+		t.Fatalf("forged request: %v %v", resp, err)
+	}
+
+	m := scrape(t, k)
+	for _, want := range []string{
+		`opsbot_commands_total{code="",command="approve",kind="command",result="ok"} 5`,
+		`opsbot_commands_total{code="",command="new",kind="command",result="ok"} 2`,
+		`opsbot_transitions_total{event="approve",flow="golive",stage="deploy_approval"} 2`,
+		`opsbot_transitions_total{event="succeed",flow="golive",stage="verify"} 1`,
+		`opsbot_transitions_total{event="fail",flow="golive",stage="failed"} 1`,
+		`opsbot_transitions_total{event="approve",flow="golive",stage="done"} 1`,
+		// Two hours in plan review: in the 4 h bucket, not the 1 h one.
+		`opsbot_approval_wait_seconds_bucket{flow="golive",stage="plan_review",le="3600"} 1`,
+		`opsbot_approval_wait_seconds_bucket{flow="golive",stage="plan_review",le="14400"} 2`,
+		`opsbot_jobs_total{executor="script",result="succeeded"} 1`,
+		`opsbot_jobs_total{executor="script",result="failed"} 1`,
+		`opsbot_inbound_refused_total{platform="local",reason="origin"} 1`,
+		`opsbot_build_info{backend="bbolt",version=`,
+		`opsbot_leader 1`,
+		`opsbot_outbox_depth `,
+		`opsbot_state_bytes `,
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(m, `kind="command",result="refused"`) {
+		t.Errorf("eve's refused approval is not counted:\n%s", grepLines(m, "opsbot_commands_total"))
+	}
+	for _, bad := range []string{id, "alice", "bob", "payments"} {
+		if strings.Contains(grepLines(m, "opsbot_"), `"`+bad+`"`) {
+			t.Errorf("a label holds %q: labels must come from bounded sets", bad)
+		}
+	}
+	for path, want := range map[string]string{"/healthz": `"status":"ok"`, "/readyz": `"ready":true`} {
+		resp, err := http.Get("http://" + k.Bot.OpsAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	// The ops listener changes nothing.
+	if resp, err := http.Post("http://"+k.Bot.OpsAddr()+"/metrics", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics: %v %v", resp, err)
+	}
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
