@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"opsbot/bot/bottest"
+	"opsbot/bot/slack/slackfake"
+	"opsbot/internal/promtest"
 )
 
 // scrape returns the ops listener's /metrics text.
@@ -116,4 +118,48 @@ func grepLines(s, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A real Prometheus scrapes a running bot: after a go-live, a forged Slack
+// request and a failed script step, its HTTP API answers with the series
+// and values expected.
+func TestPrometheusScrapesTheBot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs prometheus")
+	}
+	k, fake := slackKit(t, "http", `ops: {listen: "127.0.0.1:0"}`)
+	prom := promtest.Start(t, k.Bot.OpsAddr())
+	id := ticketID.FindString(bottest.Title(k.Say("alice", "/ops new golive service=payments version=v1 rollback_app=redeploy hotfix=true")))
+	k.Clock.Advance(30 * time.Minute)
+	k.Say("bob", "/ops approve "+id)
+	k.Say("dave", "/ops approve "+id+" go")
+	k.WaitStage(id, "verify")
+	k.Say("carol", "/ops approve "+id+" verified")
+	k.WaitStage(id, "done")
+	k.Touch("fail")
+	failed := ticketID.FindString(bottest.Title(k.Say("alice", "/ops new golive service=billing version=v1 rollback_app=redeploy hotfix=true")))
+	k.Say("bob", "/ops approve "+failed)
+	k.Say("dave", "/ops approve "+failed+" go")
+	k.WaitStage(failed, "failed")
+	// A request that claims to be Slack but is signed with another secret.
+	body := []byte(fake.SlashForm("U0BOB", "C0OPS", "approve "+failed).Encode())
+	if code, _, _ := slackfake.Deliver("http://"+k.Bot.Slack().Addr()+"/slack/commands", "application/x-www-form-urlencoded",
+		"not-the-signing-secret", time.Now(), body); code != 401 {
+		t.Fatalf("a forged Slack request was answered %d", code)
+	}
+	for expr, want := range map[string]float64{
+		`opsbot_transitions_total{flow="golive",stage="done",event="approve"}`:             1,
+		`opsbot_jobs_total{executor="script",result="succeeded"}`:                          1,
+		`opsbot_jobs_total{executor="script",result="failed"}`:                             1,
+		`opsbot_inbound_refused_total{platform="slack",reason="signature"}`:                1,
+		`sum(opsbot_commands_total{command="approve",result="ok"})`:                        5,
+		`opsbot_approval_wait_seconds_bucket{flow="golive",stage="plan_review",le="900"}`:  1,
+		`opsbot_approval_wait_seconds_bucket{flow="golive",stage="plan_review",le="3600"}`: 2,
+		`opsbot_approval_wait_seconds_count{flow="golive",stage="deploy_approval"}`:        2,
+		`up{job="opsbot"}`: 1,
+	} {
+		if err := prom.Wait(expr, want); err != nil {
+			t.Error(err)
+		}
+	}
 }
