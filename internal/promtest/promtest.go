@@ -19,7 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 // Server is a running Prometheus.
