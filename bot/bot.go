@@ -310,6 +310,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	b.metrics = newMetrics(b)
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
 		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: b.metrics})
+	b.metrics.reg.MustRegister(newWaitingCollector(b))
 	b.runner = b.engine.NewRunner()
 	b.flowRoles = map[string][]string{}
 	for _, f := range fl {

@@ -12,8 +12,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"time"
+
+	"opsbot/flows"
+	"opsbot/state"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,6 +34,7 @@ type metrics struct {
 	jobSeconds     *prometheus.HistogramVec
 	deliveryErrors *prometheus.CounterVec
 	refused        *prometheus.CounterVec
+	integrationUp  *prometheus.GaugeVec
 }
 
 // waitBuckets span a minute to two weeks: how long approvals wait.
@@ -54,7 +59,10 @@ func newMetrics(b *Bot) *metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_inbound_refused_total",
 		Help: "Inbound requests refused at the edge, by platform and reason class (signature, freshness, replay, rate_limited, ...)."},
 		[]string{"platform", "reason"})
-	m.reg.MustRegister(m.commands, m.transitions, m.stageWait, m.jobs, m.jobSeconds, m.deliveryErrors, m.refused,
+	m.integrationUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsbot_integration_up",
+		Help: "1 when this process reaches an outside system it is configured with (redis, zookeeper:<ensemble>, gitlab, dns, etcd), 0 when not; probed every 15 s."},
+		[]string{"integration"})
+	m.reg.MustRegister(m.integrationUp, m.commands, m.transitions, m.stageWait, m.jobs, m.jobSeconds, m.deliveryErrors, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	version := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
@@ -92,6 +100,12 @@ func newMetrics(b *Bot) *metrics {
 	scrape("opsbot_last_backup_timestamp_seconds", "When this process last wrote a backup (0: not since it started).", func(ctx context.Context) (float64, error) {
 		return float64(b.lastBackup.Load()), nil
 	})
+	scrape("opsbot_ready", "1 when this process can do its work (see /readyz for why not).", func(ctx context.Context) (float64, error) {
+		if len(b.notReady(ctx)) > 0 {
+			return 0, nil
+		}
+		return 1, nil
+	})
 	scrape("opsbot_leader", "1 when this replica leads (fires timers, delivers notifications); always 1 on bbolt.", func(ctx context.Context) (float64, error) {
 		if b.replica.Leader() {
 			return 1, nil
@@ -112,7 +126,7 @@ func (m *metrics) Transition(flow, from, fromKind, to, event string, waited time
 // Job implements flows.Observer.
 func (m *metrics) Job(executor, result string, took time.Duration) {
 	m.jobs.WithLabelValues(executor, result).Inc()
-	if result != "retried" && took > 0 {
+	if result != "retried" && took >= 0 {
 		m.jobSeconds.WithLabelValues(executor).Observe(took.Seconds())
 	}
 }
@@ -127,6 +141,72 @@ func (m *metrics) command(click bool, command, result, code string) {
 		command = "unparsed"
 	}
 	m.commands.WithLabelValues(kind, command, result, code).Inc()
+}
+
+// initLabels gives the series people alert on a value from the start:
+// a counter that appears only at its first failure cannot be rated.
+func (b *Bot) initLabels() {
+	for _, t := range b.trans {
+		b.metrics.deliveryErrors.WithLabelValues(t.Platform())
+	}
+}
+
+// probeLoop checks the outside systems this process is configured with,
+// every 15 s, until ctx ends.
+func (b *Bot) probeLoop(ctx context.Context) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		b.probe(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Bot) probe(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	set := func(name string, err error) {
+		v := 1.0
+		if err != nil {
+			v = 0
+		}
+		b.metrics.integrationUp.WithLabelValues(name).Set(v)
+	}
+	if b.redis != nil {
+		set("redis", b.redis.Ping(ctx).Err())
+	}
+	for name, st := range b.zk {
+		var err error
+		if !st.Up() {
+			err = errors.New("no session")
+		}
+		set("zookeeper:"+name, err)
+	}
+	if b.etcd != nil {
+		set("etcd", b.store.Ping(ctx))
+	}
+	dial := func(name, addr string) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		set(name, err)
+	}
+	if u, err := url.Parse(b.cfg.GitLab.BaseURL); err == nil && u.Host != "" {
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80"}[u.Scheme]+map[string]string{"https": "443"}[u.Scheme])
+		}
+		dial("gitlab", host)
+	}
+	if b.cfg.DNS.Server != "" {
+		dial("dns", b.cfg.DNS.Server)
+	}
 }
 
 // opsHandler serves /metrics, /healthz and /readyz; reads only.
@@ -193,3 +273,59 @@ func (b *Bot) serveOps(ctx context.Context) error {
 
 // OpsAddr is the ops listener's address, once started ("" when off).
 func (b *Bot) OpsAddr() string { return b.opsAddr }
+
+// waitingCollector reports, at scrape time, how long the oldest open
+// ticket has waited in each approval stage, and each approval stage's
+// expiry: an alert compares the two.
+type waitingCollector struct {
+	b              *Bot
+	oldest, expiry *prometheus.Desc
+}
+
+func newWaitingCollector(b *Bot) *waitingCollector {
+	return &waitingCollector{b: b,
+		oldest: prometheus.NewDesc("opsbot_approval_waiting_oldest_seconds",
+			"How long the oldest open ticket has waited in an approval stage, by flow and stage (stages with nobody waiting are left out).",
+			[]string{"flow", "stage"}, nil),
+		expiry: prometheus.NewDesc("opsbot_approval_expiry_seconds",
+			"When an approval stage expires (its expire_after), by flow and stage; stages that never expire are left out.",
+			[]string{"flow", "stage"}, nil)}
+}
+
+func (c *waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.oldest; ch <- c.expiry }
+
+func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ flow, stage string }
+	expiring := map[key]float64{}
+	for _, name := range c.b.engine.FlowNames() {
+		f, _ := c.b.engine.Flow(name)
+		for _, st := range f.Stages {
+			if st.Kind == flows.KindApproval && st.ExpireAfter.D() > 0 {
+				expiring[key{f.Name, st.Name}] = st.ExpireAfter.D().Seconds()
+				ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, st.ExpireAfter.D().Seconds(), f.Name, st.Name)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	oldest := map[key]float64{}
+	now := c.b.now()
+	_, err := c.b.store.List(ctx, state.Index{Kind: "open"}, func(t state.Ticket) bool {
+		f, ok := c.b.engine.Flow(t.Flow)
+		if !ok || t.StageAt.IsZero() {
+			return false
+		}
+		if st, _ := f.Stage(t.Stage); st == nil || st.Kind != flows.KindApproval {
+			return false
+		}
+		k := key{t.Flow, t.Stage}
+		oldest[k] = max(oldest[k], now.Sub(t.StageAt).Seconds())
+		return false
+	}, 0, 1)
+	if err != nil {
+		return
+	}
+	for k, v := range oldest {
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, v, k.flow, k.stage)
+	}
+}

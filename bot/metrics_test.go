@@ -2,14 +2,21 @@ package bot_test
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"opsbot/bot/bottest"
 	"opsbot/bot/slack/slackfake"
+	"opsbot/integrations/redis/redistest"
 	"opsbot/internal/promtest"
 )
 
@@ -60,7 +67,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Fatalf("forged request: %v %v", resp, err)
 	}
 
-	m := scrape(t, k)
+	var m string
+	waitFor(t, "the failed step in /metrics", func() bool {
+		m = scrape(t, k)
+		return strings.Contains(m, `opsbot_jobs_total{executor="script",result="failed"}`)
+	})
 	for _, want := range []string{
 		`opsbot_commands_total{code="",command="approve",kind="command",result="ok"} 5`,
 		`opsbot_commands_total{code="",command="new",kind="command",result="ok"} 2`,
@@ -161,5 +172,98 @@ func TestPrometheusScrapesTheBot(t *testing.T) {
 		if err := prom.Wait(expr, want); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// The shipped alerts and dashboard use only metrics the bot exports:
+// each name in their expressions is in a running bot's /metrics. promtool
+// checks the rules and runs their unit tests (deploy/prometheus).
+func TestAlertsUseExportedMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs promtool and redis")
+	}
+	dir := filepath.Join("..", "deploy", "prometheus")
+	for _, args := range [][]string{{"check", "rules", "alerts.yaml"}, {"test", "rules", "alerts_test.yaml"}} {
+		cmd := exec.Command("promtool", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	var exprs []string
+	rules, err := os.ReadFile(filepath.Join(dir, "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(rules), "\n") {
+		if e, ok := strings.CutPrefix(strings.TrimSpace(l), "expr: "); ok {
+			exprs = append(exprs, e)
+		}
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "opsbot.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	if len(exprs) < 20 {
+		t.Fatalf("only %d expressions found", len(exprs))
+	}
+
+	// A bot with something to report: redis reached, a ticket waiting for
+	// approval, a step run, a refusal at the edge.
+	srv := redistest.Start(t)
+	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("redis: {addr: %q}\nops: {listen: \"127.0.0.1:0\"}", srv.Addr)))
+	k.Say("alice", "/ops new golive service=waiting version=v1 rollback_app=redeploy hotfix=true")
+	id := ticketID.FindString(bottest.Title(k.Say("alice", "/ops new golive service=payments version=v1 rollback_app=redeploy hotfix=true")))
+	k.Say("bob", "/ops approve "+id)
+	k.Say("dave", "/ops approve "+id+" go")
+	k.WaitStage(id, "verify")
+	req, _ := http.NewRequest("POST", k.URL+"/api/command", bytes.NewReader([]byte(`{}`)))
+	req.Header.Set("Origin", "http://evil.example")
+	http.DefaultClient.Do(req)
+	var m string
+	waitFor(t, "the step's duration in /metrics", func() bool {
+		m = scrape(t, k)
+		return strings.Contains(m, "opsbot_job_duration_seconds_bucket")
+	})
+	exported := map[string]bool{}
+	for _, l := range strings.Split(m, "\n") {
+		if name, ok := strings.CutPrefix(l, "# TYPE "); ok {
+			name, kind, _ := strings.Cut(name, " ")
+			exported[name] = true
+			if kind == "histogram" {
+				for _, s := range []string{"_bucket", "_sum", "_count"} {
+					exported[name+s] = true
+				}
+			}
+		}
+	}
+	exported["up"] = true // Prometheus's own, per target
+	names := regexp.MustCompile(`\b(opsbot_[a-z_]+|process_[a-z_]+|go_[a-z_]+|up)\b`)
+	checked := 0
+	for _, e := range exprs {
+		for _, n := range names.FindAllString(e, -1) {
+			checked++
+			if !exported[n] {
+				t.Errorf("%s (in %s) is not in the bot's /metrics", n, e)
+			}
+		}
+	}
+	if checked < 25 {
+		t.Fatalf("only %d metric names checked", checked)
 	}
 }

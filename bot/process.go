@@ -44,6 +44,7 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 		b.listeners = append(b.listeners, l)
 	}
+	b.initLabels()
 	if err := b.serveOps(ctx); err != nil {
 		b.stopListeners()
 		ln.Close()
@@ -54,8 +55,9 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
-	b.wg.Add(9)
+	b.wg.Add(10)
 	go func() { defer b.wg.Done(); b.replica.Run(bg) }()
+	go func() { defer b.wg.Done(); b.probeLoop(bg) }()
 	go func() { defer b.wg.Done(); b.audit.run(bg) }()
 	go func() { defer b.wg.Done(); b.refusals.run(bg) }()
 	// One replica at a time fires the timers, delivers the outbox, keeps

@@ -75,6 +75,9 @@ wait:
 // Close ends the session.
 func (s *Store) Close() { s.conn.Close() }
 
+// Up reports whether the ensemble connection holds a session now.
+func (s *Store) Up() bool { return s.conn.State() == zk.StateHasSession }
+
 // platformName is what a platform may be called: one znode name, so that
 // no name (".." or one with a "/") reaches outside the platform's node.
 var platformName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
