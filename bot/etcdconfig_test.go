@@ -152,7 +152,14 @@ func TestHealthReportsEtcdQuotaFull(t *testing.T) {
 	}
 	c := etcdtest.Start(t, 1, "--quota-backend-bytes", "16777216")
 	t.Setenv("OPSBOT_STATE_KEY", "0123456789abcdef0123456789abcdef")
-	k := bottest.New(t, bottest.WithState(fmt.Sprintf("state: {backend: etcd, etcd: {endpoints: [%q]}}", c.Endpoints()[0])))
+	k := bottest.New(t, bottest.WithState(fmt.Sprintf("state: {backend: etcd, etcd: {endpoints: [%q], dial_timeout: 1s}}", c.Endpoints()[0])),
+		bottest.WithYAML(`ops: {listen: "127.0.0.1:0"}`))
+	waitReady(t, k, 200, `"ready":true`)
+	// etcd stopped: not ready, saying why; back by itself.
+	c.Stop(0)
+	waitReady(t, k, 503, "the state does not answer")
+	c.Restart(0)
+	waitReady(t, k, 200, `"ready":true`)
 	get := func() (int, string) {
 		resp, err := http.Get(k.URL + "/healthz")
 		if err != nil {
@@ -180,4 +187,5 @@ func TestHealthReportsEtcdQuotaFull(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "NOSPACE") || !strings.Contains(body, "alarm disarm") {
 		t.Fatalf("a full etcd: %d %s", code, body)
 	}
+	waitReady(t, k, 503, "etcd alarm raised: NOSPACE")
 }

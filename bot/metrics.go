@@ -10,10 +10,13 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"opsbot/flows"
@@ -22,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 )
 
 // metrics is the bot's registry and its instruments.
@@ -238,6 +242,16 @@ func (b *Bot) notReady(ctx context.Context) map[string]string {
 	} else if _, err := b.store.Remember(ctx, "readyz:"+b.replica.ID, b.now(), time.Minute); err != nil {
 		not["state"] = "the state does not take writes: " + err.Error()
 	}
+	if msg := diskProblem(b.stateDir()); msg != "" {
+		not["state"] = msg
+	}
+	for _, t := range b.trans {
+		if r, ok := t.(interface{ Ready(context.Context) error }); ok {
+			if err := r.Ready(ctx); err != nil {
+				not[t.Platform()] = err.Error()
+			}
+		}
+	}
 	if b.replica.Replicated() {
 		if down := b.replica.Down(); down != "" {
 			not["replica"] = "no etcd lease: " + down
@@ -328,4 +342,35 @@ func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range oldest {
 		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, v, k.flow, k.stage)
 	}
+}
+
+// stateDir is the directory of the bbolt file ("" on etcd).
+func (b *Bot) stateDir() string {
+	if b.store.Backend() != "bbolt" {
+		return ""
+	}
+	return filepath.Dir(b.store.Path())
+}
+
+// minFree is the free space under which the state's disk counts as full:
+// a transition may need to grow the file.
+const minFree = 4 << 20
+
+// diskProblem says what is wrong with the filesystem holding dir: read
+// only, or (nearly) full; "" when nothing.
+func diskProblem(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "cannot check the state's disk: " + err.Error()
+	}
+	if st.Flags&unix.ST_RDONLY != 0 {
+		return "the state's filesystem (" + dir + ") is read-only: no approval can be recorded"
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < minFree {
+		return fmt.Sprintf("the state's disk (%s) is full: %d bytes free; free space so approvals can be recorded", dir, free)
+	}
+	return ""
 }

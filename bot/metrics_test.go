@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"opsbot/bot"
 	"opsbot/bot/bottest"
 	"opsbot/bot/slack/slackfake"
 	"opsbot/integrations/redis/redistest"
@@ -265,5 +266,76 @@ func TestAlertsUseExportedMetrics(t *testing.T) {
 	}
 	if checked < 25 {
 		t.Fatalf("only %d metric names checked", checked)
+	}
+}
+
+func readyz(t *testing.T, k *bottest.Kit) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + k.Bot.OpsAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// waitReady waits until /readyz answers code with a body holding want.
+func waitReady(t *testing.T, k *bottest.Kit, code int, want string) {
+	t.Helper()
+	var got int
+	var body string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if got, body = readyz(t, k); got == code && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: want %d with %q, got %d %s", code, want, got, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// /readyz turns not-ready, saying why, when Slack revokes the bot token
+// and when the state's disk is full or read-only; and ready again by
+// itself once that is mended.
+func TestReadyzSaysWhyNot(t *testing.T) {
+	k, fake := slackKit(t, "http", `ops: {listen: "127.0.0.1:0"}`)
+	waitReady(t, k, 200, `"ready":true`)
+	fake.RevokeBotToken()
+	waitReady(t, k, 503, "token_revoked")
+	fake.SetBotToken(fake.BotToken)
+	waitReady(t, k, 200, `"ready":true`)
+
+	// The state on a small filesystem of its own.
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s): the disk checks need one", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	k = bottest.New(t, bottest.WithYAML(`ops: {listen: "127.0.0.1:0"}`), bottest.WithState(fmt.Sprintf("state: {path: %q}", filepath.Join(mnt, "opsbot.db"))))
+	waitReady(t, k, 200, `"ready":true`)
+	filler := filepath.Join(mnt, "filler")
+	f, _ := os.Create(filler)
+	f.Write(make([]byte, 16<<20)) // until the disk is full
+	f.Close()
+	waitReady(t, k, 503, "is full")
+	os.Remove(filler)
+	waitReady(t, k, 200, `"ready":true`)
+
+	// A filesystem mounted read-only (a remount under an open file is
+	// refused, so a second one, as a disk remounted read-only after errors
+	// looks).
+	ro := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount read-only: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", ro).Run() })
+	if msg := bot.DiskProblem(ro); !strings.Contains(msg, "read-only") {
+		t.Fatalf("a read-only filesystem: %q", msg)
+	}
+	if msg := bot.DiskProblem(mnt); msg != "" {
+		t.Fatalf("a healthy filesystem: %q", msg)
 	}
 }

@@ -90,6 +90,11 @@ type Transport struct {
 
 	mu     sync.Mutex
 	emails map[string]string
+
+	// readyAt and readyErr cache Ready's last answer.
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
 }
 
 // New builds the transport; Start connects it.
@@ -126,6 +131,23 @@ func (t *Transport) Platform() string { return "slack" }
 
 // Addr is the HTTP mode's listening address, once started.
 func (t *Transport) Addr() string { return t.ep.Addr() }
+
+// Ready says whether Slack accepts the bot token now (auth.test, asked at
+// most every 5 s): a revoked or wrong token, or Slack unreachable, is an
+// error that says so.
+func (t *Transport) Ready(ctx context.Context) error {
+	t.readyMu.Lock()
+	defer t.readyMu.Unlock()
+	if time.Since(t.readyAt) < 5*time.Second {
+		return t.readyErr
+	}
+	_, err := t.api.AuthTestContext(ctx)
+	if err != nil {
+		err = fmt.Errorf("slack does not accept the bot token (auth.test: %w); check %s", err, "slack.bot_token_env")
+	}
+	t.readyAt, t.readyErr = time.Now(), err
+	return err
+}
 
 // Replay handles recorded input whose process stopped before handling
 // it (see endpoint.Server.Replay).

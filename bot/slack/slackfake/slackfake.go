@@ -70,6 +70,7 @@ type Server struct {
 	Burst int
 
 	mu        sync.Mutex
+	revoked   bool
 	calls     []Call
 	messages  map[string]*Message
 	responses []Response
@@ -101,6 +102,7 @@ func New(t testing.TB) *Server {
 		c.Handle("/chat.postEphemeral", s.auth(s.postEphemeral))
 		c.Handle("/views.open", s.auth(s.viewsOpen))
 		c.Handle("/users.info", s.auth(s.usersInfo))
+		c.Handle("/auth.test", s.auth(s.authTest))
 		c.Handle("/apps.connections.open", s.appsConnectionsOpen)
 		c.Handle("/socket", s.socket)
 		c.Handle("/respond/", s.respond)
@@ -127,7 +129,22 @@ func (s *Server) APIURL() string { return s.ts.GetAPIURL() }
 func (s *Server) SetBotToken(tok string) {
 	s.mu.Lock()
 	s.BotToken = tok
+	s.revoked = false
 	s.mu.Unlock()
+}
+
+// RevokeBotToken makes the bot token answer token_revoked, as Slack does
+// once an admin revokes it or the app is uninstalled.
+func (s *Server) RevokeBotToken() {
+	s.mu.Lock()
+	s.revoked = true
+	s.mu.Unlock()
+}
+
+// authTest answers auth.test: who the token is.
+func (s *Server) authTest(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, map[string]any{"ok": true, "url": "https://opsbot-test.slack.com/", "team": "opsbot test", "user": "opsbot",
+		"team_id": "T0TEAM", "user_id": "U0OPSBOT", "bot_id": "B0OPSBOT"})
 }
 
 // AddUser adds a workspace member.
@@ -236,10 +253,14 @@ func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		s.mu.Lock()
-		want := s.BotToken
+		want, revoked := s.BotToken, s.revoked
 		s.mu.Unlock()
 		if tok != want {
 			fail(w, "invalid_auth")
+			return
+		}
+		if revoked {
+			fail(w, "token_revoked")
 			return
 		}
 		next(w, r)

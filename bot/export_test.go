@@ -1,0 +1,4 @@
+package bot
+
+// DiskProblem is diskProblem, for the tests.
+var DiskProblem = diskProblem
