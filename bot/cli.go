@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -71,8 +70,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		log := slog.New(slog.NewTextHandler(stderr, nil))
-		b, err := New(ctx, Options{Config: cfg, Log: log})
+		b, err := New(ctx, Options{Config: cfg, Log: cfg.Logger(stderr)})
 		if err != nil {
 			return fail(err)
 		}

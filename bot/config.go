@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -36,6 +37,8 @@ type Config struct {
 	Local LocalConfig `yaml:"local"`
 	// Ops is the listener for metrics and health.
 	Ops OpsConfig `yaml:"ops"`
+	// Log is how the process logs.
+	Log LogConfig `yaml:"log"`
 	// Admin guards the operator endpoints (/admin/...).
 	Admin AdminConfig `yaml:"admin"`
 	// HTTP bounds every server's connections.
@@ -81,6 +84,25 @@ type StateConfig struct {
 	// chat input recorded before its ack; unset, a key file beside the
 	// state file (<path>.key, mode 0600) is created and used.
 	KeyEnv string `yaml:"key_env"`
+}
+
+// LogConfig: log.format text (key=value, the default) or json (one
+// object a line, for a log shipper); log.level debug, info (default),
+// warn or error.
+type LogConfig struct {
+	Format string `yaml:"format"`
+	Level  string `yaml:"level"`
+}
+
+// Logger is the process's logger as configured, writing to w.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // OpsConfig is the ops listener: /metrics (Prometheus), /healthz and
@@ -547,6 +569,13 @@ func (c *Config) Check(executors []string) []error {
 		bad("time_zone: %q is not a time zone (e.g. Asia/Shanghai or UTC)", c.TimeZone)
 	}
 	// Every listen address names a real port.
+	if f := c.Log.Format; f != "" && f != "text" && f != "json" {
+		bad("log.format: %q: text (key=value lines) or json (one object a line)", f)
+	}
+	var lv slog.Level
+	if c.Log.Level != "" && lv.UnmarshalText([]byte(c.Log.Level)) != nil {
+		bad("log.level: %q: debug, info, warn or error", c.Log.Level)
+	}
 	if c.Ops.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Ops.Listen); err != nil {
 			bad("ops.listen: %q is not host:port (e.g. 0.0.0.0:9464 for a Prometheus server elsewhere, or 127.0.0.1:9464)", c.Ops.Listen)

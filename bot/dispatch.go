@@ -77,6 +77,7 @@ func (b *Bot) Submit(ctx context.Context, in Incoming, flow string, fields map[s
 func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]templates.Message, error) {
 	ref := newRef()
 	log := b.log.With("platform", in.Platform, "req", ref)
+	ctx = flows.WithRequest(ctx, in.Platform, ref)
 	if err := state.CheckName(in.Platform+" user id", in.UserID); err != nil {
 		// Never stored, never an index key: a name with a NUL or a
 		// newline would break index scans and could pass for another.

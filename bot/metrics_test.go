@@ -339,3 +339,71 @@ func TestReadyzSaysWhyNot(t *testing.T) {
 		t.Fatalf("a healthy filesystem: %q", msg)
 	}
 }
+
+// One structured line per ticket event, with who, where and the request;
+// a line per step with its result and duration; log.format json.
+func TestLogLinesPeopleCanFollow(t *testing.T) {
+	k := bottest.New(t)
+	id := ticketID.FindString(bottest.Title(k.Say("alice", "/ops new golive service=payments version=v1 rollback_app=redeploy hotfix=true")))
+	k.Say("bob", "/ops approve "+id)
+	k.Say("dave", "/ops approve "+id+" go")
+	k.WaitStage(id, "verify")
+	logs := k.LogText()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`msg="` + id + ` created by alice \(golive\): .*" ticket=` + id + ` flow=golive event=submit stage=plan_review user=alice platform=local req=[0-9a-f]{8}`),
+		regexp.MustCompile(`msg="` + id + ` approve by bob: .*" ticket=` + id + ` flow=golive event=approve stage=deploy_approval user=bob platform=local req=[0-9a-f]{8}`),
+		regexp.MustCompile(`msg="` + id + ` step deploy succeeded in 0s" ticket=` + id + ` stage=deploy executor=script result=succeeded duration=0s`),
+	} {
+		if !want.MatchString(logs) {
+			t.Errorf("the log lacks %s:\n%s", want, logs)
+		}
+	}
+	cfg, err := bot.ParseConfig([]byte("log: {format: json, level: warn}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	l := cfg.Logger(&buf)
+	l.Info("quiet")
+	l.Warn("T-1 step deploy failed", "ticket", "T-1")
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line["ticket"] != "T-1" || line["level"] != "WARN" {
+		t.Fatalf("json log at warn: %q %v", buf.String(), err)
+	}
+}
+
+// The systemd unit passes systemd-analyze verify (with the binary where
+// the unit wants it) and names the paths the README's "Run it for real"
+// uses.
+func TestServiceUnit(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "deploy", "opsbot.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/usr/local/bin/opsbot", "/etc/opsbot/opsbot.yaml", "/etc/opsbot/opsbot.env", "/var/lib/opsbot"} {
+		if !strings.Contains(string(unit), p) || !strings.Contains(string(readme), p) {
+			t.Errorf("%s is not in both the unit and the README", p)
+		}
+	}
+	for _, want := range []string{"User=opsbot", "ProtectSystem=strict", "ReadWritePaths=/var/lib/opsbot", "NoNewPrivileges=yes", "Restart=on-failure", "EnvironmentFile="} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("the unit lacks %s", want)
+		}
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze is not installed here")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "opsbot.service")
+	if err := os.WriteFile(path, bytes.ReplaceAll(unit, []byte("/usr/local/bin/opsbot"), []byte(bin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

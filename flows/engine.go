@@ -542,7 +542,7 @@ func (e *Engine) commit(ctx context.Context, id string, fn func(t state.Ticket) 
 		return ch, err
 	})
 	if err == nil {
-		e.logEvent(t, made.Event)
+		e.logEvent(ctx, t, made.Event)
 		e.observeEvent(before, t, made.Event)
 	}
 	var le *state.LockedError
@@ -640,7 +640,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	if err != nil {
 		return t, err
 	}
-	e.logEvent(t, state.Event{Type: string(EvSubmit), Actor: actor})
+	e.logEvent(ctx, t, state.Event{Type: string(EvSubmit), Actor: actor})
 	e.observeEvent(state.Ticket{}, t, state.Event{Type: string(EvSubmit)})
 	poke(e.jobs)
 	poke(e.outbox)
@@ -879,7 +879,21 @@ func (e *Engine) observeEvent(before, t state.Ticket, ev state.Event) {
 	e.observe.Transition(t.Flow, before.Stage, kind, t.Stage, ev.Type, waited)
 }
 
-func (e *Engine) logEvent(t state.Ticket, ev state.Event) {
+// requestKey carries who asked, for the log lines of what they caused.
+type requestKey struct{}
+
+type request struct{ platform, ref string }
+
+// WithRequest marks ctx as the handling of one chat request (its platform
+// and the reference its log lines and replies carry): the ticket events it
+// causes are logged with them.
+func WithRequest(ctx context.Context, platform, ref string) context.Context {
+	return context.WithValue(ctx, requestKey{}, request{platform, ref})
+}
+
+// logEvent writes one line per ticket event, with the ticket, flow, user
+// and, when a person caused it, their platform and request reference.
+func (e *Engine) logEvent(ctx context.Context, t state.Ticket, ev state.Event) {
 	if ev.Type == "" {
 		return
 	}
@@ -892,5 +906,9 @@ func (e *Engine) logEvent(t state.Ticket, ev state.Event) {
 	if ev.Type == string(EvSubmit) {
 		msg = fmt.Sprintf("%s created by %s (%s): %s", t.ID, ev.Actor, t.Flow, to)
 	}
-	e.log.Info(msg, "ticket", t.ID, "flow", t.Flow, "event", ev.Type, "stage", t.Stage)
+	attrs := []any{"ticket", t.ID, "flow", t.Flow, "event", ev.Type, "stage", t.Stage, "user", ev.Actor}
+	if r, ok := ctx.Value(requestKey{}).(request); ok {
+		attrs = append(attrs, "platform", r.platform, "req", r.ref)
+	}
+	e.log.Info(msg, attrs...)
 }

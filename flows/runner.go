@@ -331,7 +331,10 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 	j.Undo = out.Undo
 	defer func() {
 		if err == nil {
-			e.observe.Job(j.Executor, j.Status, res.Ended.Sub(res.Started))
+			took := res.Ended.Sub(res.Started)
+			e.observe.Job(j.Executor, j.Status, took)
+			e.log.Info(fmt.Sprintf("%s step %s %s in %s", j.Ticket, j.Stage, j.Status, took.Round(time.Millisecond)),
+				"ticket", j.Ticket, "stage", j.Stage, "executor", j.Executor, "result", j.Status, "duration", took.Round(time.Millisecond).String())
 		}
 	}()
 	return e.commit(ctx, j.Ticket, func(cur state.Ticket) (state.Change, error) {
