@@ -106,17 +106,21 @@ type Bot struct {
 	metrics *metrics
 	opsAddr string
 	opsSrv  *http.Server
-	dir     *flows.Directory
-	engine  *flows.Engine
-	present *present.Presenter
-	runner  *flows.Runner
-	reg     *commands.Registry
-	limiter Limiter
-	redis   *goredis.Client
-	redact  *Redactor
-	zk      map[string]*zookeeper.Store
-	inv     *inventory.Inventory
-	cleanup *cleanup.Executor
+	// readiness's last answer, and when.
+	readyMu   sync.Mutex
+	readyAt   time.Time
+	readyLast map[string]string
+	dir       *flows.Directory
+	engine    *flows.Engine
+	present   *present.Presenter
+	runner    *flows.Runner
+	reg       *commands.Registry
+	limiter   Limiter
+	redis     *goredis.Client
+	redact    *Redactor
+	zk        map[string]*zookeeper.Store
+	inv       *inventory.Inventory
+	cleanup   *cleanup.Executor
 	// trans are the chat transports; listeners those of them started.
 	trans     []Transport
 	listeners []Listener
@@ -307,10 +311,17 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		templates.SetZone(loc)
 	}
 	b.present = present.New(fl, b.dir.Members)
-	b.metrics = newMetrics(b)
+	// Metrics are kept when something can read them (ops.listen).
+	var observer flows.Observer
+	if cfg.Ops.Listen != "" {
+		b.metrics = newMetrics(b)
+		observer = b.metrics
+	}
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: b.metrics})
-	b.metrics.reg.MustRegister(newWaitingCollector(b))
+		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: observer})
+	if b.metrics != nil {
+		b.metrics.reg.MustRegister(newWaitingCollector(b))
+	}
 	b.runner = b.engine.NewRunner()
 	b.flowRoles = map[string][]string{}
 	for _, f := range fl {
@@ -318,7 +329,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.refusals = newRefusals(b.audit, b.log, b.now, cfg.Audit.RefusalWindow.D(), b.redact.Redact)
-	b.refusals.count = func(platform, class string) { b.metrics.refused.WithLabelValues(platform, class).Inc() }
+	if b.metrics != nil {
+		b.refusals.count = func(platform, class string) { b.metrics.refused.WithLabelValues(platform, class).Inc() }
+	}
 	b.importing = make(chan struct{}, 1)
 	b.reg = commands.Default()
 

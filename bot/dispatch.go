@@ -113,7 +113,9 @@ func (b *Bot) run(ctx context.Context, in Incoming, req commands.Request) ([]tem
 		default:
 			class = "error"
 		}
-		b.metrics.command(in.Click, command, class, code)
+		if b.metrics != nil {
+			b.metrics.command(in.Click, command, class, code)
+		}
 		if result == "ok" && stored {
 			return msgs, nil // the transition wrote it in its own transaction
 		}

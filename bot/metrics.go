@@ -1,7 +1,7 @@
 package bot
 
 // Metrics and health for the people who run opsbot: the ops listener
-// (ops.listen) serves /metrics in the Prometheus format, /healthz (the
+// (ops.listen; metrics are kept only when it is set) serves /metrics in the Prometheus format, /healthz (the
 // process lives) and /readyz (it can do its work). It changes nothing and
 // serves no secret, so it may listen beyond loopback. Label values come
 // from bounded sets (flows, stages, events, commands, executors, platforms,
@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -105,7 +106,7 @@ func newMetrics(b *Bot) *metrics {
 		return float64(b.lastBackup.Load()), nil
 	})
 	scrape("opsbot_ready", "1 when this process can do its work (see /readyz for why not).", func(ctx context.Context) (float64, error) {
-		if len(b.notReady(ctx)) > 0 {
+		if len(b.readiness(ctx)) > 0 {
 			return 0, nil
 		}
 		return 1, nil
@@ -150,6 +151,9 @@ func (m *metrics) command(click bool, command, result, code string) {
 // initLabels gives the series people alert on a value from the start:
 // a counter that appears only at its first failure cannot be rated.
 func (b *Bot) initLabels() {
+	if b.metrics == nil {
+		return
+	}
 	for _, t := range b.trans {
 		b.metrics.deliveryErrors.WithLabelValues(t.Platform())
 	}
@@ -158,6 +162,9 @@ func (b *Bot) initLabels() {
 // probeLoop checks the outside systems this process is configured with,
 // every 15 s, until ctx ends.
 func (b *Bot) probeLoop(ctx context.Context) {
+	if b.metrics == nil {
+		return
+	}
 	t := time.NewTicker(15 * time.Second)
 	defer t.Stop()
 	for {
@@ -221,7 +228,7 @@ func (b *Bot) opsHandler() http.Handler {
 		writeJSONReply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		not := b.notReady(r.Context())
+		not := b.readiness(r.Context())
 		if len(not) > 0 {
 			writeJSONReply(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "not_ready": not})
 			return
@@ -229,6 +236,18 @@ func (b *Bot) opsHandler() http.Handler {
 		writeJSONReply(w, http.StatusOK, map[string]any{"ready": true, "state": b.store.Backend(), "leader": b.replica.Leader()})
 	})
 	return mux
+}
+
+// readiness is notReady, asked at most every 2 s: scrapes and probes
+// coming together do not each write to the state.
+func (b *Bot) readiness(ctx context.Context) map[string]string {
+	b.readyMu.Lock()
+	defer b.readyMu.Unlock()
+	if time.Since(b.readyAt) < 2*time.Second {
+		return b.readyLast
+	}
+	b.readyLast, b.readyAt = b.notReady(ctx), time.Now()
+	return b.readyLast
 }
 
 // notReady says what keeps this process from its work: the state not
@@ -294,6 +313,11 @@ func (b *Bot) OpsAddr() string { return b.opsAddr }
 type waitingCollector struct {
 	b              *Bot
 	oldest, expiry *prometheus.Desc
+	// The oldest waits are read from every open ticket, at most every
+	// 30 s (the alert is about hours and days).
+	mu    sync.Mutex
+	at    time.Time
+	waits map[[2]string]float64
 }
 
 func newWaitingCollector(b *Bot) *waitingCollector {
@@ -320,6 +344,20 @@ func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	for k, v := range c.oldestWaits() {
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, v, k[0], k[1])
+	}
+}
+
+// oldestWaits is how long the oldest open ticket has waited in each
+// approval stage (flow, stage), from a read at most 30 s old.
+func (c *waitingCollector) oldestWaits() map[[2]string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waits != nil && time.Since(c.at) < 30*time.Second {
+		return c.waits
+	}
+	type key = [2]string
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	oldest := map[key]float64{}
@@ -337,11 +375,10 @@ func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
 		return false
 	}, 0, 1)
 	if err != nil {
-		return
+		return c.waits // the last read, if any
 	}
-	for k, v := range oldest {
-		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, v, k.flow, k.stage)
-	}
+	c.waits, c.at = oldest, time.Now()
+	return oldest
 }
 
 // stateDir is the directory of the bbolt file ("" on etcd).

@@ -87,7 +87,9 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 			if errors.As(err, &pe) {
 				reached = pe.reached
 				for _, p := range pe.failed {
-					b.metrics.deliveryErrors.WithLabelValues(p).Inc()
+					if b.metrics != nil {
+						b.metrics.deliveryErrors.WithLabelValues(p).Inc()
+					}
 				}
 			}
 			if derr := b.store.Deferred(ctx, n.ID, b.now().Add(delay), b.redact.Redact(err.Error()), reached); derr != nil {
