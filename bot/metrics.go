@@ -209,11 +209,14 @@ func (b *Bot) probe(ctx context.Context) {
 		set(name, err)
 	}
 	if u, err := url.Parse(b.cfg.GitLab.BaseURL); err == nil && u.Host != "" {
-		host := u.Host
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80"}[u.Scheme]+map[string]string{"https": "443"}[u.Scheme])
+		port := u.Port()
+		if port == "" {
+			port = "443"
+			if u.Scheme == "http" {
+				port = "80"
+			}
 		}
-		dial("gitlab", host)
+		dial("gitlab", net.JoinHostPort(u.Hostname(), port))
 	}
 	if b.cfg.DNS.Server != "" {
 		dial("dns", b.cfg.DNS.Server)
