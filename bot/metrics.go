@@ -261,7 +261,11 @@ func (b *Bot) notReady(ctx context.Context) map[string]string {
 	defer cancel()
 	if err := b.store.Ping(ctx); err != nil {
 		not["state"] = "the state does not answer: " + err.Error()
-	} else if _, err := b.store.Remember(ctx, "readyz:"+b.replica.ID, b.now(), time.Minute); err != nil {
+	} else if _, err := b.store.Remember(ctx, "readyz:"+b.replica.ID, b.now(), time.Minute); errors.Is(err, syscall.EROFS) {
+		// A filesystem the kernel turned read-only after an error does
+		// not say so to statfs; the write does.
+		not["state"] = "the state's filesystem (" + b.stateDir() + ") is read-only: no approval can be recorded; repair the disk, then restart opsbot"
+	} else if err != nil {
 		not["state"] = "the state does not take writes: " + err.Error()
 	}
 	if msg := diskProblem(b.stateDir()); msg != "" {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"opsbot/commands"
 	"opsbot/flows"
 	"strings"
@@ -109,6 +110,10 @@ type Transport struct {
 	// settling holds the task ids of pressed cards being answered: their
 	// own update (with the press's code) wins over a redraw.
 	settling map[string]bool
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
 }
 
 // New builds the transport; Start serves the callback endpoint.
@@ -296,6 +301,46 @@ func (t *Transport) update(ctx context.Context, user, code, text string) error {
 		}
 		return resp.ErrCode, resp.ErrMsg, nil
 	})
+}
+
+// Ready says whether WeCom accepts the app: a token from the corp id and
+// secret, and the app itself (agent/get) neither unknown nor disabled.
+// The answer is kept 5 seconds so a busy /readyz does not spend quota.
+func (t *Transport) Ready(ctx context.Context) error {
+	t.readyMu.Lock()
+	defer t.readyMu.Unlock()
+	if time.Since(t.readyAt) < 5*time.Second {
+		return t.readyErr
+	}
+	var closed int
+	err := t.withToken("agent/get", func() (int64, string, error) {
+		token, err := t.work.GetContext().GetAccessToken()
+		if err != nil {
+			return 0, "", err
+		}
+		raw, err := util.HTTPGetContext(ctx, fmt.Sprintf("%s/cgi-bin/agent/get?access_token=%s&agentid=%s",
+			APIBase, url.QueryEscape(token), url.QueryEscape(t.cfg.AgentID)))
+		if err != nil {
+			return 0, "", err
+		}
+		var resp struct {
+			util.CommonError
+			Close int `json:"close"`
+		}
+		if err := json.Unmarshal(raw, &resp); err != nil {
+			return 0, "", err
+		}
+		closed = resp.Close
+		return resp.ErrCode, resp.ErrMsg, nil
+	})
+	switch {
+	case err != nil:
+		err = fmt.Errorf("WeCom does not accept the app (%w); check wecom.corp_id, wecom.agent_id and wecom.secret_env", err)
+	case closed != 0:
+		err = fmt.Errorf("the WeCom app %s is disabled (停用) in the admin console: enable it so cards reach people", t.cfg.AgentID)
+	}
+	t.readyAt, t.readyErr = time.Now(), err
+	return err
 }
 
 func isTokenOrTransport(err error) bool {

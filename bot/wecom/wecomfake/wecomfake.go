@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,7 @@ type Fake struct {
 	robotPost map[string][]string
 	seq       int
 	tasks     map[string]bool
+	closed    bool
 }
 
 // New starts a fake WeCom.
@@ -89,6 +91,7 @@ func New(t testing.TB) *Fake {
 	mux.HandleFunc("POST /cgi-bin/message/send", f.token(f.send))
 	mux.HandleFunc("POST /cgi-bin/message/update_template_card", f.token(f.update))
 	mux.HandleFunc("POST /cgi-bin/webhook/send", f.webhook)
+	mux.HandleFunc("GET /cgi-bin/agent/get", f.token(f.agent))
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	return f
@@ -128,7 +131,10 @@ func (f *Fake) gettoken(w http.ResponseWriter, r *http.Request) {
 		errReply(w, ErrInvalidCorp, "invalid corpid")
 		return
 	}
-	if q.Get("corpsecret") != f.Secret {
+	f.mu.Lock()
+	secret := f.Secret
+	f.mu.Unlock()
+	if q.Get("corpsecret") != secret {
 		errReply(w, ErrBadSecret, "invalid credential")
 		return
 	}
@@ -154,6 +160,38 @@ func (f *Fake) ExpireTokens() {
 		f.tokens[k] = time.Now().Add(-time.Second)
 	}
 	f.mu.Unlock()
+}
+
+// SetSecret changes the app's secret, as resetting it in the admin
+// console does: gettoken with the old one fails with 40001. Tokens
+// already issued stay valid until they expire (see ExpireTokens).
+func (f *Fake) SetSecret(secret string) {
+	f.mu.Lock()
+	f.Secret = secret
+	f.mu.Unlock()
+}
+
+// CloseApp disables (停用) or enables the app.
+func (f *Fake) CloseApp(closed bool) {
+	f.mu.Lock()
+	f.closed = closed
+	f.mu.Unlock()
+}
+
+// agent answers agent/get for the one app the fake knows.
+func (f *Fake) agent(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("agentid") != f.AgentID {
+		errReply(w, 40056, "invalid agentid")
+		return
+	}
+	f.mu.Lock()
+	closed := 0
+	if f.closed {
+		closed = 1
+	}
+	f.mu.Unlock()
+	id, _ := strconv.Atoi(f.AgentID)
+	reply(w, map[string]any{"agentid": id, "name": "opsbot", "close": closed})
 }
 
 // ExpireCodes makes every response code older than 72 hours.
