@@ -67,6 +67,7 @@ fuzz: ## run every fuzzer of untrusted input briefly (FUZZTIME=10s each)
 	$(GO) test ./bot/wecom -run '^$$' -fuzz '^FuzzWeComCallback$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bot/local -run '^$$' -fuzz '^FuzzLocalAPI$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bot -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bot -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportCSV$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportJSON$$' -fuzztime $(FUZZTIME)
 

@@ -35,6 +35,7 @@ type importRequest struct {
 // token check and the loopback guard.
 func (b *Bot) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	b.tokenAdmin(mux)
 	audit := func(r *http.Request, action, args, result string) {
 		b.audit.Add(r.Context(), state.AuditEntry{At: b.now(), User: "admin", Platform: "admin", Action: action,
 			Args: Truncate(args, b.cfg.Audit.MaxArgs), Result: Truncate(result, 300)})

@@ -106,6 +106,8 @@ type Bot struct {
 	metrics *metrics
 	opsAddr string
 	opsSrv  *http.Server
+	apiAddr string
+	apiSrv  *http.Server
 	// readiness's last answer, and when.
 	readyMu   sync.Mutex
 	readyAt   time.Time

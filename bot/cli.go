@@ -36,6 +36,11 @@ usage:
                                      import clusters/stores (CSV or JSON); idempotent,
                                      reports each rejected row and why
   opsbot inventory export [-config FILE] [-format json|clusters.csv|stores.csv] [-o FILE]
+  opsbot token create [-config FILE] --name NAME --as USER --scopes SCOPE,... [--expires 90d]
+  opsbot token list|revoke NAME      API tokens for other systems (shown once, kept hashed)
+  opsbot gate --flow FLOW [--wait] [--timeout 4h] NAME=VALUE...
+                                     a CI step: open a ticket through the API ($OPSBOT_URL, $OPSBOT_TOKEN)
+                                     and wait; exit 0 done, 1 rejected/cancelled/expired, 3 timeout, 4 API error
 `
 
 // Main is the command line; it returns the exit code. embedded is the
@@ -55,6 +60,14 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return ParseConfig(embedded, wd)
 		}
 		return LoadConfig(*cfgPath)
+	}
+	// loadPath loads a configuration file, or the embedded one.
+	loadPath := func(path string) (*Config, error) {
+		if path == "" {
+			wd, _ := os.Getwd()
+			return ParseConfig(embedded, wd)
+		}
+		return LoadConfig(path)
 	}
 	switch cmd {
 	case "run":
@@ -183,26 +196,18 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "migrate":
-		return migrateMain(context.Background(), args, func(path string) (*Config, error) {
-			if path == "" {
-				wd, _ := os.Getwd()
-				return ParseConfig(embedded, wd)
-			}
-			return LoadConfig(path)
-		}, stdout, stderr)
+		return migrateMain(context.Background(), args, loadPath, stdout, stderr)
 	case "inventory":
-		return inventoryMain(args, func(path string) (*Config, error) {
-			if path == "" {
-				wd, _ := os.Getwd()
-				return ParseConfig(embedded, wd)
-			}
-			return LoadConfig(path)
-		}, stdout, stderr)
+		return inventoryMain(args, loadPath, stdout, stderr)
+	case "token":
+		return tokenMain(args, loadPath, stdout, stderr)
+	case "gate":
+		return GateMain(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmds := []string{"run", "config", "backup", "restore", "migrate", "diagram", "inventory", "help"}
+	cmds := []string{"run", "config", "backup", "restore", "migrate", "diagram", "inventory", "token", "gate", "help"}
 	if c := flows.Closest(cmd, cmds); c != "" {
 		fmt.Fprintf(stderr, "opsbot: unknown command %q: did you mean %q? (opsbot %s ...)\n", cmd, c, c)
 		return 2

@@ -37,6 +37,8 @@ type Config struct {
 	Local LocalConfig `yaml:"local"`
 	// Ops is the listener for metrics and health.
 	Ops OpsConfig `yaml:"ops"`
+	// API is the listener other systems call (/api/v1/...) with tokens.
+	API APIConfig `yaml:"api"`
 	// Log is how the process logs.
 	Log LogConfig `yaml:"log"`
 	// Admin guards the operator endpoints (/admin/...).

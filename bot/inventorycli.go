@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"opsbot/integrations/inventory"
+	"opsbot/state"
 )
 
 func writeJSONReply(w http.ResponseWriter, code int, v any) {
@@ -88,23 +89,9 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 	admin := newAdminClient(cfg, 5*time.Minute)
 	ctx := context.Background()
 	withInventory := func(fn func(inv *inventory.Inventory) error) error {
-		// The state itself: the file (no bot holds it), or etcd, which
-		// every replica and this command share.
-		st, cli, err := openStore(ctx, cfg, false)
-		if err != nil {
-			return fmt.Errorf("%w (is a bot running with another listen address?)", err)
-		}
-		defer st.Close()
-		if cli != nil {
-			defer cli.Close()
-		}
-		cl := cfg.Clusters
-		inv, err := inventory.New(ctx, st, inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare,
-			MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores})
-		if err != nil {
-			return err
-		}
-		return fn(inv)
+		return withStore(ctx, cfg, func(st *state.Store) error {
+			return withInventoryOf(ctx, cfg, st, fn)
+		})
 	}
 	if op == "export" {
 		var out io.Writer = stdout
@@ -173,4 +160,29 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 		return 1
 	}
 	return 0
+}
+
+// withStore runs fn on the state itself, when no bot runs: the file (no
+// bot holds it), or etcd, which every replica and the command share.
+func withStore(ctx context.Context, cfg *Config, fn func(st *state.Store) error) error {
+	st, cli, err := openStore(ctx, cfg, false)
+	if err != nil {
+		return fmt.Errorf("%w (is a bot running with another listen address?)", err)
+	}
+	defer st.Close()
+	if cli != nil {
+		defer cli.Close()
+	}
+	return fn(st)
+}
+
+// withInventoryOf runs fn on the inventory of st with cfg's rules.
+func withInventoryOf(ctx context.Context, cfg *Config, st *state.Store, fn func(inv *inventory.Inventory) error) error {
+	cl := cfg.Clusters
+	inv, err := inventory.New(ctx, st, inventory.Rules{Sizes: cl.Sizes, WarnAt: cl.WarnAt, MaxDOShare: cl.MaxDOShare,
+		MixTolerance: cl.MixTolerance, MixMinStores: cl.MixMinStores})
+	if err != nil {
+		return err
+	}
+	return fn(inv)
 }

@@ -52,6 +52,11 @@ func (b *Bot) Start(ctx context.Context) error {
 	}
 	httpCtx, httpStop := context.WithCancel(context.WithoutCancel(ctx))
 	b.httpStop = httpStop
+	if err := b.serveAPI(httpCtx); err != nil {
+		b.stopListeners()
+		ln.Close()
+		return fmt.Errorf("api.listen %s: %w", b.cfg.API.Listen, err)
+	}
 	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
@@ -277,6 +282,11 @@ func (b *Bot) Stop() {
 			cancel()
 		}
 		b.stopListeners()
+		if b.apiSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = b.apiSrv.Shutdown(sctx)
+			cancel()
+		}
 		if b.opsSrv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = b.opsSrv.Shutdown(sctx)

@@ -52,6 +52,7 @@ var (
 		regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}`),
 		regexp.MustCompile(`\b(?:AKIA|ASIA)[A-Z0-9]{16}\b`),
 		regexp.MustCompile(`\bglpat-[A-Za-z0-9_-]{16,}`),
+		regexp.MustCompile(`\bopsbot_[A-Za-z0-9_-]{40,}`), // opsbot's own API tokens
 		regexp.MustCompile(`\bgh[pousr]_[A-Za-z0-9]{30,}`),
 		regexp.MustCompile(`\bgithub_pat_[A-Za-z0-9_]{22,}`),
 		regexp.MustCompile(`(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}`),

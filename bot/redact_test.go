@@ -43,6 +43,7 @@ var secretFormats = []struct {
 	}},
 	{"github classic pat", func(r *rand.Rand) (string, string) { s := "ghp_" + word(r, 36); return s, s }},
 	{"gitlab pat", func(r *rand.Rand) (string, string) { s := "glpat-" + word(r, 20); return s, s }},
+	{"opsbot api token", func(r *rand.Rand) (string, string) { s := "opsbot_" + word(r, 43); return "OPSBOT_TOKEN " + s, s }},
 	{"slack bot token", func(r *rand.Rand) (string, string) { s := "xoxb-" + word(r, 24); return s, s }},
 	{"jwt", func(r *rand.Rand) (string, string) {
 		s := "eyJ" + word(r, 20) + "." + word(r, 30) + "." + word(r, 20)

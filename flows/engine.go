@@ -666,6 +666,10 @@ type Action struct {
 	// Confirmed says the person confirmed an action that cannot be taken
 	// back (a button's confirmation, or "confirm" typed).
 	Confirmed bool
+	// Token names the API token the actor acts through ("" for a person
+	// in chat). A token decides a stage (approve, reject) only where the
+	// stage says tokens_may_approve.
+	Token string
 	// Audit entries are written in the same transaction when the action
 	// applies.
 	Audit []state.AuditEntry
@@ -704,6 +708,12 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 		}
 		g := &Guard{Engine: e, Flow: f, Ticket: cur, Action: a, Now: e.now()}
 		g.Stage, _ = f.Stage(cur.Stage)
+		if a.Token != "" && (a.Event == EvApprove || a.Event == EvReject) && (g.Stage == nil || !g.Stage.TokensMayApprove) {
+			title := f.StageTitle(cur.Stage)
+			return state.Change{}, Userf("token_cannot_decide", "a person decides in chat: /ops "+string(a.Event)+" "+cur.ID,
+				"API 令牌不能审批 %s 的 %s · an API token cannot %s %s at %s: the stage does not allow tokens (tokens_may_approve)",
+				cur.ID, title, a.Event, cur.ID, title)
+		}
 		row, err := f.pick(g, a.Event, true)
 		if err != nil {
 			if errors.Is(err, errOtherRow) {

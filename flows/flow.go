@@ -198,6 +198,10 @@ type Stage struct {
 	EscalateAfter int            `yaml:"escalate_after"` // reminders before escalation
 	EscalateTo    string         `yaml:"escalate_to"`
 	ExpireAfter   Duration       `yaml:"expire_after"`
+	// TokensMayApprove lets an API token's service user approve or
+	// reject this stage (when it holds one of the roles); by default only
+	// people decide.
+	TokensMayApprove bool `yaml:"tokens_may_approve"`
 	// Action and wait stages.
 	Executor     string            `yaml:"executor"`
 	Params       map[string]string `yaml:"params"`

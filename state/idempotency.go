@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"strings"
 	"time"
 
 	"opsbot/state/kv"
@@ -70,6 +71,11 @@ func (s *Store) SweepIdempotency(ctx context.Context, now time.Time) (int, error
 				}
 				if err := tx.Delete(idemKey(k[8:])); err != nil {
 					return err
+				}
+				if strings.HasPrefix(k[8:], "api:") {
+					if err := tx.Delete(key(bAPIIdem, []byte(k[8:]))); err != nil {
+						return err
+					}
 				}
 				if err := tx.Delete(x.Key); err != nil {
 					return err

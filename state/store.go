@@ -365,6 +365,14 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	func(tx *bolt.Tx) error { // 9: API tokens and the tickets API idempotency keys created
+		for _, b := range [][]byte{bTokens, bTokenHash, bAPIIdem} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 // SchemaVersion is the schema this build writes.
@@ -602,6 +610,9 @@ func (s *Store) Create(ctx context.Context, fn func(id string) (Change, error)) 
 	d, in := pendingDelivery(ctx), pendingInbound(ctx)
 	err = s.db.Update(ctx, func(tx kv.Txn) error {
 		if err := recordDelivery(tx, d); err != nil {
+			return err
+		}
+		if err := recordRequestTicket(ctx, tx, FormatID(num)); err != nil {
 			return err
 		}
 		if err := forgetInbound(tx, in); err != nil {
@@ -976,6 +987,8 @@ type Index struct {
 	Kind string
 	// Keys are the flow names, requesters or roles to merge; ignored for "open".
 	Keys []string
+	// Before, when set, starts below this ticket number (cursor paging).
+	Before uint64
 }
 
 // ListPage is one page of tickets, newest first.
@@ -1018,6 +1031,9 @@ func (s *Store) List(ctx context.Context, ix Index, keep func(Ticket) bool, offs
 			num, ok, err := next()
 			if err != nil || !ok {
 				return err
+			}
+			if ix.Before > 0 && num >= ix.Before {
+				continue
 			}
 			t, err := loadTicket(tx, num)
 			if err != nil {

@@ -163,8 +163,9 @@ func startScheme(t failer, base string, n int, flags []string, scheme string, tc
 	}
 	c := &Cluster{t: t, bin: bin, extra: flags, scheme: scheme, TLS: tc}
 	var initial []string
+	addrs := freeAddrs(t, 2*n)
 	for i := 0; i < n; i++ {
-		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: c.scheme + "://" + freeAddr(t), PeerURL: "http://" + freeAddr(t),
+		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: c.scheme + "://" + addrs[2*i], PeerURL: "http://" + addrs[2*i+1],
 			dir: filepath.Join(base, fmt.Sprintf("m%d", i))}
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
@@ -182,13 +183,20 @@ func startScheme(t failer, base string, n int, flags []string, scheme string, tc
 	return c, nil
 }
 
-func freeAddr(t failer) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// freeAddrs returns n distinct free loopback addresses: each listener is
+// held until all are taken, so a port freed by one cannot be handed out
+// again for the next (two members on one port fail to start).
+func freeAddrs(t failer, n int) []string {
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return out
 }
 
 func (c *Cluster) start(i int, state string) {
