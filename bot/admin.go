@@ -36,6 +36,7 @@ type importRequest struct {
 func (b *Bot) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	b.tokenAdmin(mux)
+	b.auditAdmin(mux)
 	audit := func(r *http.Request, action, args, result string) {
 		b.audit.Add(r.Context(), state.AuditEntry{At: b.now(), User: "admin", Platform: "admin", Action: action,
 			Args: Truncate(args, b.cfg.Audit.MaxArgs), Result: Truncate(result, 300)})

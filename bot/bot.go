@@ -108,6 +108,8 @@ type Bot struct {
 	opsSrv  *http.Server
 	apiAddr string
 	apiSrv  *http.Server
+	// feedList are the webhooks and the audit stream.
+	feedList []*feed
 	// readiness's last answer, and when.
 	readyMu   sync.Mutex
 	readyAt   time.Time
@@ -331,6 +333,7 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	}
 	b.audit = newAuditWriter(store, func(err error) { b.log.Error("write audit entries", "err", err) })
 	b.refusals = newRefusals(b.audit, b.log, b.now, cfg.Audit.RefusalWindow.D(), b.redact.Redact)
+	b.feedList = b.feeds()
 	if b.metrics != nil {
 		b.refusals.count = func(platform, class string) { b.metrics.refused.WithLabelValues(platform, class).Inc() }
 	}

@@ -38,6 +38,8 @@ usage:
   opsbot inventory export [-config FILE] [-format json|clusters.csv|stores.csv] [-o FILE]
   opsbot token create [-config FILE] --name NAME --as USER --scopes SCOPE,... [--expires 90d]
   opsbot token list|revoke NAME      API tokens for other systems (shown once, kept hashed)
+  opsbot audit export [-config FILE] [--since DAY] [--until DAY] [--format jsonl]
+                                     the audit log as JSON lines (the audit stream's records)
   opsbot gate --flow FLOW [--wait] [--timeout 4h] NAME=VALUE...
                                      a CI step: open a ticket through the API ($OPSBOT_URL, $OPSBOT_TOKEN)
                                      and wait; exit 0 done, 1 rejected/cancelled/expired, 3 timeout, 4 API error
@@ -203,11 +205,13 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 		return tokenMain(args, loadPath, stdout, stderr)
 	case "gate":
 		return GateMain(args, stdout, stderr)
+	case "audit":
+		return auditMain(args, loadPath, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	cmds := []string{"run", "config", "backup", "restore", "migrate", "diagram", "inventory", "token", "gate", "help"}
+	cmds := []string{"run", "config", "backup", "restore", "migrate", "diagram", "inventory", "token", "gate", "audit", "help"}
 	if c := flows.Closest(cmd, cmds); c != "" {
 		fmt.Fprintf(stderr, "opsbot: unknown command %q: did you mean %q? (opsbot %s ...)\n", cmd, c, c)
 		return 2

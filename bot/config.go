@@ -39,6 +39,8 @@ type Config struct {
 	Ops OpsConfig `yaml:"ops"`
 	// API is the listener other systems call (/api/v1/...) with tokens.
 	API APIConfig `yaml:"api"`
+	// Webhooks receive ticket events, signed, at least once, in order.
+	Webhooks []WebhookConfig `yaml:"webhooks"`
 	// Log is how the process logs.
 	Log LogConfig `yaml:"log"`
 	// Admin guards the operator endpoints (/admin/...).
@@ -180,6 +182,8 @@ type AuditConfig struct {
 	// RefusalWindow groups refusals of one kind from one source: the
 	// first is written, the rest counted into one entry per window.
 	RefusalWindow flows.Duration `yaml:"refusal_window"`
+	// Stream sends every entry to a file and/or an HTTP endpoint.
+	Stream AuditStreamConfig `yaml:"stream"`
 }
 
 // OutboxConfig paces notification retries.
@@ -596,6 +600,7 @@ func (c *Config) Check(executors []string) []error {
 		bad("listen: %q is not a loopback address; the local chat has no login, so keep it on 127.0.0.1", c.Listen)
 	}
 	errs = append(errs, c.checkState()...)
+	errs = append(errs, c.checkFeeds()...)
 	if c.Redis.PasswordEnv != "" && os.Getenv(c.Redis.PasswordEnv) == "" {
 		bad("redis.password_env: environment variable %s is not set", c.Redis.PasswordEnv)
 	}
@@ -697,6 +702,49 @@ func ParseDay(s string, loc *time.Location) (time.Time, error) {
 		return t, nil
 	}
 	return flows.ParseDateTime(s)
+}
+
+// checkFeeds checks the API listener, the webhooks and the audit stream.
+func (c *Config) checkFeeds() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			bad("api.listen: %q is not host:port (e.g. 127.0.0.1:8090 behind an HTTPS proxy)", c.API.Listen)
+		}
+	}
+	if u := c.API.PublicURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+		bad("api.public_url: %q is not a URL (e.g. https://opsbot.example.com)", u)
+	}
+	checkURL := func(what, u string) {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+			bad("%s: %q is not an http(s) URL (e.g. https://hooks.example.com/opsbot)", what, u)
+		}
+	}
+	checkSecret := func(what, env string) {
+		switch {
+		case env == "":
+			bad("%s.secret_env: name the variable holding the signing secret (e.g. OPSBOT_HOOK_SECRET): receivers verify every request", what)
+		case len(os.Getenv(env)) < 16:
+			bad("%s.secret_env: $%s must hold a secret of at least 16 characters (e.g. from openssl rand -hex 32)", what, env)
+		}
+	}
+	seen := map[string]bool{}
+	for i, w := range c.Webhooks {
+		what := fmt.Sprintf("webhooks[%d]", i)
+		if !tokenName.MatchString(w.Name) || seen[w.Name] {
+			bad("%s.name: %q must be unique, lower-case letters, digits, dot, dash (e.g. siem)", what, w.Name)
+		}
+		seen[w.Name] = true
+		checkURL(what+".url", w.URL)
+		checkSecret(what, w.SecretEnv)
+	}
+	if s := c.Audit.Stream; s.URL != "" {
+		checkURL("audit.stream.url", s.URL)
+		checkSecret("audit.stream", s.SecretEnv)
+	}
+	return errs
 }
 
 func (c *Config) checkCleanup() []error {

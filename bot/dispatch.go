@@ -349,6 +349,8 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.storeInfo(r)
 	case commands.Freeze:
 		return b.freeze(ctx, u, r)
+	case commands.Webhook:
+		return b.webhook(ctx, u, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
 }

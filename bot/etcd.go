@@ -141,7 +141,8 @@ func openStore(ctx context.Context, cfg *Config, readOnly bool) (*state.Store, *
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := state.OpenEtcd(ctx, cli, state.EtcdOptions{Prefix: cfg.State.Etcd.Prefix, Key: key})
+	st, err := state.OpenEtcd(ctx, cli, state.EtcdOptions{Prefix: cfg.State.Etcd.Prefix, Key: key,
+		OrderedAudit: len(cfg.Webhooks) > 0 || cfg.Audit.Stream.File != "" || cfg.Audit.Stream.URL != ""})
 	if err != nil {
 		cli.Close()
 		return nil, nil, fmt.Errorf("state in etcd %s: %w", strings.Join(cfg.State.Etcd.Endpoints, ","), err)

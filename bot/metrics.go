@@ -40,6 +40,8 @@ type metrics struct {
 	deliveryErrors *prometheus.CounterVec
 	refused        *prometheus.CounterVec
 	integrationUp  *prometheus.GaugeVec
+	feedSent       *prometheus.CounterVec
+	feedFailures   *prometheus.CounterVec
 }
 
 // waitBuckets span a minute to two weeks: how long approvals wait.
@@ -67,7 +69,12 @@ func newMetrics(b *Bot) *metrics {
 	m.integrationUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "opsbot_integration_up",
 		Help: "1 when this process reaches an outside system it is configured with (redis, zookeeper:<ensemble>, gitlab, dns, etcd), 0 when not; probed every 15 s."},
 		[]string{"integration"})
+	m.feedSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_feed_delivered_total",
+		Help: "Records (ticket events, audit entries) delivered by a webhook or the audit stream, by feed (webhook:<name>, audit:file, audit:http)."}, []string{"feed"})
+	m.feedFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opsbot_feed_failures_total",
+		Help: "Delivery attempts of a webhook or the audit stream that failed (retried until give_up_after), by feed."}, []string{"feed"})
 	m.reg.MustRegister(m.integrationUp, m.commands, m.transitions, m.stageWait, m.jobs, m.jobSeconds, m.deliveryErrors, m.refused,
+		m.feedSent, m.feedFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	version := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
@@ -157,7 +164,14 @@ func (b *Bot) initLabels() {
 	for _, t := range b.trans {
 		b.metrics.deliveryErrors.WithLabelValues(t.Platform())
 	}
+	for _, f := range b.feedList {
+		b.metrics.feedSent.WithLabelValues(f.name)
+		b.metrics.feedFailures.WithLabelValues(f.name)
+	}
 }
+
+func (m *metrics) feedDelivered(feed string, n int) { m.feedSent.WithLabelValues(feed).Add(float64(n)) }
+func (m *metrics) feedFailed(feed string)           { m.feedFailures.WithLabelValues(feed).Inc() }
 
 // probeLoop checks the outside systems this process is configured with,
 // every 15 s, until ctx ends.

@@ -45,6 +45,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		b.listeners = append(b.listeners, l)
 	}
 	b.initLabels()
+	if err := b.startFeeds(ctx); err != nil {
+		b.stopListeners()
+		ln.Close()
+		return err
+	}
 	if err := b.serveOps(ctx); err != nil {
 		b.stopListeners()
 		ln.Close()
@@ -60,7 +65,8 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.srv = endpoint.NewHTTPServer(b.handler(), b.timeouts(), httpCtx)
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
-	b.wg.Add(10)
+	b.wg.Add(11)
+	go func() { defer b.wg.Done(); b.whileLeader(bg, b.feedLoop) }()
 	go func() { defer b.wg.Done(); b.replica.Run(bg) }()
 	go func() { defer b.wg.Done(); b.probeLoop(bg) }()
 	go func() { defer b.wg.Done(); b.audit.run(bg) }()

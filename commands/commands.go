@@ -111,6 +111,13 @@ type Store struct{ ID string }
 
 // Freeze sets (Op "set"), lifts ("lift") or lists ("list") environment
 // freezes: a frozen environment cannot be cleaned up.
+// Webhook shows the webhooks' and the audit stream's delivery, or sends
+// a feed's dead letters again.
+type Webhook struct {
+	Op   string // status or retry
+	Name string
+}
+
 type Freeze struct {
 	Op     string
 	Env    string
@@ -131,6 +138,7 @@ func (Platform) Command() string { return "platform" }
 func (Edit) Command() string     { return "edit" }
 func (Cluster) Command() string  { return "cluster" }
 func (Store) Command() string    { return "store" }
+func (Webhook) Command() string  { return "webhook" }
 func (m Mute) Command() string {
 	if m.On {
 		return "mute"
@@ -254,6 +262,8 @@ func specs() []Spec {
 			Example: "/ops unfreeze env=tdev"},
 		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true] [page=N]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
+		Spec{Name: "webhook", Aliases: []string{"推送"}, Usage: "/ops webhook status [NAME] · /ops webhook retry NAME",
+			Summary: "事件推送与审计流的投递状态、死信 webhook and audit stream delivery, dead letters; retry sends dead letters again", Example: "/ops webhook status siem"},
 		Spec{Name: "platform", Aliases: []string{"平台"}, Usage: "/ops platform stop|start P",
 			Summary: "停服或开服 stop or start a game platform (a stopped platform is skipped by every publish)", Example: "/ops platform stop android"},
 	)
@@ -300,6 +310,18 @@ func specs() []Spec {
 				}
 				id, _, err := ticketRef(s, a[0])
 				return Mute{Ticket: id, On: s.Name == "mute"}, err
+			}
+		case "webhook":
+			s.Parse = func(a []string) (Request, error) {
+				switch {
+				case len(a) == 0:
+					return Webhook{Op: "status"}, nil
+				case a[0] == "status" && len(a) <= 2:
+					return Webhook{Op: "status", Name: strings.Join(a[1:], "")}, nil
+				case a[0] == "retry" && len(a) == 2:
+					return Webhook{Op: "retry", Name: a[1]}, nil
+				}
+				return nil, usageErr(s, "webhook status [名称 name] 或 retry 名称 · webhook status [name] or webhook retry name")
 			}
 		case "store":
 			s.Parse = func(a []string) (Request, error) {

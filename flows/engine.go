@@ -330,7 +330,7 @@ func (s *step) finish() (state.Change, error) {
 	s.ch.Ticket = s.t
 	s.ch.Event.To = s.t.Stage
 	s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: s.actor, Action: "transition " + s.ch.Event.Type,
-		Ticket: s.t.ID, Args: s.old.Stage + " -> " + s.t.Stage, Result: "ok"})
+		Ticket: s.t.ID, Args: s.old.Stage + " -> " + s.t.Stage, Result: "ok", Version: s.t.Version})
 	p := s.e.present
 	s.ch.Notify = append(s.ch.Notify, s.extra...)
 	for _, n := range s.notices {

@@ -154,6 +154,11 @@ type EtcdOptions struct {
 	// Block is how many ticket numbers a replica reserves at a time; 0
 	// means 16. Outbox, audit and inbound numbers come in blocks of 1024.
 	Block uint64
+	// OrderedAudit numbers audit entries one at a time inside their
+	// transaction, so their sequence is the order they were committed in
+	// and has no gaps: what an audit stream or webhooks read in order
+	// need. It costs concurrency: every audited write touches one key.
+	OrderedAudit bool
 }
 
 // OpenEtcd opens the state kept in an etcd cluster under a prefix: it
@@ -173,6 +178,9 @@ func OpenEtcd(ctx context.Context, cli *clientv3.Client, opts EtcdOptions) (*Sto
 	db := kv.NewEtcd(cli, opts.Prefix)
 	s := &Store{db: db, etcd: cli, prefix: opts.Prefix, seal: seal, seqs: map[string]*kv.Sequence{}}
 	for _, name := range sequences {
+		if name == "audit" && opts.OrderedAudit {
+			continue // numbered in the transaction (next)
+		}
 		// Ticket numbers are read by people: small blocks keep them close
 		// to the order they were opened in. The others are many per
 		// transition and seen by nobody: large blocks.
@@ -365,8 +373,8 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
-	func(tx *bolt.Tx) error { // 9: API tokens and the tickets API idempotency keys created
-		for _, b := range [][]byte{bTokens, bTokenHash, bAPIIdem} {
+	func(tx *bolt.Tx) error { // 9: API tokens, the tickets API idempotency keys created, feeds' dead letters
+		for _, b := range [][]byte{bTokens, bTokenHash, bAPIIdem, bDeadLetters} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

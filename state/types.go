@@ -281,6 +281,9 @@ type AuditEntry struct {
 	Ticket   string    `json:"ticket,omitempty"`
 	Args     string    `json:"args,omitempty"`
 	Result   string    `json:"result"`
+	// Version is, for a transition, the ticket version it made (which
+	// event of the ticket's history it is).
+	Version int64 `json:"version,omitempty"`
 }
 
 // User is one person, known under an id on each chat platform.

@@ -337,6 +337,19 @@ func Title(msgs []templates.Message) string {
 	return msgs[0].Title
 }
 
+// Text is every reply's title, fields, body and context, one per line.
+func Text(msgs []templates.Message) string {
+	var b strings.Builder
+	for _, m := range msgs {
+		b.WriteString(m.Title + "\n")
+		for _, f := range m.Fields {
+			b.WriteString(f.Label + ": " + f.Value + "\n")
+		}
+		b.WriteString(m.Body + "\n" + m.Context + "\n")
+	}
+	return b.String()
+}
+
 // Button finds a button on the card with the label prefix.
 func Button(m templates.Message, label string) (templates.Button, bool) {
 	for _, b := range m.Buttons {
