@@ -17,7 +17,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,8 +94,10 @@ type feed struct {
 	fromStart bool
 	// build turns an entry into a record, or skips it (nil).
 	build func(ctx context.Context, a state.AuditEntry) (*record, error)
-	// send delivers records in order; batch says how many at most.
-	send               func(ctx context.Context, recs []*record, attempt int) error
+	// send delivers records in order and says how many it delivered
+	// before an error; batch says how many it is given at most (the
+	// cursor is written once per batch).
+	send               func(ctx context.Context, recs []*record, attempt int) (int, error)
 	batch              int
 	giveUp, rmin, rmax time.Duration
 
@@ -196,37 +197,25 @@ type WebhookStep struct {
 }
 
 func (b *Bot) webhookFeed(w WebhookConfig) *feed {
-	f := &feed{name: "webhook:" + w.Name, batch: 1, giveUp: durOr(w.GiveUpAfter, 24*time.Hour),
+	f := &feed{name: "webhook:" + w.Name, batch: 32, giveUp: durOr(w.GiveUpAfter, 24*time.Hour),
 		rmin: durOr(w.RetryMin, time.Second), rmax: durOr(w.RetryMax, 5*time.Minute)}
 	f.build = func(ctx context.Context, a state.AuditEntry) (*record, error) {
 		ev, ok := strings.CutPrefix(a.Action, "transition ")
 		if !ok || a.Ticket == "" || (len(w.Events) > 0 && !slices.Contains(w.Events, ev)) {
 			return nil, nil
 		}
-		t, err := b.store.Get(ctx, a.Ticket)
-		if errors.Is(err, state.ErrNotFound) {
-			return nil, nil // pruned since
-		}
-		if err != nil {
-			return nil, err
+		t, e, ok, err := b.store.TicketAt(ctx, a.Ticket, a.Version)
+		if err != nil || !ok {
+			return nil, err // gone: pruned since
 		}
 		if len(w.Flows) > 0 && !slices.Contains(w.Flows, t.Flow) {
 			return nil, nil
 		}
-		evs, err := b.store.Events(ctx, t.ID)
-		if err != nil {
-			return nil, err
-		}
 		out := WebhookEvent{ID: fmt.Sprintf("%s.v%d", t.ID, a.Version), Seq: a.Seq, Type: "ticket." + ev, At: a.At,
 			Ticket: WebhookTicket{ID: t.ID, Flow: t.Flow, Title: t.Title, Requester: t.Requester, Fields: t.Fields},
-			Event:  WebhookStep{Type: ev, Actor: a.User, Display: b.displayName(a.User), Version: a.Version}}
-		out.Event.From, out.Event.To, _ = strings.Cut(a.Args, " -> ")
-		out.Ticket.Stage = out.Event.To
-		for _, e := range evs {
-			if e.Seq == a.Version {
-				out.Event.Comment = b.redact.Redact(e.Comment)
-			}
-		}
+			Event: WebhookStep{Type: ev, Actor: a.User, Display: b.displayName(a.User), From: e.From, To: e.To,
+				Comment: b.redact.Redact(e.Comment), Version: a.Version}}
+		out.Ticket.Stage = e.To
 		body, err := json.Marshal(out)
 		if err != nil {
 			return nil, err
@@ -235,8 +224,14 @@ func (b *Bot) webhookFeed(w WebhookConfig) *feed {
 	}
 	secret := os.Getenv(w.SecretEnv)
 	client := &http.Client{Timeout: 10 * time.Second}
-	f.send = func(ctx context.Context, recs []*record, attempt int) error {
-		return postSigned(ctx, client, w.URL, secret, "application/json", recs[0].body, recs[0].id, attempt)
+	f.send = func(ctx context.Context, recs []*record, attempt int) (int, error) {
+		for i, r := range recs {
+			if err := postSigned(ctx, client, w.URL, secret, "application/json", r.body, r.id, attempt); err != nil {
+				return i, err
+			}
+			attempt = 1 // the next record's first attempt
+		}
+		return len(recs), nil
 	}
 	return f
 }
@@ -294,8 +289,11 @@ func (b *Bot) auditFileFeed(s AuditStreamConfig) *feed {
 	if keep <= 0 {
 		keep = 10
 	}
-	f.send = func(_ context.Context, recs []*record, _ int) error {
-		return appendLines(path, rotate, keep, recs)
+	f.send = func(_ context.Context, recs []*record, _ int) (int, error) {
+		if err := appendLines(path, rotate, keep, recs); err != nil {
+			return 0, err
+		}
+		return len(recs), nil
 	}
 	return f
 }
@@ -346,14 +344,17 @@ func (b *Bot) auditHTTPFeed(s AuditStreamConfig) *feed {
 		rmin: durOr(s.RetryMin, time.Second), rmax: durOr(s.RetryMax, 5*time.Minute)}
 	secret := os.Getenv(s.SecretEnv)
 	client := &http.Client{Timeout: 30 * time.Second}
-	f.send = func(ctx context.Context, recs []*record, attempt int) error {
+	f.send = func(ctx context.Context, recs []*record, attempt int) (int, error) {
 		var body bytes.Buffer
 		for _, r := range recs {
 			body.Write(r.body)
 			body.WriteByte('\n')
 		}
 		id := fmt.Sprintf("audit-%d-%d", recs[0].seq, recs[len(recs)-1].seq)
-		return postSigned(ctx, client, s.URL, secret, "application/x-ndjson", body.Bytes(), id, attempt)
+		if err := postSigned(ctx, client, s.URL, secret, "application/x-ndjson", body.Bytes(), id, attempt); err != nil {
+			return 0, err
+		}
+		return len(recs), nil
 	}
 	return f
 }
@@ -424,19 +425,23 @@ func (b *Bot) runFeed(ctx context.Context, f *feed) {
 	}
 }
 
-// deliverFeed sends recs until they are taken or given up on (then they
-// come back as dead letters).
+// deliverFeed sends recs until each is taken or given up on: those come
+// back as dead letters.
 func (b *Bot) deliverFeed(ctx context.Context, f *feed, recs []*record) []state.DeadLetter {
+	var dead []state.DeadLetter
 	wait := f.rmin
 	first := b.now()
-	for attempt := 1; ; attempt++ {
-		err := f.send(ctx, recs, attempt)
+	for attempt := 1; len(recs) > 0; attempt++ {
+		done, err := f.send(ctx, recs, attempt)
+		if done > 0 {
+			recs, attempt, wait = recs[done:], 1, f.rmin
+			if b.metrics != nil {
+				b.metrics.feedDelivered(f.name, done)
+			}
+		}
 		if err == nil {
 			f.setStatus(func(s *FeedStatus) { s.LastOK, s.LastErr, s.Attempts, s.FailingSince = b.now(), "", 0, time.Time{} })
-			if b.metrics != nil {
-				b.metrics.feedDelivered(f.name, len(recs))
-			}
-			return nil
+			return dead
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -452,24 +457,26 @@ func (b *Bot) deliverFeed(ctx context.Context, f *feed, recs []*record) []state.
 			b.metrics.feedFailed(f.name)
 		}
 		b.log.Warn("feed delivery failed", "feed", f.name, "event", recs[0].id, "attempt", attempt, "err", msg)
-		// Given up once the oldest record is older than give_up_after:
-		// a receiver down for long falls that far behind, not one event
-		// per give_up_after.
-		if b.now().Sub(recs[0].at) >= f.giveUp {
-			var dead []state.DeadLetter
-			for _, r := range recs {
-				dead = append(dead, state.DeadLetter{Seq: r.seq, EventID: r.id, Ticket: r.ticket, What: r.what,
-					Error: endpoint.Clip(msg, 300), Attempts: attempt, At: b.now()})
-			}
-			b.log.Error("feed gave up on an event: it is a dead letter (/ops webhook status)", "feed", f.name, "event", recs[0].id, "attempts", attempt)
-			f.setStatus(func(s *FeedStatus) { s.Attempts, s.FailingSince = 0, time.Time{} })
-			return dead
+		// A record is given up on once it is older than give_up_after: a
+		// receiver down for long falls that far behind, not one event per
+		// give_up_after.
+		for len(recs) > 0 && b.now().Sub(recs[0].at) >= f.giveUp {
+			r := recs[0]
+			dead = append(dead, state.DeadLetter{Seq: r.seq, EventID: r.id, Ticket: r.ticket, What: r.what,
+				Error: endpoint.Clip(msg, 300), Attempts: attempt, At: b.now()})
+			b.log.Error("feed gave up on an event: it is a dead letter (/ops webhook status)", "feed", f.name, "event", r.id, "attempts", attempt)
+			recs = recs[1:]
+			attempt = 0
+		}
+		if attempt == 0 {
+			continue // the next record's first attempt, now
 		}
 		if !sleepCtx(ctx, wait) {
 			return nil
 		}
 		wait = min(2*wait, f.rmax)
 	}
+	return dead
 }
 
 // sleepCtx sleeps d or until ctx ends; false when ctx ended.
@@ -591,7 +598,7 @@ func (b *Bot) redeliver(ctx context.Context, f *feed, dead []state.DeadLetter) {
 		}
 		rec, err := f.build(ctx, entries[0])
 		if err == nil && rec != nil {
-			err = f.send(ctx, []*record{rec}, d.Attempts+1)
+			_, err = f.send(ctx, []*record{rec}, d.Attempts+1)
 		}
 		if err != nil {
 			d.Error, d.Attempts, d.At = endpoint.Clip(b.redact.Redact(err.Error()), 300), d.Attempts+1, b.now()

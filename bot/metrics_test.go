@@ -227,7 +227,9 @@ func TestAlertsUseExportedMetrics(t *testing.T) {
 	// A bot with something to report: redis reached, a ticket waiting for
 	// approval, a step run, a refusal at the edge.
 	srv := redistest.Start(t)
-	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("redis: {addr: %q}\nops: {listen: \"127.0.0.1:0\"}", srv.Addr)))
+	t.Setenv("OPSBOT_HOOK_SECRET", hookSecret)
+	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("redis: {addr: %q}\nops: {listen: \"127.0.0.1:0\"}\n"+
+		"webhooks: [{name: cmdb, url: \"http://127.0.0.1:9/hook\", secret_env: OPSBOT_HOOK_SECRET}]", srv.Addr)))
 	k.Say("alice", "/ops new golive service=waiting version=v1 rollback_app=redeploy hotfix=true")
 	id := ticketID.FindString(bottest.Title(k.Say("alice", "/ops new golive service=payments version=v1 rollback_app=redeploy hotfix=true")))
 	k.Say("bob", "/ops approve "+id)

@@ -596,6 +596,32 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	return out, err
 }
 
+// TicketAt reads a ticket and the event of one version of its history
+// in one read (ok false when either is gone).
+func (s *Store) TicketAt(ctx context.Context, id string, version int64) (t Ticket, ev Event, ok bool, err error) {
+	num, valid := ParseID(id)
+	if !valid {
+		return t, ev, false, nil
+	}
+	err = s.db.View(ctx, func(tx kv.Txn) error {
+		raw, found, err := tx.Get(key(bEvents, append(u64(num), u64(uint64(version))...)))
+		if err != nil || !found {
+			ok = false
+			return err
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return err
+		}
+		t, err = loadTicket(tx, num)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		ok = err == nil
+		return err
+	})
+	return t, ev, ok, err
+}
+
 // Create allocates a ticket id and writes the first change, built by fn
 // from that id. fn runs outside the write transaction, so rendering and
 // encoding never hold the writer; a refused change (a lock held by
