@@ -93,7 +93,13 @@ func runGate(args ...string) func() (int, string) {
 // exit 1 with who and why; tokens without the scope, revoked or expired
 // are refused and audited; a token never approves unless the flow says so.
 func TestAPIGate(t *testing.T) {
-	k, fake := slackKit(t, "http", `api: {listen: "127.0.0.1:0", public_url: "https://opsbot.example.com"}`)
+	k, fake := slackKit(t, "http", `api: {listen: "127.0.0.1:0", public_url: "https://opsbot.example.com"}
+flows:
+  - name: smoke
+    title: 冒烟检查 Smoke check
+    fields: [{name: service, required: true}]
+    stages:
+      - {name: bot_check, title: 自动检查 Automated check, kind: approval, roles: [ci], tokens_may_approve: true}`)
 	in := inbound{t, k, fake, "http"}
 	cli := cliKit(t, k)
 	code, ci, stderr := cli("token", "create", "--name", "ci", "--as", "svc-ci", "--scopes", "tickets:create,tickets:read")
@@ -188,6 +194,21 @@ func TestAPIGate(t *testing.T) {
 	}
 	if st, b, _ := api.call("GET", "/api/v1/tickets/T-1/wait?until=deploy_approval&timeout=300ms", nil); st != 200 || b["reached"] != false {
 		t.Fatalf("a wait that times out: %d %v", st, b)
+	}
+
+	// Where a stage allows tokens, the service user holding its role
+	// approves through the API.
+	mustContain(t, bottest.Title(k.Say("root", "/ops role grant ci svc-ci")), "granted ci")
+	k.Say("alice", "/ops new smoke service=payments")
+	tokApprove := apiClient{t, base, strings.TrimSpace(approver)}
+	if st, b, _ := tokApprove.call("POST", "/api/v1/tickets/T-4/approve", map[string]string{"comment": "smoke tests green"}); st != 200 || b["stage"] != "done" {
+		t.Fatalf("a token approving where the stage allows it: %d %v", st, b)
+	}
+	// A gate that times out: exit 3, the ticket stays open.
+	t.Setenv("CI_PIPELINE_ID", "79")
+	if code, out := runGate("--flow", "golive", "--wait", "--timeout", "1s", "service=orders", "version=v2.0.2", "rollback_app=x")(); code != bot.GateTimeout ||
+		!strings.Contains(out, "T-5 is still at 方案审批 Plan review after 1s") {
+		t.Fatalf("gate timing out: exit %d\n%s", code, out)
 	}
 
 	// Refusals: no scope, revoked, expired, none; each audited.

@@ -230,3 +230,35 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// The API listener, webhooks and the audit stream are checked with an
+// example of right.
+func TestConfigCheckAPIAndFeeds(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	t.Setenv("OPSBOT_SHORT_SECRET", "short")
+	os.WriteFile(cfg, []byte(`
+api: {listen: "8090", public_url: "opsbot.example.com"}
+webhooks:
+  - {name: cmdb, url: "ftp://cmdb", secret_env: OPSBOT_SHORT_SECRET}
+  - {name: cmdb, url: "https://cmdb.example.com/hook"}
+audit:
+  stream: {url: "https://siem.example.com", secret_env: OPSBOT_NO_SUCH_SECRET}
+`), 0o644)
+	var out, errb bytes.Buffer
+	if code := bot.Main([]string{"config", "check", cfg}, nil, &out, &errb); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{
+		`api.listen: "8090" is not host:port (e.g. 127.0.0.1:8090 behind an HTTPS proxy)`,
+		`api.public_url: "opsbot.example.com" is not a URL (e.g. https://opsbot.example.com)`,
+		`webhooks[0].url: "ftp://cmdb" is not an http(s) URL`,
+		`webhooks[0].secret_env: $OPSBOT_SHORT_SECRET must hold a secret of at least 16 characters`,
+		`webhooks[1].name: "cmdb" must be unique`,
+		`webhooks[1].secret_env: name the variable holding the signing secret`,
+		`audit.stream.secret_env: $OPSBOT_NO_SUCH_SECRET must hold a secret`,
+	} {
+		if !strings.Contains(out.String()+errb.String(), want) {
+			t.Errorf("config check does not say %q:\n%s%s", want, out.String(), errb.String())
+		}
+	}
+}
