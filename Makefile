@@ -33,7 +33,7 @@ ETCD := bin/etcd
 $(ETCD): tools/etcd/go.mod tools/etcd/go.sum
 	cd tools/etcd && $(GO) build -trimpath -o ../../$(ETCD) go.etcd.io/etcd/server/v3
 
-deps: $(FERRETDB) $(ETCD) ## install what the tests need: redis-server, git, zookeeper, bind9, chromium (with CJK and emoji fonts), prometheus (with promtool) from Debian's packages, FerretDB and etcd from the module proxy
+deps: $(FERRETDB) $(ETCD) ## install what the tests need: redis-server, git, zookeeper, bind9, chromium (with CJK and emoji fonts), prometheus (with promtool), puppetserver, slapd and ldap-utils from Debian's packages, FerretDB and etcd from the module proxy
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
@@ -42,6 +42,9 @@ deps: $(FERRETDB) $(ETCD) ## install what the tests need: redis-server, git, zoo
 	lean=""; \
 	command -v chromium >/dev/null 2>&1 || lean="$$lean chromium"; \
 	command -v prometheus >/dev/null 2>&1 || lean="$$lean prometheus"; \
+	[ -f /usr/share/puppetserver/puppetserver.jar ] || lean="$$lean puppetserver"; \
+	[ -x /usr/sbin/slapd ] || lean="$$lean slapd"; \
+	command -v ldapsearch >/dev/null 2>&1 || lean="$$lean ldap-utils"; \
 	[ -d /usr/share/fonts/truetype/wqy ] || lean="$$lean fonts-wqy-microhei"; \
 	[ -d /usr/share/fonts/truetype/noto ] || lean="$$lean fonts-noto-color-emoji"; \
 	if [ -n "$$missing$$lean" ]; then \
