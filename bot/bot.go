@@ -34,6 +34,7 @@ import (
 	"opsbot/integrations/puppet"
 	"opsbot/integrations/redis"
 	"opsbot/integrations/script"
+	"opsbot/integrations/servers"
 	"opsbot/integrations/zookeeper"
 	"opsbot/present"
 	"opsbot/state"
@@ -110,6 +111,7 @@ type Bot struct {
 	apiSrv  *http.Server
 	// feedList are the webhooks and the audit stream.
 	feedList []*feed
+	servers  *servers.Executor
 	// readiness's last answer, and when.
 	readyMu   sync.Mutex
 	readyAt   time.Time
@@ -207,7 +209,11 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	// The inventory executor gets its inventory once the state is open.
 	invExec := &inventory.Executor{WarnChannel: cfg.Clusters.WarnChannel, Now: b.now,
 		Hook: inventory.Hook{Script: cfg.Clusters.Apply.Script, URL: cfg.Clusters.Apply.URL, Scripts: scripts}}
-	execs := map[string]flows.Executor{"script": scripts, "inventory": invExec}
+	srvExec, err := newServers(cfg, scripts)
+	if err != nil {
+		return nil, err
+	}
+	execs := map[string]flows.Executor{"script": scripts, "inventory": invExec, "servers": srvExec}
 	if d := cfg.DNS; d.Enabled() {
 		execs["dns"] = dns.New(dns.Config{Server: d.Server, Zone: d.Zone, KeyName: d.KeyName, KeySecretEnv: d.KeySecretEnv,
 			Algorithm: d.Algorithm, Resolver: d.Resolver, TTL: uint32(d.TTL), Script: d.Script, Scripts: scripts, Timeout: d.Timeout.D()})
@@ -286,6 +292,8 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		return nil, err
 	}
 	invExec.Inv = b.inv
+	srvExec.UseStore(store)
+	b.servers = srvExec
 	create := inventory.CreateRules{ProdName: regexp.MustCompile("^(?:" + cl.ProdNamePattern + ")$"), ProdNameExample: cl.ProdNameExample, Zone: cfg.DNS.Zone}
 	switch {
 	case cl.K8sLookup.URL != "":
@@ -293,7 +301,8 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	case cl.K8sLookup.Script != "":
 		create.Lookup = inventory.ScriptLookup{Script: cl.K8sLookup.Script, Scripts: scripts}
 	}
-	validators := map[string]flows.Validator{"cluster-create": b.inv.ValidateCreate(create), "cluster-change": b.inv.ValidateChange()}
+	validators := map[string]flows.Validator{"cluster-create": b.inv.ValidateCreate(create), "cluster-change": b.inv.ValidateChange(),
+		"puppet-cert-clean": srvExec.ValidateCertClean(), "server-group-change": srvExec.ValidateGroupChange(), "server-change": srvExec.ValidateServerChange()}
 	if b.cleanup != nil {
 		validators["cleanup"] = b.cleanup.Validator()
 	}

@@ -111,6 +111,9 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 				errs = append(errs, err)
 			}
 		}
+		if len(errs) == 0 {
+			errs = append(errs, reachServers(context.Background(), cfg)...)
+		}
 		for _, e := range errs {
 			fmt.Fprintln(stderr, "✗", e)
 		}
@@ -188,7 +191,7 @@ func Main(args []string, embedded []byte, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		// Every flow, including those whose integrations this config lacks.
-		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper", "inventory", "dns", "cleanup"})
+		fl, err := cfg.AllFlows([]string{"script", "puppet", "zookeeper", "inventory", "dns", "cleanup", "servers"})
 		if err != nil {
 			return fail(err)
 		}

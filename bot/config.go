@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"opsbot/flows"
+	"opsbot/integrations/ldap"
 	"opsbot/state"
 )
 
@@ -41,6 +42,12 @@ type Config struct {
 	API APIConfig `yaml:"api"`
 	// Webhooks receive ticket events, signed, at least once, in order.
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// PuppetCA is the Puppet Server CA certificate cleans act on.
+	PuppetCA PuppetCAConfig `yaml:"puppet_ca"`
+	// LDAP holds the Puppet node classification group changes act on.
+	LDAP ldap.Config `yaml:"ldap"`
+	// Servers configures the store-server flows.
+	Servers ServersConfig `yaml:"servers"`
 	// Log is how the process logs.
 	Log LogConfig `yaml:"log"`
 	// Admin guards the operator endpoints (/admin/...).
@@ -71,6 +78,23 @@ type Config struct {
 
 	// dir is where relative paths are resolved from.
 	dir string
+}
+
+// PuppetCAConfig reaches the Puppet Server CA with the bot's client
+// certificate (allowed on /puppet-ca/v1/certificate_status by the CA's
+// auth.conf). Off when url is empty.
+type PuppetCAConfig struct {
+	URL        string `yaml:"url"`
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"`
+}
+
+// ServersConfig: Apply is called when a server change executes (an HTTP
+// endpoint or a script, like clusters.apply).
+type ServersConfig struct {
+	Apply HookConfig `yaml:"apply"`
 }
 
 // StateConfig locates the bbolt file, its backups and its key.
@@ -383,7 +407,7 @@ func (d DNSConfig) Enabled() bool { return d.Server != "" || d.Script != "" }
 
 // Executors lists the executors this configuration provides.
 func (c *Config) Executors() []string {
-	out := []string{"script", "inventory"}
+	out := []string{"script", "inventory", "servers"}
 	if c.DNS.Enabled() {
 		out = append(out, "dns")
 	}
@@ -601,6 +625,7 @@ func (c *Config) Check(executors []string) []error {
 	}
 	errs = append(errs, c.checkState()...)
 	errs = append(errs, c.checkFeeds()...)
+	errs = append(errs, c.checkServers()...)
 	if c.Redis.PasswordEnv != "" && os.Getenv(c.Redis.PasswordEnv) == "" {
 		bad("redis.password_env: environment variable %s is not set", c.Redis.PasswordEnv)
 	}

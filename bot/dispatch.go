@@ -351,6 +351,8 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.freeze(ctx, u, r)
 	case commands.Webhook:
 		return b.webhook(ctx, u, r)
+	case commands.Server:
+		return b.serverShow(ctx, r)
 	}
 	return nil, fmt.Errorf("no handler for %T", req)
 }

@@ -48,6 +48,7 @@ func readInventoryFiles(paths []string) (inventory.Document, []inventory.Rejecte
 			}
 			doc.Clusters = append(doc.Clusters, d.Clusters...)
 			doc.Stores = append(doc.Stores, d.Stores...)
+			doc.Servers = append(doc.Servers, d.Servers...)
 			continue
 		}
 		d, rej, err := inventory.ReadCSV(f, name)
@@ -57,6 +58,7 @@ func readInventoryFiles(paths []string) (inventory.Document, []inventory.Rejecte
 		}
 		doc.Clusters = append(doc.Clusters, d.Clusters...)
 		doc.Stores = append(doc.Stores, d.Stores...)
+		doc.Servers = append(doc.Servers, d.Servers...)
 		bad = append(bad, rej...)
 	}
 	return doc, bad, nil

@@ -111,6 +111,10 @@ type Store struct{ ID string }
 
 // Freeze sets (Op "set"), lifts ("lift") or lists ("list") environment
 // freezes: a frozen environment cannot be cleaned up.
+// Server shows a store server: its record, Puppet group, certificate
+// and the ticket holding it.
+type Server struct{ Host string }
+
 // Webhook shows the webhooks' and the audit stream's delivery, or sends
 // a feed's dead letters again.
 type Webhook struct {
@@ -139,6 +143,7 @@ func (Edit) Command() string     { return "edit" }
 func (Cluster) Command() string  { return "cluster" }
 func (Store) Command() string    { return "store" }
 func (Webhook) Command() string  { return "webhook" }
+func (Server) Command() string   { return "server" }
 func (m Mute) Command() string {
 	if m.On {
 		return "mute"
@@ -262,6 +267,8 @@ func specs() []Spec {
 			Example: "/ops unfreeze env=tdev"},
 		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true] [page=N]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
+		Spec{Name: "server", Aliases: []string{"服务器"}, Usage: "/ops server show HOST",
+			Summary: "门店服务器：清单、Puppet 分组、证书、进行中的工单 a store server: inventory record, Puppet group, certificate, the ticket in flight", Example: "/ops server show pos-01.s1001.store.example.com"},
 		Spec{Name: "webhook", Aliases: []string{"推送"}, Usage: "/ops webhook status [NAME] · /ops webhook retry NAME",
 			Summary: "事件推送与审计流的投递状态、死信 webhook and audit stream delivery, dead letters; retry sends dead letters again", Example: "/ops webhook status siem"},
 		Spec{Name: "platform", Aliases: []string{"平台"}, Usage: "/ops platform stop|start P",
@@ -310,6 +317,16 @@ func specs() []Spec {
 				}
 				id, _, err := ticketRef(s, a[0])
 				return Mute{Ticket: id, On: s.Name == "mute"}, err
+			}
+		case "server":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) == 1 && a[0] != "show" {
+					a = []string{"show", a[0]}
+				}
+				if len(a) != 2 || a[0] != "show" {
+					return nil, usageErr(s, "需要主机名 server show takes one hostname")
+				}
+				return Server{Host: strings.ToLower(a[1])}, nil
 			}
 		case "webhook":
 			s.Parse = func(a []string) (Request, error) {

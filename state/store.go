@@ -381,6 +381,10 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	func(tx *bolt.Tx) error { // 10: store servers
+		_, err := tx.CreateBucketIfNotExists(bServers)
+		return err
+	},
 }
 
 // SchemaVersion is the schema this build writes.

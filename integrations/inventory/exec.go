@@ -43,6 +43,13 @@ type MoveRequest struct {
 }
 
 func (h Hook) call(ctx context.Context, in flows.ExecInput, req MoveRequest) flows.ExecResult {
+	return h.Call(ctx, in, req)
+}
+
+// Call runs the hook for a ticket's change: the script (with the ticket's
+// fields in its environment), or a POST of req as JSON with the ticket's
+// Idempotency-Key; a 5xx or a network error is transient.
+func (h Hook) Call(ctx context.Context, in flows.ExecInput, req any) flows.ExecResult {
 	if h.Script != "" {
 		p := map[string]string{"command": h.Script}
 		return h.Scripts.Run(ctx, flows.ExecInput{Ticket: in.Ticket, Stage: in.Stage, Kind: in.Kind, Params: p, Attempt: in.Attempt})

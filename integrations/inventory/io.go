@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,13 +24,15 @@ var Envs = []string{"sit", "uat", "pt", "prod", "dev", "hd"}
 var (
 	ClusterColumns = []string{"name", "env", "location", "size", "capacity", "domain", "ingress_ip", "rancher_id", "k8s_id",
 		"lb_id", "k8s_ips", "ob_ips", "ob_vip", "ob_user", "tags", "status"}
-	StoreColumns = []string{"id", "name", "market", "province", "do", "ownership", "nodes", "open", "env", "cluster"}
+	StoreColumns  = []string{"id", "name", "market", "province", "do", "ownership", "nodes", "open", "env", "cluster"}
+	ServerColumns = []string{"hostname", "ip", "role", "env", "store"}
 )
 
 // Document is the JSON form of an inventory.
 type Document struct {
-	Clusters []state.Cluster   `json:"clusters"`
-	Stores   []state.StoreInfo `json:"stores"`
+	Clusters []state.Cluster    `json:"clusters"`
+	Stores   []state.StoreInfo  `json:"stores"`
+	Servers  []state.ServerInfo `json:"servers,omitempty"`
 }
 
 // Rejected is a row an import refused, with why.
@@ -40,6 +44,7 @@ type Rejected struct {
 // Report says what an import did.
 type Report struct {
 	Clusters, Stores int // written (new or changed)
+	Servers          int
 	Unchanged        int
 	Rejected         []Rejected
 	DryRun           bool
@@ -53,7 +58,11 @@ func (r Report) String() string {
 	if r.DryRun {
 		verb = "would import"
 	}
-	fmt.Fprintf(&b, "%s %d cluster(s) and %d store(s); %d unchanged; %d rejected\n", verb, r.Clusters, r.Stores, r.Unchanged, len(r.Rejected))
+	servers := ""
+	if r.Servers > 0 {
+		servers = fmt.Sprintf(", %d server(s)", r.Servers)
+	}
+	fmt.Fprintf(&b, "%s %d cluster(s) and %d store(s)%s; %d unchanged; %d rejected\n", verb, r.Clusters, r.Stores, servers, r.Unchanged, len(r.Rejected))
 	for _, x := range r.Rejected {
 		fmt.Fprintf(&b, "  rejected %s: %s\n", x.Row, x.Reason)
 	}
@@ -80,18 +89,21 @@ func ReadCSV(r io.Reader, name string) (Document, []Rejected, error) {
 	var bad []Rejected
 	_, isStores := head["ownership"]
 	_, isClusters := head["location"]
+	_, isServers := head["hostname"]
+	if isServers && !isStores && !isClusters {
+		for _, row := range rows[1:] {
+			get := func(col string) string { return cell(head, row, col) }
+			doc.Servers = append(doc.Servers, state.ServerInfo{Hostname: get("hostname"), IP: get("ip"), Role: get("role"), Env: get("env"), Store: get("store")})
+		}
+		return doc, nil, nil
+	}
 	if isStores == isClusters {
-		return doc, nil, fmt.Errorf("%s: header must be the clusters columns (%s) or the stores columns (%s)", name,
-			strings.Join(ClusterColumns, ","), strings.Join(StoreColumns, ","))
+		return doc, nil, fmt.Errorf("%s: header must be the clusters columns (%s), the stores columns (%s) or the servers columns (%s)", name,
+			strings.Join(ClusterColumns, ","), strings.Join(StoreColumns, ","), strings.Join(ServerColumns, ","))
 	}
 	for i, row := range rows[1:] {
 		where := fmt.Sprintf("%s:%d", name, i+2)
-		get := func(col string) string {
-			if j, ok := head[col]; ok && j < len(row) {
-				return strings.TrimSpace(row[j])
-			}
-			return ""
-		}
+		get := func(col string) string { return cell(head, row, col) }
 		if isClusters {
 			c := state.Cluster{Name: get("name"), Env: get("env"), Location: get("location"), Size: get("size"), Domain: get("domain"),
 				IngressIP: get("ingress_ip"), RancherID: get("rancher_id"), K8sID: get("k8s_id"), LBID: get("lb_id"),
@@ -129,6 +141,14 @@ func ReadCSV(r io.Reader, name string) (Document, []Rejected, error) {
 		doc.Stores = append(doc.Stores, s)
 	}
 	return doc, bad, nil
+}
+
+// cell is a row's value in the column named col ("" when absent).
+func cell(head map[string]int, row []string, col string) string {
+	if j, ok := head[col]; ok && j < len(row) {
+		return strings.TrimSpace(row[j])
+	}
+	return ""
 }
 
 func list(s string) []string {
@@ -199,10 +219,62 @@ func (inv *Inventory) Import(ctx context.Context, doc Document, rejected []Rejec
 		ss = append(ss, s)
 	}
 	rep.Clusters, rep.Stores = len(cs), len(ss)
-	if dryRun || (len(cs) == 0 && len(ss) == 0) {
+	var vs []state.ServerInfo
+	seenV := map[string]bool{}
+	for i, v := range doc.Servers {
+		where := fmt.Sprintf("servers[%d] %s", i, v.Hostname)
+		if why := CheckServer(&v); why != "" {
+			rep.Rejected = append(rep.Rejected, Rejected{where, why})
+			continue
+		}
+		if seenV[v.Hostname] {
+			rep.Rejected = append(rep.Rejected, Rejected{where, "server " + v.Hostname + " appears twice"})
+			continue
+		}
+		seenV[v.Hostname] = true
+		if old, ok, err := inv.st.Server(ctx, v.Hostname); err != nil {
+			return rep, err
+		} else if ok {
+			v.Ticket, v.Updated = old.Ticket, old.Updated
+			if old == v {
+				rep.Unchanged++
+				continue
+			}
+		}
+		v.Updated = now
+		vs = append(vs, v)
+	}
+	rep.Servers = len(vs)
+	if dryRun || (len(cs) == 0 && len(ss) == 0 && len(vs) == 0) {
 		return rep, nil
 	}
-	return rep, inv.Put(ctx, cs, ss)
+	if len(cs) > 0 || len(ss) > 0 {
+		if err := inv.Put(ctx, cs, ss); err != nil {
+			return rep, err
+		}
+	}
+	return rep, inv.st.PutServers(ctx, vs)
+}
+
+// hostname is what a server's name may be.
+var hostname = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+
+// CheckServer says what is wrong with a server record, with an example.
+func CheckServer(v *state.ServerInfo) string {
+	v.Hostname = strings.ToLower(strings.TrimSpace(v.Hostname))
+	switch {
+	case !hostname.MatchString(v.Hostname) || len(v.Hostname) > 253:
+		return fmt.Sprintf("hostname %q: lower-case letters, digits, '-' and '.', e.g. pos-01.s1001.store.example.com", v.Hostname)
+	case net.ParseIP(v.IP) == nil:
+		return fmt.Sprintf("ip %q is not an IP address, e.g. 10.20.3.4", v.IP)
+	case !slices.Contains(Envs, v.Env):
+		return fmt.Sprintf("env %q: one of %s", v.Env, strings.Join(Envs, ", "))
+	case v.Role == "":
+		return "role is empty (e.g. pos, nginx, db)"
+	case v.Store == "":
+		return "store is empty (the store id, e.g. S-1001)"
+	}
+	return ""
 }
 
 func (inv *Inventory) checkCluster(c *state.Cluster) string {
@@ -250,7 +322,11 @@ func (inv *Inventory) Export(w io.Writer, format string) error {
 	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(Document{Clusters: inv.Clusters(), Stores: inv.Stores()})
+		servers, err := inv.st.Servers(context.Background())
+		if err != nil {
+			return err
+		}
+		return enc.Encode(Document{Clusters: inv.Clusters(), Stores: inv.Stores(), Servers: servers})
 	case "clusters.csv":
 		cw := csv.NewWriter(w)
 		_ = cw.Write(ClusterColumns)

@@ -41,12 +41,12 @@ type Config struct {
 	// and StatusAttr are its classification (defaults puppetGroup,
 	// puppetRole, puppetStatus); GroupNameAttr names a group entry
 	// (default cn).
-	HostAttr      string `yaml:"host_attr"`
-	GroupAttr     string `yaml:"group_attr"`
-	RoleAttr      string `yaml:"role_attr"`
-	StatusAttr    string `yaml:"status_attr"`
-	GroupNameAttr string `yaml:"group_name_attr"`
-	Timeout       time.Duration
+	HostAttr      string        `yaml:"host_attr"`
+	GroupAttr     string        `yaml:"group_attr"`
+	RoleAttr      string        `yaml:"role_attr"`
+	StatusAttr    string        `yaml:"status_attr"`
+	GroupNameAttr string        `yaml:"group_name_attr"`
+	Timeout       time.Duration `yaml:"-"`
 }
 
 func (c *Config) defaults() {
