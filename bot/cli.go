@@ -33,9 +33,9 @@ usage:
                                      record by record (the bot stopped on both)
   opsbot diagram [-config FILE]      print each flow as a Mermaid diagram
   opsbot inventory import [-config FILE] [-dry-run] FILE...
-                                     import clusters/stores (CSV or JSON); idempotent,
+                                     import clusters/stores/servers (CSV or JSON); idempotent,
                                      reports each rejected row and why
-  opsbot inventory export [-config FILE] [-format json|clusters.csv|stores.csv] [-o FILE]
+  opsbot inventory export [-config FILE] [-format json|clusters.csv|stores.csv|servers.csv] [-o FILE]
   opsbot token create [-config FILE] --name NAME --as USER --scopes SCOPE,... [--expires 90d]
   opsbot token list|revoke NAME      API tokens for other systems (shown once, kept hashed)
   opsbot audit export [-config FILE] [--since DAY] [--until DAY] [--format jsonl]

@@ -78,7 +78,7 @@ func inventoryMain(args []string, load func(string) (*Config, error), stdout, st
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (default: the embedded example)")
 	dry := fs.Bool("dry-run", false, "import: check and report, write nothing")
-	format := fs.String("format", "json", "export: json, clusters.csv or stores.csv")
+	format := fs.String("format", "json", "export: json, clusters.csv, stores.csv or servers.csv")
 	outPath := fs.String("o", "", "export: write to this file instead of stdout")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2

@@ -344,6 +344,18 @@ func (inv *Inventory) Export(w io.Writer, format string) error {
 		}
 		cw.Flush()
 		return cw.Error()
+	case "servers.csv":
+		servers, err := inv.st.Servers(context.Background())
+		if err != nil {
+			return err
+		}
+		cw := csv.NewWriter(w)
+		_ = cw.Write(ServerColumns)
+		for _, v := range servers {
+			_ = cw.Write([]string{v.Hostname, v.IP, v.Role, v.Env, v.Store})
+		}
+		cw.Flush()
+		return cw.Error()
 	}
-	return fmt.Errorf("unknown export format %q: json, clusters.csv or stores.csv", format)
+	return fmt.Errorf("unknown export format %q: json, clusters.csv, stores.csv or servers.csv", format)
 }

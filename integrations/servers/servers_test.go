@@ -339,3 +339,23 @@ ldap: {url: %q, start_tls: true, ca: %q, bind_dn: %q, password_env: OPSBOT_LDAP_
 	mustSay(t, check(strings.Replace(good, ca.URL, "http://127.0.0.1:1", 1)), `puppet_ca.url "http://127.0.0.1:1": the CA's https URL`)
 	mustSay(t, check(strings.Replace(good, "start_tls: true, ", "", 1)+"\n"), "config OK")
 }
+
+// Servers round-trip through the inventory's CSV: import, export, and a
+// bad row refused with what is wrong.
+func TestServersCSV(t *testing.T) {
+	k := bottest.New(t)
+	doc, _, err := inventory.ReadCSV(strings.NewReader("hostname,ip,role,env,store\n"+pos1+",10.20.3.4,pos,prod,S-1001\nBAD_HOST,10.1.1.1,pos,prod,S-1\n"+pos2+",10.20.3.x,pos,prod,S-1001\n"), "servers.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := k.Bot.Inventory().Import(context.Background(), doc, nil, false)
+	if err != nil || rep.Servers != 1 || len(rep.Rejected) != 2 {
+		t.Fatalf("import: %+v %v", rep, err)
+	}
+	mustSay(t, rep.String(), `hostname "bad_host": lower-case letters, digits`)
+	mustSay(t, rep.String(), `ip "10.20.3.x" is not an IP address`)
+	var out strings.Builder
+	if err := k.Bot.Inventory().Export(&out, "servers.csv"); err != nil || out.String() != "hostname,ip,role,env,store\n"+pos1+",10.20.3.4,pos,prod,S-1001\n" {
+		t.Fatalf("export: %q %v", out.String(), err)
+	}
+}
