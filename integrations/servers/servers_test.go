@@ -160,7 +160,7 @@ func mustSay(t *testing.T, got, want string) {
 func TestServerFlowsAgainstRealServers(t *testing.T) {
 	k, ca, dir, h := serverKit(t)
 	ctx := context.Background()
-	if _, _, err := ca.Request(pos1); err != nil {
+	if err := ca.Agent(pos1); err != nil { // the node's first agent run
 		t.Fatal(err)
 	}
 	caClient, _ := puppetca.New(puppetca.Config{URL: ca.URL, CA: ca.CA, Cert: ca.Cert, Key: ca.Key, ServerName: "localhost"})
@@ -189,9 +189,13 @@ func TestServerFlowsAgainstRealServers(t *testing.T) {
 	if _, err := caClient.Status(ctx, pos1); !errors.Is(err, puppetca.ErrNotFound) {
 		t.Fatalf("the certificate is still on the CA: %v", err)
 	}
-	if _, _, err := ca.Request(pos1); err != nil {
-		t.Fatalf("the node's new CSR: %v", err)
+	if err := ca.Agent(pos1); err != nil {
+		t.Fatalf("the node's agent asking again after the clean: %v", err)
 	}
+	// Infra heard of the ticket, the requester of its result.
+	k.Deliver()
+	mustSay(t, strings.Join(k.Notices("dave"), "\n"), "T-1")
+	mustSay(t, strings.Join(k.Notices("ivan"), "\n"), "T-1 已完成 done")
 
 	// Puppet group change.
 	mustSay(t, text(k.Say("ivan", fmt.Sprintf(`/ops new server-group-change store=S-1001 hostname=%s env=prod group=cach`, pos1))),

@@ -306,6 +306,27 @@ func (s *Server) Request(certname string) (keyPEM, certPEM []byte, err error) {
 	return keyPEM, certPEM, nil
 }
 
+// Agent runs a real Puppet agent's first step for certname (puppet ssl
+// bootstrap with a fresh ssldir): a key, a CSR to the CA, the signed
+// certificate downloaded.
+func (s *Server) Agent(certname string) error {
+	dir, err := os.MkdirTemp(s.Dir, "agent-")
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("puppet", "ssl", "bootstrap", "--certname", certname, "--server", "localhost", "--serverport", fmt.Sprint(s.Port),
+		"--confdir", dir, "--vardir", filepath.Join(dir, "var"), "--ssldir", filepath.Join(dir, "ssl"), "--waitforcert", "0",
+		"--localcacert", s.CA, "--color", "false")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("puppet ssl bootstrap %s: %v\n%s", certname, err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ssl", "certs", certname+".pem")); err != nil {
+		return fmt.Errorf("puppet ssl bootstrap %s: no certificate downloaded\n%s", certname, out)
+	}
+	return nil
+}
+
 // Logs is the server's log.
 func (s *Server) Logs() string {
 	raw, _ := os.ReadFile(filepath.Join(s.Dir, "server.log"))
