@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"opsbot/flows"
 	"opsbot/integrations/inventory"
@@ -142,7 +143,7 @@ type Request struct {
 // calls the hook.
 func (x *Executor) update(ctx context.Context, in flows.ExecInput) flows.ExecResult {
 	old, new := changeOf(in.Ticket)
-	new.Ticket = in.Ticket.ID
+	new.Ticket, new.Updated = in.Ticket.ID, time.Now().UTC()
 	err := x.cfg.Store.ReplaceServer(ctx, old, new)
 	if errors.Is(err, state.ErrServerChanged) {
 		return flows.ExecResult{ExitCode: 1, Redo: true, Err: flows.Userf("server_changed", "/ops server show "+old.Hostname,
