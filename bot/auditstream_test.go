@@ -113,7 +113,7 @@ func TestAuditStreamSurvivesSIGKILL(t *testing.T) {
 	stream := filepath.Join(dir, "audit", "stream.jsonl")
 	yaml := strings.Replace(bottest.ConfigYAML(dir, fmt.Sprintf(`
 audit:
-  stream: {file: %q, rotate_bytes: 16384, keep: 100, url: %q, secret_env: OPSBOT_STREAM_SECRET, retry_min: 20ms, retry_max: 100ms}
+  stream: {file: %q, rotate_bytes: 2048, keep: 1000, url: %q, secret_env: OPSBOT_STREAM_SECRET, retry_min: 20ms, retry_max: 100ms}
 `, stream, recv.URL)), "listen: 127.0.0.1:0", "listen: "+freePort(t), 1)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if code := bot.Main([]string{"config", "check", "../opsbot.example.yaml"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("example config: exit %d\n%s", code, errb.String())
 	}
-	if !strings.Contains(out.String(), "flows: cleanup, cluster-change, golive, restart") {
+	if !strings.Contains(out.String(), "flows: cleanup, cluster-change, golive, puppet-cert-clean, server-change, server-group-change, restart") {
 		t.Fatalf("out %q", out.String())
 	}
 }
