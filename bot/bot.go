@@ -187,6 +187,19 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 	if cfg.DNS.Enabled() {
 		secrets = append(secrets, os.Getenv(cfg.DNS.KeySecretEnv))
 	}
+	// Webhook and audit stream signing secrets, the LDAP bind password.
+	for _, w := range cfg.Webhooks {
+		secrets = append(secrets, os.Getenv(w.SecretEnv))
+	}
+	if cfg.Audit.Stream.SecretEnv != "" {
+		secrets = append(secrets, os.Getenv(cfg.Audit.Stream.SecretEnv))
+	}
+	if cfg.LDAP.PasswordEnv != "" {
+		secrets = append(secrets, os.Getenv(cfg.LDAP.PasswordEnv))
+	}
+	if cfg.State.Etcd.PasswordEnv != "" {
+		secrets = append(secrets, os.Getenv(cfg.State.Etcd.PasswordEnv))
+	}
 	for _, e := range cfg.Cleanup.Envs {
 		secrets = append(secrets, os.Getenv(e.MongoURIEnv), os.Getenv(e.Redis.PasswordEnv))
 	}

@@ -88,7 +88,12 @@ func (r *receiver) versions(ticket string) []int64 {
 func TestWebhooksDeliverEveryEventInOrder(t *testing.T) {
 	t.Setenv("OPSBOT_HOOK_SECRET", hookSecret)
 	recv := newReceiver(t)
-	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }))
+	// A receiver down, whose error page echoes the secret: it must not
+	// reach the status, the log or the dead letters.
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(503)
+		fmt.Fprint(w, "bad gateway; configured secret "+hookSecret)
+	}))
 	t.Cleanup(down.Close)
 	statePath := filepath.Join(t.TempDir(), "opsbot.db")
 	yaml := fmt.Sprintf(`webhooks:
@@ -157,6 +162,9 @@ func TestWebhooksDeliverEveryEventInOrder(t *testing.T) {
 		if !strings.Contains(status, want) {
 			t.Fatalf("the status lacks %q:\n%s", want, status)
 		}
+	}
+	if strings.Contains(status, hookSecret) || strings.Contains(k.LogText(), hookSecret) || !strings.Contains(status, "[REDACTED]") {
+		t.Fatalf("the signing secret leaked:\n%s", status)
 	}
 	if strings.Contains(status, "T-1.v2") {
 		t.Fatalf("siem takes submit and reject only:\n%s", status)
