@@ -162,10 +162,10 @@ func (b *Bot) apiHandler() http.Handler {
 				return
 			}
 			if ok, wait := b.limiter.Allow(r.Context(), c.user.Name); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(roundUp(wait).Seconds())))
 				writeAPIError(w, http.StatusTooManyRequests, apiError{Code: "rate_limited",
 					Message: fmt.Sprintf("命令太频繁，请 %s 后再试 · too many requests: try again in %s", roundUp(wait), roundUp(wait)),
 					Hint:    fmt.Sprintf("上限 limit: %d/min per user", b.cfg.RateLimit.PerMinute)})
-				w.Header().Set("Retry-After", strconv.Itoa(int(roundUp(wait).Seconds())))
 				b.apiAudit(r, c, "", "refused: rate_limited")
 				return
 			}

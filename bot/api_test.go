@@ -161,7 +161,7 @@ flows:
 	k.Say("carol", "/ops approve T-2 verified")
 	code, out := wait()
 	if code != bot.GateDone || !strings.Contains(out, "T-2 golive") || !strings.Contains(out, "https://opsbot.example.com/api/v1/tickets/T-2") ||
-		!strings.Contains(out, "T-2 done: approved by bob, dave, carol") {
+		!strings.Contains(out, "T-2 已完成 done: approved by bob, dave, carol") {
 		t.Fatalf("gate: exit %d\n%s", code, out)
 	}
 	// The same CI job run again finds its ticket.
@@ -174,7 +174,7 @@ flows:
 	wait = runGate("--flow", "golive", "--wait", "service=orders", "version=v2.0.1", "rollback_app=redeploy v2.0.0")
 	k.WaitStage("T-3", "plan_review")
 	k.Say("bob", "/ops reject T-3 not during the sale")
-	if code, out := wait(); code != bot.GateStopped || !strings.Contains(out, "T-3 ended rejected by bob: not during the sale") {
+	if code, out := wait(); code != bot.GateStopped || !strings.Contains(out, "T-3 已驳回 rejected by bob: not during the sale") {
 		t.Fatalf("gate on reject: exit %d\n%s", code, out)
 	}
 
@@ -263,5 +263,27 @@ flows:
 	}
 	if strings.Contains(all, ci) {
 		t.Fatal("a token secret in the audit")
+	}
+}
+
+// Each service user is rate limited like a person: a 429 with
+// Retry-After and the limit, in the API's error form.
+func TestAPIRateLimited(t *testing.T) {
+	k := bottest.New(t, bottest.WithYAML("api: {listen: \"127.0.0.1:0\"}\nrate_limit: {per_minute: 1, burst: 1}"))
+	tok, err := k.Bot.CreateAPIToken("ci", "svc-ci", "tickets:read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := apiClient{t, "http://" + k.Bot.APIAddr(), tok}
+	var st int
+	var body map[string]any
+	var hdr http.Header
+	for range 5 {
+		if st, body, hdr = api.call("GET", "/api/v1/tickets", nil); st != 200 {
+			break
+		}
+	}
+	if st != 429 || errCode(body) != "rate_limited" || hdr.Get("Retry-After") == "" {
+		t.Fatalf("past the limit: %d %v %v", st, body, hdr)
 	}
 }

@@ -129,10 +129,10 @@ func GateMain(args []string, stdout, stderr io.Writer) int {
 		who = append(who, a.Display)
 	}
 	if t.Stage == "done" {
-		fmt.Fprintf(stdout, "%s done: approved by %s\n", t.ID, strings.Join(who, ", "))
+		fmt.Fprintf(stdout, "%s %s: approved by %s\n", t.ID, t.StageTitle, strings.Join(who, ", "))
 		return GateDone
 	}
-	msg := fmt.Sprintf("%s ended %s", t.ID, t.Stage)
+	msg := fmt.Sprintf("%s %s", t.ID, t.StageTitle)
 	if d := t.DecidedBy; d != nil {
 		msg += " by " + d.Display
 		if d.Comment != "" {
