@@ -362,4 +362,20 @@ func TestServersCSV(t *testing.T) {
 	if err := k.Bot.Inventory().Export(&out, "servers.csv"); err != nil || out.String() != "hostname,ip,role,env,store\n"+pos1+",10.20.3.4,pos,prod,S-1001\n" {
 		t.Fatalf("export: %q %v", out.String(), err)
 	}
+	// The JSON form: exported, changed, imported again.
+	out.Reset()
+	if err := k.Bot.Inventory().Export(&out, "json"); err != nil {
+		t.Fatal(err)
+	}
+	var jdoc inventory.Document
+	if err := json.Unmarshal([]byte(out.String()), &jdoc); err != nil || len(jdoc.Servers) != 1 || jdoc.Servers[0].Hostname != pos1 {
+		t.Fatalf("json export: %v %s", err, out.String())
+	}
+	jdoc.Servers[0].IP = "10.20.3.7"
+	if rep, err := k.Bot.Inventory().Import(context.Background(), jdoc, nil, false); err != nil || rep.Servers != 1 {
+		t.Fatalf("json import: %+v %v", rep, err)
+	}
+	if s, _, _ := k.Bot.Store().Server(context.Background(), pos1); s.IP != "10.20.3.7" {
+		t.Fatalf("after the json import: %+v", s)
+	}
 }
