@@ -764,6 +764,15 @@ func (c *Config) checkFeeds() []error {
 		seen[w.Name] = true
 		checkURL(what+".url", w.URL)
 		checkSecret(what, w.SecretEnv)
+		var known []string
+		for _, e := range flows.Events {
+			known = append(known, string(e))
+		}
+		for _, e := range w.Events {
+			if !slices.Contains(known, e) {
+				bad("%s.events: %q is not an event%s; the events: %s", what, e, didYouMean(e, known), strings.Join(known, ", "))
+			}
+		}
 	}
 	if s := c.Audit.Stream; s.URL != "" {
 		checkURL("audit.stream.url", s.URL)

@@ -241,6 +241,7 @@ api: {listen: "8090", public_url: "opsbot.example.com"}
 webhooks:
   - {name: cmdb, url: "ftp://cmdb", secret_env: OPSBOT_SHORT_SECRET}
   - {name: cmdb, url: "https://cmdb.example.com/hook"}
+  - {name: siem, url: "https://siem.example.com/hook", secret_env: OPSBOT_SHORT_SECRET, events: [submit, aprove, done]}
 audit:
   stream: {url: "https://siem.example.com", secret_env: OPSBOT_NO_SUCH_SECRET}
 `), 0o644)
@@ -256,6 +257,8 @@ audit:
 		`webhooks[1].name: "cmdb" must be unique`,
 		`webhooks[1].secret_env: name the variable holding the signing secret`,
 		`audit.stream.secret_env: $OPSBOT_NO_SUCH_SECRET must hold a secret`,
+		`webhooks[2].events: "aprove" is not an event (did you mean approve?)`,
+		`webhooks[2].events: "done" is not an event`,
 	} {
 		if !strings.Contains(out.String()+errb.String(), want) {
 			t.Errorf("config check does not say %q:\n%s%s", want, out.String(), errb.String())

@@ -42,7 +42,8 @@ type WebhookConfig struct {
 	// SecretEnv names the variable holding the signing secret.
 	SecretEnv string `yaml:"secret_env"`
 	// Flows and Events filter (empty: all): flow names, and event types
-	// such as submit, approve, reject, cancel, succeeded, failed.
+	// such as submit, approve, reject, cancel, succeed (a step), fail
+	// (flows.Events lists them; config check refuses others).
 	Flows  []string `yaml:"flows"`
 	Events []string `yaml:"events"`
 	// GiveUpAfter is how old an event may grow while its delivery fails

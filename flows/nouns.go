@@ -46,6 +46,10 @@ const (
 	EvRefresh Event = "refresh"
 )
 
+// Events are every event a ticket's history can hold.
+var Events = []Event{EvSubmit, EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease, EvEdit, EvSucceed, EvFail,
+	EvInterrupt, EvRemind, EvEscalate, EvExpire, EvSkip, EvRedo, EvRefresh}
+
 // PersonEvents are the events people cause with a command or a button.
 var PersonEvents = []Event{EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease}
 
