@@ -364,14 +364,13 @@ func (b *Bot) apiCreate(w http.ResponseWriter, r *http.Request, c apiCaller) {
 	}
 	ctx := flows.WithRequest(r.Context(), "api", c.ref)
 	key := r.Header.Get("Idempotency-Key")
+	ikey, digest := "api:"+c.token.Name+":"+key, requestDigest(req)
 	if key != "" {
 		if len(key) > 200 || state.CheckName("Idempotency-Key", key) != nil {
 			b.apiRefused(w, r, c, "", flows.Userf("bad_request", "Idempotency-Key: a UUID or a pipeline id, e.g. 8e2f6c1a-ci-1234",
 				"Idempotency-Key 无效 · the Idempotency-Key must be at most 200 printable characters"))
 			return
 		}
-		ikey := "api:" + c.token.Name + ":" + key
-		digest := requestDigest(req)
 		if prev, ok, err := b.store.RequestTicket(ctx, ikey); err != nil {
 			b.apiRefused(w, r, c, "", err)
 			return
@@ -384,12 +383,11 @@ func (b *Bot) apiCreate(w http.ResponseWriter, r *http.Request, c apiCaller) {
 	}
 	entry := b.apiEntry(r, c, "", "ok")
 	t, err := b.engine.Create(ctx, c.user.Name, req.Flow, req.Fields, entry)
-	if errors.Is(err, state.ErrDuplicate) {
+	if key != "" && errors.Is(err, state.ErrDuplicate) {
 		// The same key, concurrently: answer with the ticket the other
 		// request created.
-		prev, ok, err2 := b.store.RequestTicket(ctx, "api:"+c.token.Name+":"+key)
-		if err2 == nil && ok {
-			b.apiReplay(w, r, c, prev, requestDigest(req))
+		if prev, ok, err2 := b.store.RequestTicket(ctx, ikey); err2 == nil && ok {
+			b.apiReplay(w, r, c, prev, digest)
 			return
 		}
 	}

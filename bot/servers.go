@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"opsbot/commands"
 	"opsbot/integrations/ldap"
@@ -24,6 +25,10 @@ func (b *Bot) serverShow(ctx context.Context, r commands.Server) ([]templates.Me
 		return []templates.Message{info("warning", "服务器 Server "+r.Host,
 			fmt.Sprintf("不在清单中 · %s is not in the inventory (opsbot inventory import servers.csv with hostname,ip,role,env,store)", r.Host))}, nil
 	}
+	// The directory and the CA are asked with a bound: a server that does
+	// not answer makes the line say so, not the command hang.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	lines := []string{fmt.Sprintf("IP %s · 角色 role %s · 环境 env %s · 门店 store %s", s.IP, s.Role, s.Env, s.Store)}
 	if s.Ticket != "" {
 		lines = append(lines, fmt.Sprintf("上次修改 last changed by %s, %s", s.Ticket, templates.Stamp(s.Updated)))

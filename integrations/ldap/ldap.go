@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"sort"
@@ -116,11 +117,14 @@ func New(cfg Config) (*Directory, error) {
 
 // conn dials, upgrades (StartTLS) and binds.
 func (d *Directory) conn(ctx context.Context) (*goldap.Conn, error) {
-	opts := []goldap.DialOpt{goldap.DialWithDialer(nil)}
+	dialer := &net.Dialer{Timeout: d.cfg.Timeout}
+	if dl, ok := ctx.Deadline(); ok {
+		dialer.Deadline = dl
+	}
+	opts := []goldap.DialOpt{goldap.DialWithDialer(dialer)}
 	if d.tls != nil {
 		opts = append(opts, goldap.DialWithTLSConfig(d.tls))
 	}
-	_ = ctx
 	c, err := goldap.DialURL(d.cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ldap: reach %s: %w", d.cfg.URL, err)
