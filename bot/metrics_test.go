@@ -400,6 +400,9 @@ func TestLogLinesPeopleCanFollow(t *testing.T) {
 	k.Say("bob", "/ops approve "+id)
 	k.Say("dave", "/ops approve "+id+" go")
 	k.WaitStage(id, "verify")
+	// The step's line is written once its transaction has committed, so
+	// just after the stage moves on.
+	waitFor(t, "the step's log line", func() bool { return strings.Contains(k.LogText(), id+" step deploy succeeded") })
 	logs := k.LogText()
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`msg="` + id + ` created by alice \(golive\): .*" ticket=` + id + ` flow=golive event=submit stage=plan_review user=alice platform=local req=[0-9a-f]{8}`),
