@@ -344,7 +344,9 @@ func New(ctx context.Context, o Options) (*Bot, error) {
 		observer = b.metrics
 	}
 	b.engine = flows.New(flows.Config{Store: store, Directory: b.dir, Flows: fl, Executors: execs, Now: b.now,
-		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: observer})
+		Log: b.log, Redact: b.redact.Redact, Validators: validators, Presenter: b.present, Replicas: b.replica, Observer: observer,
+		DutyWiden: cfg.Calendar.DutyWiden.D()})
+	b.present.SetDelegates(b.engine.Delegate)
 	if b.metrics != nil {
 		b.metrics.reg.MustRegister(newWaitingCollector(b))
 	}

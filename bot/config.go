@@ -73,6 +73,7 @@ type Config struct {
 	Clusters ClustersConfig           `yaml:"clusters"`
 	DNS      DNSConfig                `yaml:"dns"`
 	Cleanup  CleanupConfig            `yaml:"cleanup"`
+	Calendar CalendarConfig           `yaml:"calendar"`
 	// Flows add to or replace the built-in flows by name.
 	Flows []*flows.Flow `yaml:"flows"`
 
@@ -306,6 +307,27 @@ type ZKConfig struct {
 type ChannelConfig struct {
 	Slack         string `yaml:"slack"`
 	WeComRobotEnv string `yaml:"wecom_robot_env"`
+	// Mention is whom an announcement (a freeze set, its reminder and
+	// end) mentions: "all" (the default: Slack <!channel>, the WeCom
+	// robot's @all) or "none".
+	Mention string `yaml:"mention"`
+}
+
+// CalendarConfig configures freezes, release milestones, absences and
+// duty rotations.
+type CalendarConfig struct {
+	// Channel is the team channel told about freezes when a freeze or
+	// milestone names none.
+	Channel string `yaml:"channel"`
+	// FreezeRoles may set and lift freezes and milestones (admins always
+	// may); empty: cleanup.freeze_roles.
+	FreezeRoles []string `yaml:"freeze_roles"`
+	// RemindBefore is how long before a freeze starts the channel is
+	// reminded (default 24h).
+	RemindBefore flows.Duration `yaml:"remind_before"`
+	// DutyWiden is when an approval told only to the person on duty goes
+	// to the whole role, for stages without remind_every (default 30m).
+	DutyWiden flows.Duration `yaml:"duty_widen"`
 }
 
 // ClustersConfig holds the store-cluster rules and hooks.
@@ -515,6 +537,16 @@ func (c *Config) defaults() {
 		c.Clusters.WarnAt = 0.8
 	}
 	orDefault(&c.Clusters.WarnChannel, "infra")
+	orDefault(&c.Calendar.Channel, "team")
+	if c.Calendar.RemindBefore <= 0 {
+		c.Calendar.RemindBefore = flows.Duration(24 * time.Hour)
+	}
+	if c.Calendar.DutyWiden <= 0 {
+		c.Calendar.DutyWiden = flows.Duration(30 * time.Minute)
+	}
+	if len(c.Calendar.FreezeRoles) == 0 {
+		c.Calendar.FreezeRoles = c.Cleanup.FreezeRoles
+	}
 	if c.Clusters.MaxDOShare <= 0 {
 		c.Clusters.MaxDOShare = 0.5
 	}
@@ -889,6 +921,9 @@ func (c *Config) checkClusters() []error {
 	for name, ch := range c.Channels {
 		if ch.WeComRobotEnv != "" && os.Getenv(ch.WeComRobotEnv) == "" {
 			bad("channels.%s: environment variable %s is not set (the group robot key)", name, ch.WeComRobotEnv)
+		}
+		if ch.Mention != "" && ch.Mention != "all" && ch.Mention != "none" {
+			bad("channels.%s.mention: %q: write all (everyone in the channel is notified) or none", name, ch.Mention)
 		}
 	}
 	return errs

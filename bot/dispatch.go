@@ -349,6 +349,14 @@ func (b *Bot) execute(ctx context.Context, u state.User, req commands.Request, a
 		return b.storeInfo(r)
 	case commands.Freeze:
 		return b.freeze(ctx, u, r)
+	case commands.Milestone:
+		return b.milestone(ctx, u, r)
+	case commands.Calendar:
+		return b.calendarView(ctx, r)
+	case commands.Away:
+		return b.away(ctx, u, r)
+	case commands.Duty:
+		return b.duty(ctx, u, r)
 	case commands.Webhook:
 		return b.webhook(ctx, u, r)
 	case commands.Server:

@@ -322,62 +322,6 @@ func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
 	return []templates.Message{info("info", title, why)}, nil
 }
 
-// freeze answers /ops freeze and /ops unfreeze.
-func (b *Bot) freeze(ctx context.Context, u state.User, r commands.Freeze) ([]templates.Message, error) {
-	if r.Op == "list" {
-		fs, err := b.store.Freezes(ctx)
-		if err != nil {
-			return nil, err
-		}
-		var lines []string
-		for _, f := range fs {
-			state := "生效 active"
-			if !b.now().Before(f.Until) {
-				state = "已过期 expired"
-			}
-			lines = append(lines, fmt.Sprintf("%s until %s (%s): %s · by %s", f.Env, templates.Stamp(f.Until), state, f.Reason, f.By))
-		}
-		if len(lines) == 0 {
-			return []templates.Message{info("info", "没有冻结 no freezes", "")}, nil
-		}
-		return []templates.Message{info("info", fmt.Sprintf("冻结 Freezes: %d", len(lines)), strings.Join(lines, "\n"))}, nil
-	}
-	roles := append(slices.Clone(b.cfg.Cleanup.FreezeRoles), flows.AdminRole)
-	if !b.dir.HasRole(u.Name, roles...) {
-		return nil, flows.Userf("not_role_holder", "可操作 can freeze: "+strings.Join(b.dir.Members(roles...), ", "),
-			"只有 %s 可以冻结或解冻环境 · only holders of %s can freeze or unfreeze an environment", strings.Join(roles, "/"), strings.Join(roles, ", "))
-	}
-	if b.cleanup == nil {
-		return nil, flows.Userf("not_configured", "", "未配置清档 · data cleanup is not configured (cleanup: in the config)")
-	}
-	if _, ok := b.cleanup.Env(r.Env); !ok {
-		return nil, flows.Userf("bad_fields", "例 e.g. /ops freeze env=tdev until=2026-05-09 reason=...",
-			"env %s 不是清档环境 · env %s is not a cleanup environment: one of %s", r.Env, r.Env, strings.Join(b.cleanup.Envs(), ", "))
-	}
-	if r.Op == "lift" {
-		f, ok, err := b.store.DeleteFreeze(ctx, r.Env)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, flows.Userf("not_frozen", "/ops freeze list", "%s 没有冻结 · %s is not frozen", r.Env, r.Env)
-		}
-		return []templates.Message{info("success", fmt.Sprintf("🔓 已解冻 %s · %s unfrozen (was: %s, until %s)", r.Env, r.Env, f.Reason, templates.Stamp(f.Until)), "")}, nil
-	}
-	until, err := ParseDay(r.Until, b.cfg.ZoneOrUTC())
-	if err != nil {
-		return nil, flows.Userf("bad_fields", "例 e.g. until=2026-05-09 or until=\"2026-05-09 20:00\"", "until=%q 不是日期 · until=%q is not a date", r.Until, r.Until)
-	}
-	if !until.After(b.now()) {
-		return nil, flows.Userf("bad_fields", "", "until=%s 已经过去 · until=%s is in the past", r.Until, r.Until)
-	}
-	f := state.Freeze{Env: r.Env, Until: until, Reason: b.redact.Redact(r.Reason), By: u.Name, At: b.now()}
-	if err := b.store.PutFreeze(ctx, f); err != nil {
-		return nil, err
-	}
-	return []templates.Message{info("success", fmt.Sprintf("🧊 已冻结 %s 至 %s · %s frozen until %s: %s", r.Env, templates.Stamp(until), r.Env, templates.Stamp(until), f.Reason),
-		"清档将被拒绝 cleanup tickets are refused; /ops unfreeze env="+r.Env)}, nil
-}
 
 // flowExamples gives one "/ops new" line per flow, at most three.
 func flowExamples(e *flows.Engine) []string {

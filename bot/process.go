@@ -334,7 +334,7 @@ func (b *Bot) timerLoop(ctx context.Context) {
 	t := time.NewTicker(b.tick)
 	defer t.Stop()
 	for {
-		if err := b.engine.Tick(ctx); err != nil && ctx.Err() == nil {
+		if err := b.Tick(ctx); err != nil && ctx.Err() == nil {
 			b.log.Error("timers", "err", err)
 		}
 		if _, err := b.store.SweepIdempotency(ctx, b.now()); err != nil && ctx.Err() == nil {

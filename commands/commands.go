@@ -6,6 +6,7 @@ package commands
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,27 +124,81 @@ type Webhook struct {
 }
 
 type Freeze struct {
+	Op string
+	// ID names the freeze to lift ("F-3"); Env lifts every freeze of an
+	// environment.
+	ID  string
+	Env string
+	// Envs, Flows and Resources are what a new freeze covers.
+	Envs      []string
+	Flows     []string
+	Resources []string
+	From      string
+	Until     string
+	// Every is a weekly window: "fri 18:00-mon 09:00".
+	Every   string
+	TZ      string
+	Reason  string
+	Except  []string
+	Channel string
+}
+
+// Milestone adds (Op "add"), removes ("remove") or lists ("list") the
+// dated milestones of a version's release plan; a milestone with envs or
+// flows freezes them from its date.
+type Milestone struct {
+	Op      string
+	Version string
+	Date    string
+	Name    string
+	Kind    string
+	Envs    []string
+	Flows   []string
+	Until   string
+	Except  []string
+	Channel string
+}
+
+// Calendar shows the freezes, milestones, people away and duty of a
+// month ("" is this month).
+type Calendar struct{ Month string }
+
+// Away hands the sender's approvals to a delegate until a date (Op
+// "set"), ends that early ("end"), or lists who is away ("list").
+type Away struct {
+	Op       string
+	Until    string
+	Delegate string
+}
+
+// Duty sets a role's rotation (Op "set"), shows who is on duty ("show")
+// or clears it ("clear").
+type Duty struct {
 	Op     string
-	Env    string
-	Until  string
-	Reason string
+	Role   string
+	People []string
+	Every  string
 }
 
 // Command implements Request.
-func (Help) Command() string     { return "help" }
-func (New) Command() string      { return "new" }
-func (Show) Command() string     { return "show" }
-func (List) Command() string     { return "list" }
-func (a Act) Command() string    { return string(a.Event) }
-func (Role) Command() string     { return "role" }
-func (Audit) Command() string    { return "audit" }
-func (Version) Command() string  { return "version" }
-func (Platform) Command() string { return "platform" }
-func (Edit) Command() string     { return "edit" }
-func (Cluster) Command() string  { return "cluster" }
-func (Store) Command() string    { return "store" }
-func (Webhook) Command() string  { return "webhook" }
-func (Server) Command() string   { return "server" }
+func (Help) Command() string      { return "help" }
+func (New) Command() string       { return "new" }
+func (Show) Command() string      { return "show" }
+func (List) Command() string      { return "list" }
+func (a Act) Command() string     { return string(a.Event) }
+func (Role) Command() string      { return "role" }
+func (Audit) Command() string     { return "audit" }
+func (Version) Command() string   { return "version" }
+func (Platform) Command() string  { return "platform" }
+func (Edit) Command() string      { return "edit" }
+func (Cluster) Command() string   { return "cluster" }
+func (Store) Command() string     { return "store" }
+func (Webhook) Command() string   { return "webhook" }
+func (Server) Command() string    { return "server" }
+func (Milestone) Command() string { return "milestone" }
+func (Calendar) Command() string  { return "calendar" }
+func (Away) Command() string      { return "away" }
+func (Duty) Command() string      { return "duty" }
 func (m Mute) Command() string {
 	if m.On {
 		return "mute"
@@ -236,6 +291,7 @@ func specs() []Spec {
 		{flows.EvRetry, "重试", "重试 retry a failed step", "/ops retry T-42", "/ops retry T-42"},
 		{flows.EvRollback, "回滚", "回滚 run the flow's rollback (a batch release: the newest released batch; a data cleanup: restore its backup)", "/ops rollback T-42", "/ops rollback T-42"},
 		{flows.EvRelease, "发布", "发布 release the next batch of a batch release", "/ops release T-42 [batch=N]", "/ops release T-42"},
+		{flows.EvException, "例外", "冻结例外 ask to go through a freeze (one more approval from the freeze's role)", "/ops exception T-42 <reason>", "/ops exception T-42 payment outage hotfix"},
 	} {
 		aliases := []string{a.zh}
 		if a.name == flows.EvApprove {
@@ -261,10 +317,18 @@ func specs() []Spec {
 			Example: "/ops cluster show prod-sh-01"},
 		Spec{Name: "store", Aliases: []string{"门店"}, Usage: "/ops store show ID", Summary: "门店信息 a store and its cluster",
 			Example: "/ops store show S-1001"},
-		Spec{Name: "freeze", Aliases: []string{"冻结"}, Usage: "/ops freeze env=ENV until=YYYY-MM-DD reason=... · /ops freeze list",
-			Summary: "冻结环境，禁止清档 freeze an environment: no data cleanup until the date", Example: `/ops freeze env=tdev until=2026-05-09 reason="5.2 release"`},
-		Spec{Name: "unfreeze", Aliases: []string{"解冻"}, Usage: "/ops unfreeze env=ENV", Summary: "解除冻结 lift a freeze",
-			Example: "/ops unfreeze env=tdev"},
+		Spec{Name: "freeze", Aliases: []string{"冻结", "封版"}, Usage: `/ops freeze env=ENV[,ENV] [flows=F,F] [resource=service:NAME] [from=DATE] until=DATE|every="fri 18:00-mon 09:00" [tz=Asia/Shanghai] [except=ROLE] [channel=NAME] reason=... · /ops freeze list`,
+			Summary: "冻结：期间不能提交或执行所覆盖的工单 freeze environments, flows or resources: no new tickets or executions on them in the window", Example: `/ops freeze env=prod flows=golive,puppet-release until="2026-05-12 09:00" except=director reason="5.9 external test"`},
+		Spec{Name: "unfreeze", Aliases: []string{"解冻"}, Usage: "/ops unfreeze F-3 · /ops unfreeze env=ENV", Summary: "解除冻结 lift a freeze (by id, or every freeze of an environment)",
+			Example: "/ops unfreeze F-3"},
+		Spec{Name: "milestone", Aliases: []string{"里程碑"}, Usage: `/ops milestone add VERSION date=YYYY-MM-DD name=... [kind=requirements_freeze|code_freeze|package|external_test] [env=ENV] [flows=F,F] [until=DATE] [except=ROLE] [channel=NAME] · /ops milestone list [VERSION] · /ops milestone remove VERSION date=... name=...`,
+			Summary: "版本计划里程碑，封版可自动冻结 a version's dated milestones; a code freeze can freeze envs or flows", Example: `/ops milestone add 5.9 date=2026-04-26 name="封版打包合并代码数值" kind=code_freeze env=tdev`},
+		Spec{Name: "calendar", Aliases: []string{"日历"}, Usage: "/ops calendar [YYYY-MM]", Summary: "冻结、里程碑、休假与值班 freezes, milestones, people away and duty in a month",
+			Example: "/ops calendar 2026-05"},
+		Spec{Name: "away", Aliases: []string{"休假", "请假"}, Usage: "/ops away until=YYYY-MM-DD delegate=USER · /ops away end · /ops away list",
+			Summary: "休假转交审批 hand your approvals to a delegate with the same role until a date", Example: "/ops away until=2026-05-12 delegate=bob"},
+		Spec{Name: "duty", Aliases: []string{"值班"}, Usage: "/ops duty set ROLE USER,USER daily|weekly · /ops duty show [ROLE] · /ops duty clear ROLE",
+			Summary: "值班轮换：审批先通知值班人 a role's duty rotation: approvals go to the person on duty first", Example: "/ops duty set infra dave,erin weekly"},
 		Spec{Name: "version", Aliases: []string{"版本"}, Usage: "/ops version resolve platform=P section=N gray_version=V prod_version=V · /ops version list platform=P [online=true] [page=N]",
 			Summary: "版本查询 what a game client would be offered, or a platform's version history", Example: "/ops version resolve platform=android section=2 gray_version= prod_version=1146"},
 		Spec{Name: "server", Aliases: []string{"服务器"}, Usage: "/ops server show HOST",
@@ -308,6 +372,22 @@ func specs() []Spec {
 			s.Parse = func(a []string) (Request, error) { return parseEdit(s, a) }
 		case "freeze", "unfreeze":
 			s.Parse = func(a []string) (Request, error) { return parseFreeze(s, a) }
+		case "milestone":
+			s.Parse = func(a []string) (Request, error) { return parseMilestone(s, a) }
+		case "calendar":
+			s.Parse = func(a []string) (Request, error) {
+				if len(a) > 1 {
+					return nil, usageErr(s, "最多一个月份 calendar takes at most one month")
+				}
+				if len(a) == 1 {
+					return Calendar{Month: a[0]}, nil
+				}
+				return Calendar{}, nil
+			}
+		case "away":
+			s.Parse = func(a []string) (Request, error) { return parseAway(s, a) }
+		case "duty":
+			s.Parse = func(a []string) (Request, error) { return parseDuty(s, a) }
 		case "cluster":
 			s.Parse = func(a []string) (Request, error) { return parseCluster(s, a) }
 		case "mute", "unmute":
@@ -631,25 +711,154 @@ func parseFreeze(s *Spec, a []string) (Request, error) {
 	if s.Name == "freeze" && len(a) == 1 && a[0] == "list" {
 		return Freeze{Op: "list"}, nil
 	}
-	allowed := []string{"env", "until", "reason"}
 	if s.Name == "unfreeze" {
-		allowed = []string{"env"}
+		pos, opts, err := parseOpts(s, a, "env")
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case len(pos) == 1 && opts["env"] == "" && strings.HasPrefix(strings.ToUpper(pos[0]), "F-"):
+			return Freeze{Op: "lift", ID: strings.ToUpper(pos[0])}, nil
+		case len(pos) == 0 && opts["env"] != "":
+			return Freeze{Op: "lift", Env: opts["env"]}, nil
+		}
+		return nil, usageErr(s, "需要冻结编号或 env · which freeze? give its id (F-3) or env=")
 	}
-	pos, opts, err := parseOpts(s, a, allowed...)
+	pos, opts, err := parseOpts(s, a, "env", "flows", "flow", "resource", "resources", "from", "until", "every", "tz", "reason", "except", "channel")
 	if err != nil {
 		return nil, err
 	}
 	if len(pos) > 0 {
 		return nil, usageErr(s, "多余的参数 unexpected %q: write key=value", pos[0])
 	}
-	if opts["env"] == "" {
-		return nil, usageErr(s, "需要 env · which env?")
+	f := Freeze{Op: "set", Envs: list(opts["env"]), Flows: list(opts["flows"] + "," + opts["flow"]),
+		Resources: list(opts["resource"] + "," + opts["resources"]), From: opts["from"], Until: opts["until"], Every: opts["every"],
+		TZ: opts["tz"], Reason: strings.TrimSpace(opts["reason"]), Except: list(opts["except"]), Channel: opts["channel"]}
+	if len(f.Envs)+len(f.Flows)+len(f.Resources) == 0 {
+		return nil, usageErr(s, "需要 env、flows 或 resource · a freeze covers env=, flows= or resource=")
 	}
-	if s.Name == "unfreeze" {
-		return Freeze{Op: "lift", Env: opts["env"]}, nil
+	if (f.Until == "" && f.Every == "") || f.Reason == "" {
+		return nil, usageErr(s, "需要 until（或 every）和 reason · a freeze needs until= (a date) or every= (a weekly window), and reason=")
 	}
-	if opts["until"] == "" || strings.TrimSpace(opts["reason"]) == "" {
-		return nil, usageErr(s, "需要 until 和 reason · a freeze needs until= (a date) and reason=")
+	if len(f.Envs) == 1 {
+		f.Env = f.Envs[0]
 	}
-	return Freeze{Op: "set", Env: opts["env"], Until: opts["until"], Reason: opts["reason"]}, nil
+	return f, nil
+}
+
+// list splits a comma-separated option, dropping empty items.
+func list(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" && !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func parseMilestone(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return Milestone{Op: "list"}, nil
+	}
+	op := strings.ToLower(a[0])
+	switch op {
+	case "list", "ls":
+		if len(a) > 2 {
+			return nil, usageErr(s, "milestone list 最多一个版本 takes at most one version")
+		}
+		m := Milestone{Op: "list"}
+		if len(a) == 2 {
+			m.Version = a[1]
+		}
+		return m, nil
+	case "add", "remove", "rm":
+		if op == "rm" {
+			op = "remove"
+		}
+		allowed := []string{"date", "name", "kind", "env", "flows", "until", "except", "channel"}
+		if op == "remove" {
+			allowed = allowed[:2]
+		}
+		pos, opts, err := parseOpts(s, a[1:], allowed...)
+		if err != nil {
+			return nil, err
+		}
+		if len(pos) != 1 {
+			return nil, usageErr(s, "需要一个版本号 milestone %s needs one version, e.g. 5.9", op)
+		}
+		m := Milestone{Op: op, Version: pos[0], Date: opts["date"], Name: strings.TrimSpace(opts["name"]), Kind: strings.ToLower(opts["kind"]),
+			Envs: list(opts["env"]), Flows: list(opts["flows"]), Until: opts["until"], Except: list(opts["except"]), Channel: opts["channel"]}
+		if m.Date == "" || m.Name == "" {
+			return nil, usageErr(s, "需要 date 和 name · a milestone needs date= and name=")
+		}
+		if m.Kind != "" && !slices.Contains(MilestoneKinds, m.Kind) {
+			return nil, usageErr(s, "kind=%q 无效 · kind is one of %s%s", m.Kind, strings.Join(MilestoneKinds, ", "), DidYouMean(m.Kind, MilestoneKinds))
+		}
+		return m, nil
+	}
+	return nil, usageErr(s, "未知操作 %q · milestone takes add, list or remove%s", a[0], DidYouMean(a[0], []string{"add", "list", "remove"}))
+}
+
+// MilestoneKinds are the kinds of release milestones.
+var MilestoneKinds = []string{"requirements_freeze", "code_freeze", "package", "external_test"}
+
+func parseAway(s *Spec, a []string) (Request, error) {
+	if len(a) == 1 && (a[0] == "end" || a[0] == "back" || a[0] == "list") {
+		if a[0] == "list" {
+			return Away{Op: "list"}, nil
+		}
+		return Away{Op: "end"}, nil
+	}
+	pos, opts, err := parseOpts(s, a, "until", "delegate")
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usageErr(s, "多余的参数 unexpected %q: write key=value", pos[0])
+	}
+	if opts["until"] == "" || opts["delegate"] == "" {
+		return nil, usageErr(s, "需要 until 和 delegate · away needs until= (a date) and delegate= (who approves for you)")
+	}
+	return Away{Op: "set", Until: opts["until"], Delegate: state.NormName(opts["delegate"])}, nil
+}
+
+func parseDuty(s *Spec, a []string) (Request, error) {
+	if len(a) == 0 {
+		return Duty{Op: "show"}, nil
+	}
+	switch op := strings.ToLower(a[0]); op {
+	case "show", "list":
+		if len(a) > 2 {
+			return nil, usageErr(s, "duty show 最多一个角色 takes at most one role")
+		}
+		d := Duty{Op: "show"}
+		if len(a) == 2 {
+			d.Role = state.NormName(a[1])
+		}
+		return d, nil
+	case "clear":
+		if len(a) != 2 {
+			return nil, usageErr(s, "需要一个角色 duty clear takes one role")
+		}
+		return Duty{Op: "clear", Role: state.NormName(a[1])}, nil
+	case "set":
+		if len(a) != 4 {
+			return nil, usageErr(s, "需要角色、人员和周期 duty set needs a role, people (comma-separated) and daily or weekly")
+		}
+		every := strings.ToLower(a[3])
+		if every != "daily" && every != "weekly" {
+			return nil, usageErr(s, "周期 %q 无效 · the rotation is daily or weekly%s", a[3], DidYouMean(every, []string{"daily", "weekly"}))
+		}
+		var people []string
+		for _, p := range list(a[2]) {
+			people = append(people, state.NormName(p))
+		}
+		if len(people) == 0 {
+			return nil, usageErr(s, "需要值班人员 who is on the rotation?")
+		}
+		return Duty{Op: "set", Role: state.NormName(a[1]), People: people, Every: every}, nil
+	default:
+		return nil, usageErr(s, "未知操作 %q · duty takes set, show or clear%s", a[0], DidYouMean(op, []string{"set", "show", "clear"}))
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"opsbot/state"
@@ -123,6 +124,10 @@ type Config struct {
 	Replicas Replicas
 	// Observer hears what happened, for metrics; nil: nobody listens.
 	Observer Observer
+	// DutyWiden is when an approval told only to the people on duty is
+	// told to the whole role, for a stage without remind_every (default
+	// 30 minutes).
+	DutyWiden time.Duration
 }
 
 // Observer hears the engine's outcomes (the bot's metrics). Its methods
@@ -178,13 +183,21 @@ type Engine struct {
 	outbox   chan struct{}
 	replicas Replicas
 	observe  Observer
+	// cal is the calendar as last read (Calendar); dutyWiden is when a
+	// notice told only the people on duty goes to the whole role, for a
+	// stage without reminders of its own.
+	cal       atomic.Pointer[state.Calendar]
+	dutyWiden time.Duration
 }
 
 // New builds an engine. Flows must already be validated.
 func New(cfg Config) *Engine {
 	e := &Engine{store: cfg.Store, dir: cfg.Directory, flows: map[string]*Flow{}, exec: cfg.Executors,
 		now: cfg.Now, log: cfg.Log, clean: cfg.Redact, validators: cfg.Validators, present: cfg.Presenter,
-		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1), replicas: cfg.Replicas}
+		jobs: make(chan struct{}, 1), outbox: make(chan struct{}, 1), replicas: cfg.Replicas, dutyWiden: cfg.DutyWiden}
+	if e.dutyWiden <= 0 {
+		e.dutyWiden = 30 * time.Minute
+	}
 	if e.replicas == nil {
 		e.replicas = single{}
 	}
@@ -272,6 +285,9 @@ type step struct {
 	progress []NoticeEvent
 	// extra are notices already rendered (a step's own result).
 	extra []state.Notification
+	// cal is the calendar read for a person's step (freezes decide);
+	// nil: the cached one routes notices and nothing is refused.
+	cal *state.Calendar
 }
 
 func (e *Engine) newStep(f *Flow, cur state.Ticket, actor string, event Event) *step {
@@ -283,6 +299,11 @@ func (e *Engine) newStep(f *Flow, cur state.Ticket, actor string, event Event) *
 	t.Locks = slices.Clone(cur.Locks)
 	t.Outputs = cloneMap(cur.Outputs)
 	t.Saga = slices.Clone(cur.Saga)
+	t.Offered = slices.Clone(cur.Offered)
+	if cur.Exception != nil {
+		ex := *cur.Exception
+		t.Exception = &ex
+	}
 	now := e.now()
 	t.Updated = now
 	return &step{e: e, f: f, now: now, old: cur, t: t, actor: actor, event: event,
@@ -398,18 +419,33 @@ func (s *step) enter(i int) error {
 	s.t.StageVersion, s.t.StageAt = s.version(), s.now
 	s.t.Open = true
 	s.t.Approvals, s.t.WaitingRoles, s.t.Reminders, s.t.Escalated = nil, nil, 0, false
-	s.t.FailedStage = ""
+	s.t.FailedStage, s.t.DutyTold, s.t.Offered = "", nil, nil
 	switch st.Kind {
 	case KindApproval:
 		s.t.WaitingRoles = normRoles(st.Roles)
+		users, onDuty := s.route(st.Roles, true)
 		if st.RemindEvery > 0 {
 			s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
+		} else if len(onDuty) > 0 {
+			s.timer(EvRemind, s.now.Add(s.e.dutyWiden))
+		}
+		if len(onDuty) > 0 {
+			// Told to the people on duty first; the first reminder tells
+			// the whole role. The audit says who was on duty.
+			s.t.DutyTold = users
+			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: SystemActor, Action: "on duty", Ticket: s.t.ID,
+				Args: st.Name + ": " + strings.Join(onDuty, ", "), Result: "ok", Version: s.version()})
 		}
 		if st.ExpireAfter > 0 {
 			s.timer(EvExpire, s.now.Add(st.ExpireAfter.D()))
 		}
-		s.notify(s.approvers(st.Roles), NoticeApprovalNeeded, st.Roles)
+		s.notify(users, NoticeApprovalNeeded, st.Roles)
 	case KindAction, KindWait:
+		if st.Kind == KindAction {
+			if err := s.checkFreeze(st.Title); err != nil {
+				return err
+			}
+		}
 		if st.Window != nil {
 			if ok, why := st.Window.check(s.now, s.t.Fields); !ok {
 				return Userf("window", fmt.Sprintf("/ops cancel %s", s.t.ID), "%s 不能进入 %s: %s · %s cannot start %s: outside its time window", s.t.ID, st.Title, why, s.t.ID, st.Title)
@@ -476,15 +512,11 @@ func (s *step) timer(kind Event, due time.Time) {
 }
 
 // approvers are the holders of roles, without the requester and without
-// those who already approved this stage.
+// those who already approved this stage; someone away is replaced by
+// their delegate.
 func (s *step) approvers(roles []string) []string {
-	var out []string
-	for _, u := range s.e.dir.Members(roles...) {
-		if u != s.t.Requester && !approvedBy(s.t, u) {
-			out = append(out, u)
-		}
-	}
-	return out
+	users, _ := s.route(roles, false)
+	return users
 }
 
 func (s *step) resultAudience() []string {
@@ -581,12 +613,40 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		return state.Ticket{}, Userf("not_requester", "", "%s 需要角色 %s 才能提交 · only holders of %s may open %s tickets",
 			f.Name, strings.Join(f.RequesterRoles, ", "), strings.Join(f.RequesterRoles, ", "), f.Name)
 	}
+	exception := ""
+	if f.Field(ExceptionField) == nil {
+		if v, ok := fields[ExceptionField]; ok {
+			exception = strings.TrimSpace(v)
+			fields = cloneMap(fields)
+			delete(fields, ExceptionField)
+			if exception == "" {
+				return state.Ticket{}, Userf("bad_fields", `例 e.g. exception="hotfix for the payment outage"`, "冻结例外需要原因 · a freeze exception needs a reason")
+			}
+		}
+	}
 	clean, err := f.CheckFields(fields)
 	if err != nil {
 		return state.Ticket{}, err
 	}
 	if err := f.checkRelease(clean); err != nil {
 		return state.Ticket{}, err
+	}
+	cal, err := e.Calendar(ctx)
+	if err != nil {
+		return state.Ticket{}, err
+	}
+	var ex *state.Exception
+	if fz, end, ok := frozen(cal, f, clean, f.expandLocks(clean), e.now()); ok {
+		if exception == "" || len(fz.Except) == 0 {
+			if exception != "" {
+				return state.Ticket{}, Userf("frozen", "/ops calendar", "❄️ 冻结 %s 不允许例外（%s，至 %s）· freeze %s allows no exceptions (%s, until %s)",
+					fz.ID, fz.Reason, EndText(end, fz.TZ), fz.ID, fz.Reason, EndText(end, fz.TZ))
+			}
+			return state.Ticket{}, frozenError(fz, end, "新工单 a new "+f.Name+" ticket", "")
+		}
+		ex = &state.Exception{Freeze: fz.ID, Roles: normRoles(fz.Except), Reason: e.clean(exception), By: actor, At: e.now()}
+	} else if exception != "" {
+		return state.Ticket{}, Userf("not_frozen", "/ops calendar", "现在没有冻结覆盖这个工单，不需要例外 · no freeze covers this ticket now: leave out exception=")
 	}
 	if f.Validator != "" {
 		defer e.serial.lock(f.Name)()
@@ -597,10 +657,8 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	for k, v := range clean {
 		clean[k] = e.clean(v)
 	}
-	var locks []string
-	for _, l := range f.Locks {
-		r := Expand(l, clean)
-		locks = append(locks, r)
+	locks := f.expandLocks(clean)
+	for _, r := range locks {
 		// Refuse early, before a ticket number is taken.
 		if h, err := e.store.LockHolder(ctx, r); err != nil {
 			return state.Ticket{}, err
@@ -616,7 +674,9 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		if cur.Title == "" {
 			cur.Title = f.Title
 		}
+		cur.Exception = ex
 		s := e.newStep(f, cur, actor, EvSubmit)
+		s.cal = &cal
 		s.old.Version = 0
 		s.ch.Acquire = locks
 		s.ch.Event.Data = map[string]string{}
@@ -625,6 +685,9 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 		}
 		if err := s.enter(0); err != nil {
 			return state.Change{}, err
+		}
+		if ex != nil {
+			s.exceptionAsked()
 		}
 		ch, err := s.finish()
 		for _, a := range audit {
@@ -684,6 +747,11 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 	if n, ok := state.ParseID(id); ok {
 		id = state.FormatID(n)
 	}
+	// Freezes decide, so they are read as they are now.
+	cal, err := e.Calendar(ctx)
+	if err != nil {
+		return state.Ticket{}, err
+	}
 	return e.commit(ctx, id, func(cur state.Ticket) (state.Change, error) {
 		f, ok := e.flows[cur.Flow]
 		if !ok {
@@ -722,6 +790,7 @@ func (e *Engine) Act(ctx context.Context, a Action) (state.Ticket, error) {
 			return state.Change{}, err
 		}
 		s := e.newStep(f, cur, a.Actor, a.Event)
+		s.cal = &cal
 		s.ch.Event.Comment = e.clean(a.Comment)
 		if err := e.apply(s, row); err != nil {
 			return state.Change{}, err
@@ -755,8 +824,17 @@ func (e *Engine) apply(s *step, row Transition) error {
 	}()
 	switch row.Event {
 	case EvApprove:
+		if row.Guard == exceptionGuard {
+			ex := s.t.Exception
+			ex.ApprovedBy, ex.ApprovedAt = s.actor, s.now
+			s.ch.Event.Data = map[string]string{"exception": ex.Freeze}
+			s.ch.Audit = append(s.ch.Audit, state.AuditEntry{At: s.now, User: s.actor, Action: "freeze exception approved", Ticket: s.t.ID,
+				Args: ex.Freeze + ": " + ex.Reason, Result: "ok", Version: s.version()})
+			s.notify([]string{s.t.Requester}, NoticeApproved, nil)
+			return nil
+		}
 		st, i := s.f.Stage(s.t.Stage)
-		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment})
+		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment, For: s.delegatedFor()})
 		if len(s.t.Approvals) < st.Need(s.t.Fields) {
 			s.notify([]string{s.t.Requester}, NoticeApproved, nil)
 			return nil
@@ -795,7 +873,12 @@ func (e *Engine) apply(s *step, row Transition) error {
 		s.t.FailedStage = ""
 		s.ch.Event.Data = map[string]string{"stage": failed}
 	case EvRelease:
+		if err := s.checkFreeze("发布 release"); err != nil {
+			return err
+		}
 		e.release(s)
+	case EvException:
+		return e.askException(s)
 	case EvRollback:
 		if row.From == row.To {
 			e.rollbackBatch(s)
@@ -820,6 +903,8 @@ func verbZH(ev Event) string {
 		return "重试 retry"
 	case EvRollback:
 		return "回滚 roll back"
+	case EvException:
+		return "申请冻结例外 ask for a freeze exception"
 	case EvRelease:
 		return "发布 release"
 	}
@@ -831,9 +916,7 @@ func (e *Engine) startRollback(s *step) error {
 	// Take the locks again: the resource must not be changed by anyone else
 	// while it is put back.
 	if len(s.t.Locks) == 0 {
-		for _, l := range s.f.Locks {
-			s.t.Locks = append(s.t.Locks, Expand(l, s.t.Fields))
-		}
+		s.t.Locks = s.f.expandLocks(s.t.Fields)
 		s.ch.Acquire = s.t.Locks
 	}
 	s.t.Stage = StageRollingBack

@@ -146,6 +146,9 @@ type Flow struct {
 	// Destructive names the actions that cannot be taken back in this flow
 	// (rollback, release, cancel): each asks for a confirmation first.
 	Destructive []Event `yaml:"destructive"`
+	// Env is the environment the flow's tickets act on when they have no
+	// env field (a go-live is production): what freezes match.
+	Env string `yaml:"env"`
 
 	table []Transition
 }

@@ -44,14 +44,19 @@ const (
 	// EvRefresh: looked-up fields (Flow.Refresh) changed while the ticket
 	// waits; the approver sees them as they are now.
 	EvRefresh Event = "refresh"
+	// EvException: the requester asks for a way through a freeze.
+	EvException Event = "exception"
+	// EvDelegate: someone away handed their approvals to a delegate (or
+	// got them back); the stage is offered to whoever holds them now.
+	EvDelegate Event = "delegate"
 )
 
 // Events are every event a ticket's history can hold.
 var Events = []Event{EvSubmit, EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease, EvEdit, EvSucceed, EvFail,
-	EvInterrupt, EvRemind, EvEscalate, EvExpire, EvSkip, EvRedo, EvRefresh}
+	EvInterrupt, EvRemind, EvEscalate, EvExpire, EvSkip, EvRedo, EvRefresh, EvException, EvDelegate}
 
 // PersonEvents are the events people cause with a command or a button.
-var PersonEvents = []Event{EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease}
+var PersonEvents = []Event{EvApprove, EvReject, EvCancel, EvRetry, EvRollback, EvRelease, EvException}
 
 // NoticeEvent names what a notice tells people; the presenter words it.
 type NoticeEvent string
@@ -86,6 +91,12 @@ const (
 	NoticeBatchRollbackFailed NoticeEvent = "batch_rollback_failed"
 	NoticeCleanupDone         NoticeEvent = "cleanup_done"
 	NoticeCleanupFailed       NoticeEvent = "cleanup_failed"
+	// NoticeExceptionNeeded asks a freeze's exception role to let a
+	// ticket through.
+	NoticeExceptionNeeded NoticeEvent = "exception_needed"
+	// NoticeDelegated offers a stage to the delegate of someone away, or
+	// back to them when they return.
+	NoticeDelegated NoticeEvent = "delegated"
 )
 
 // Progress notices, posted in the ticket's thread.
@@ -104,7 +115,7 @@ var Notices = []NoticeEvent{NoticeApprovalNeeded, NoticeEdited, NoticeRedo, Noti
 	NoticeCancelled, NoticeDone, NoticeFailed, NoticeInterrupted, NoticeExpired, NoticeReminder, NoticeEscalated,
 	NoticeRollbackStarted, NoticeRolledBack, NoticeRollbackFailed, NoticeReleaseReady, NoticeBatchDone,
 	NoticeBatchFailed, NoticeBatchRefused, NoticeBatchRolledBack, NoticeBatchRollbackFailed, NoticeCleanupDone, NoticeCleanupFailed,
-	NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed, NoticeStepResumed}
+	NoticeExceptionNeeded, NoticeDelegated, NoticeStepStarted, NoticeStepSucceeded, NoticeStepFailed, NoticeStepResumed}
 
 // SystemActor is who the bot's own events are by (timers, steps, look-ups).
 const SystemActor = "opsbot"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -445,6 +446,9 @@ func (e *Engine) finishJob(ctx context.Context, j state.Job, ev Event, res state
 
 // Tick fires the timers due now: reminders, escalations and expiry.
 func (e *Engine) Tick(ctx context.Context) error {
+	if _, err := e.Calendar(ctx); err != nil {
+		return err
+	}
 	timers, err := e.store.DueTimers(ctx, e.now())
 	if err != nil {
 		return err
@@ -463,6 +467,16 @@ func (e *Engine) Tick(ctx context.Context) error {
 			case EvExpire:
 				s.terminal(StageExpired)
 			case EvRemind:
+				if told := s.t.DutyTold; len(told) > 0 {
+					// The people on duty heard first; now the whole role does.
+					s.t.DutyTold = nil
+					s.notify(slices.DeleteFunc(s.approvers(s.t.WaitingRoles), func(u string) bool { return slices.Contains(told, u) }),
+						NoticeApprovalNeeded, s.t.WaitingRoles)
+					if st.RemindEvery > 0 {
+						s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
+					}
+					break
+				}
 				s.t.Reminders++
 				s.notify(s.approvers(s.t.WaitingRoles), NoticeReminder, s.t.WaitingRoles)
 				if st.EscalateTo != "" && !s.t.Escalated && s.t.Reminders >= st.EscalateAfter {

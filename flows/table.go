@@ -68,7 +68,7 @@ func (f *Flow) Table() []Transition {
 		return StageDone
 	}
 	add(EvSubmit, StageSubmitted, f.Stages[0].Name, "requester may open tickets; resource locks free; fields valid")
-	var cancellable, retryable []string
+	var cancellable, retryable, asksException []string
 	// undoable: from here on, actions may have changed something that the
 	// flow's rollback undoes; a reject or cancel then runs (or offers) it.
 	undoable := map[string]bool{StageFailed: f.Rollback != nil}
@@ -92,6 +92,9 @@ func (f *Flow) Table() []Transition {
 			if a := st.ApprovalsIf; a != nil {
 				need += fmt.Sprintf(" (%d when %s %s)", a.Approvals, a.Field, condText(&a.Cond))
 			}
+			// Asked first: a holder of a freeze's exception role lets the
+			// ticket through the freeze; everyone else approves the stage.
+			add(EvApprove, st.Name, st.Name, exceptionGuard, ticketCheck(exceptionPending), actorCheck(notRequester), actorCheck(holdsExceptionRole))
 			decide := []Check{actorCheck(notRequester), actorCheck(holdsWaitingRole), actorCheck(notApprovedYet)}
 			if st.Approvals > 1 || (st.ApprovalsIf != nil && st.ApprovalsIf.Approvals > 1) {
 				add(EvApprove, st.Name, st.Name, "role "+roles+"; not the requester; fewer than "+need+" so far", append(slices.Clone(decide), ticketCheck(approvalsShort))...)
@@ -104,9 +107,13 @@ func (f *Flow) Table() []Transition {
 			} else {
 				add(EvReject, st.Name, StageRejected, "role "+roles+"; not the requester; a reason", reject...)
 			}
+			remind := "once, from the people on duty to the whole role"
 			if st.RemindEvery > 0 {
-				add(EvRemind, st.Name, st.Name, "every "+st.RemindEvery.D().String())
+				remind = "every " + st.RemindEvery.D().String() + "; the first also from the people on duty to the whole role"
 			}
+			add(EvRemind, st.Name, st.Name, remind)
+			add(EvDelegate, st.Name, st.Name, "someone away handed their approvals to a delegate, or got them back")
+			asksException = append(asksException, st.Name)
 			if st.EscalateTo != "" {
 				add(EvEscalate, st.Name, st.Name, fmt.Sprintf("after %d reminder(s), add role %s", st.EscalateAfter, st.EscalateTo))
 			}
@@ -143,7 +150,16 @@ func (f *Flow) Table() []Transition {
 			add(EvFail, st.Name, st.Name, "a batch failed; it stays for its rollback")
 			add(EvSucceed, st.Name, next(i), "every batch succeeded")
 			cancellable = append(cancellable, st.Name)
+			asksException = append(asksException, st.Name)
 		}
+	}
+	asksException = append(asksException, StageFailed)
+	for _, st := range asksException {
+		add(EvException, st, st, "requester or admin; a freeze with exceptions holds over the ticket; a reason; once", actorCheck(mayAskException))
+		if st, _ := f.Stage(st); st != nil && st.Kind == KindApproval {
+			continue // its row comes before the stage's own approvals
+		}
+		add(EvApprove, st, st, exceptionGuard, ticketCheck(exceptionAsked), actorCheck(notRequester), actorCheck(mustHoldExceptionRole))
 	}
 	for _, st := range retryable {
 		add(EvRetry, StageFailed, st, "requester, operators or admin; "+st+" failed", actorCheck(mayOperate), ticketCheck(failedAt(st)))

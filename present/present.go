@@ -22,9 +22,15 @@ import (
 // Presenter renders tickets of the flows it was given.
 type Presenter struct {
 	flows map[string]*flows.Flow
-	// members names the holders of roles, for "waiting for" lines.
-	members func(roles ...string) []string
+	// members names the holders of roles, for "waiting for" lines;
+	// delegate, who holds someone's approvals while they are away.
+	members  func(roles ...string) []string
+	delegate func(user string) (string, bool)
 }
+
+// SetDelegates tells the presenter who holds the approvals of people
+// away, so a card says "bob for libo".
+func (p *Presenter) SetDelegates(fn func(user string) (string, bool)) { p.delegate = fn }
 
 // New returns a presenter for flows (already validated); members names
 // the holders of roles (nil: roles are shown without people).
@@ -96,9 +102,13 @@ func (p *Presenter) view(f *flows.Flow, t state.Ticket) templates.TicketView {
 	for _, role := range t.WaitingRoles {
 		var who []string
 		for _, u := range p.members(role) {
-			if u != t.Requester && !slices.ContainsFunc(t.Approvals, func(a state.Approval) bool { return a.User == u }) {
-				who = append(who, u)
+			if u == t.Requester || slices.ContainsFunc(t.Approvals, func(a state.Approval) bool { return a.User == u || a.For == u }) {
+				continue
 			}
+			if d, ok := p.delegateOf(u); ok && d != t.Requester {
+				u = d + " for " + u
+			}
+			who = append(who, u)
 		}
 		if len(who) == 0 {
 			who = []string{"无人 nobody: /ops role grant " + role + " <user>"}
@@ -106,6 +116,13 @@ func (p *Presenter) view(f *flows.Flow, t state.Ticket) templates.TicketView {
 		v.Waiting = append(v.Waiting, role+": "+strings.Join(who, ", "))
 	}
 	return v
+}
+
+func (p *Presenter) delegateOf(u string) (string, bool) {
+	if p.delegate == nil {
+		return "", false
+	}
+	return p.delegate(u)
 }
 
 // View builds what a ticket's card shows, with the buttons its stage
@@ -133,7 +150,19 @@ func View(f *flows.Flow, t state.Ticket) templates.TicketView {
 		}
 	}
 	for _, a := range t.Approvals {
-		v.Approvals = append(v.Approvals, templates.ApprovalView{User: a.User, At: a.At, Comment: a.Comment})
+		who := a.User
+		if a.For != "" {
+			who += " for " + a.For
+		}
+		v.Approvals = append(v.Approvals, templates.ApprovalView{User: who, At: a.At, Comment: a.Comment})
+	}
+	if ex := t.Exception; ex != nil {
+		if ex.ApprovedBy == "" {
+			v.Exception = fmt.Sprintf("❄️ 等待 %s 审批例外 waiting for %s to let it through freeze %s: %s", strings.Join(ex.Roles, "/"),
+				strings.Join(ex.Roles, " or "), ex.Freeze, ex.Reason)
+		} else {
+			v.Exception = fmt.Sprintf("❄️ 冻结例外已由 %s 批准 let through freeze %s by %s: %s", ex.ApprovedBy, ex.Freeze, ex.ApprovedBy, ex.Reason)
+		}
 	}
 	last := t.FailedStage
 	running := st != nil && st.Kind != flows.KindApproval && st.Kind != flows.KindRelease

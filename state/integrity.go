@@ -139,7 +139,7 @@ const (
 var bucketValues = map[string]valueKind{
 	string(bTickets): jsonValue, string(bEvents): jsonValue, string(bJobs): jsonValue, string(bOutbox): jsonValue,
 	string(bTimers): jsonValue, string(bAudit): jsonValue, string(bUsers): jsonValue, string(bCardRefs): jsonValue,
-	string(bInbound): jsonValue, string(bClusters): jsonValue, string(bStores): jsonValue, string(bFreezes): jsonValue,
+	string(bInbound): jsonValue, string(bClusters): jsonValue, string(bStores): jsonValue, string(bFreezes): jsonValue, string(bCalendar): jsonValue,
 	string(bIdxOpen): emptyValue, string(bIdxFlow): emptyValue, string(bIdxReq): emptyValue, string(bIdxWait): emptyValue,
 	string(bAuditTicket): emptyValue, string(bAuditUser): emptyValue, string(bRoleMembers): emptyValue,
 	string(bJobsActive): emptyValue, string(bClusterIndex): emptyValue,

@@ -385,6 +385,10 @@ var migrations = []func(tx *bolt.Tx) error{
 		_, err := tx.CreateBucketIfNotExists(bServers)
 		return err
 	},
+	func(tx *bolt.Tx) error { // 11: the calendar (milestones, people away, duty rotations); freezes keep their bucket
+		_, err := tx.CreateBucketIfNotExists(bCalendar)
+		return err
+	},
 }
 
 // SchemaVersion is the schema this build writes.

@@ -49,6 +49,16 @@ type Ticket struct {
 	// Muted are the people who asked not to hear this ticket's progress
 	// (stages passed); they still hear its result.
 	Muted []string `json:"muted,omitempty"`
+	// Exception is the freeze exception the ticket asked for.
+	Exception *Exception `json:"exception,omitempty"`
+	// DutyTold are the people told of the current approval stage when
+	// it went to the people on duty only; its first reminder tells the
+	// rest of the role.
+	DutyTold []string `json:"duty_told,omitempty"`
+	// Offered records the hand-overs of the current stage already made
+	// ("libo>bob", "libo<bob" when the approvals came back), so a
+	// hand-over is offered once.
+	Offered []string `json:"offered,omitempty"`
 	// FailedStage is the action stage a failed ticket can retry.
 	FailedStage string `json:"failed_stage,omitempty"`
 	// Operator is the last person whose action moved the ticket forward.
@@ -106,6 +116,20 @@ type Approval struct {
 	User    string    `json:"user"`
 	At      time.Time `json:"at"`
 	Comment string    `json:"comment,omitempty"`
+	// For is the person away whose approvals User holds ("bob for libo").
+	For string `json:"for,omitempty"`
+}
+
+// Exception is a ticket's way through a freeze: asked with a reason,
+// approved by a holder of one of Roles on top of the flow's approvals.
+type Exception struct {
+	Freeze     string    `json:"freeze"`
+	Roles      []string  `json:"roles"`
+	Reason     string    `json:"reason"`
+	By         string    `json:"by"`
+	At         time.Time `json:"at"`
+	ApprovedBy string    `json:"approved_by,omitempty"`
+	ApprovedAt time.Time `json:"approved_at,omitempty"`
 }
 
 // Result is what an action produced.

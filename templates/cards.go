@@ -48,6 +48,9 @@ func ticketFields(v TicketView) []Field {
 	if v.Open && len(v.Waiting) > 0 {
 		out = append(out, Field{"等待角色 Waiting for", strings.Join(v.Waiting, ", ")})
 	}
+	if v.Exception != "" {
+		out = append(out, Field{"冻结例外 Freeze exception", v.Exception})
+	}
 	out = append(out, v.Fields...)
 	for _, a := range v.Approvals {
 		value := a.User + " @ " + Stamp(a.At)
@@ -136,6 +139,8 @@ var noticeTitles = map[string]string{
 	"batch_rollback_failed": "❌ {id} 批次回滚失败 batch rollback failed:",
 	"cleanup_done":          "🧹 {id} 收尾完成 clean-up done:",
 	"cleanup_failed":        "❌ {id} 收尾失败 clean-up failed:",
+	"exception_needed":      "❄️ {id} 申请冻结例外，需要你审批 asks to go through a freeze: your approval lets it through ({roles}):",
+	"delegated":             "🔀 {id} 审批人变更，现在由你审批 the approval is yours now ({roles}):",
 	"step_started":          "⏳ {id} 开始执行 {stage} started:",
 	"stage_passed":          "✅ {id} {passed} 已通过 passed ({actor}):",
 	"step_succeeded":        "✅ {id} 步骤成功 step succeeded:",

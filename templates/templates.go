@@ -38,6 +38,9 @@ type Message struct {
 	// the ticket came to a result: renderers use these, never the labels.
 	StageTitle string `json:"stage_title,omitempty"`
 	Ended      bool   `json:"ended,omitempty"`
+	// MentionAll asks a team channel's platform to notify everyone in it
+	// (Slack <!channel>, a WeCom group robot's @all): announcements.
+	MentionAll bool `json:"mention_all,omitempty"`
 }
 
 // Field is a label and a value shown side by side.

@@ -26,11 +26,13 @@ type TicketView struct {
 	// Need and Have count the approvals of the current approval stage.
 	Need, Have int
 	Waiting    []string
-	Result     *ResultView
-	Note       string
-	Buttons    []Button
-	Created    time.Time
-	Updated    time.Time
+	// Exception says how the ticket goes through a freeze.
+	Exception string
+	Result    *ResultView
+	Note      string
+	Buttons   []Button
+	Created   time.Time
+	Updated   time.Time
 }
 
 // ApprovalView is one approval on a card.

@@ -203,7 +203,12 @@ func (t *Transport) pace(ctx context.Context, channel string) error {
 }
 
 func (t *Transport) post(ctx context.Context, channel, thread string, m templates.Message, live bool) (string, error) {
-	opts := []slack.MsgOption{slack.MsgOptionBlocks(Blocks(m, t.deps.Mention, live)...), slack.MsgOptionText(Fallback(m), false)}
+	blocks, text := Blocks(m, t.deps.Mention, live), Fallback(m)
+	if m.MentionAll {
+		blocks = append([]slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, channelMention, false, false), nil, nil)}, blocks...)
+		text = channelMention + " " + text
+	}
+	opts := []slack.MsgOption{slack.MsgOptionBlocks(blocks...), slack.MsgOptionText(text, false)}
 	if thread != "" {
 		opts = append(opts, slack.MsgOptionTS(thread))
 	}
@@ -241,6 +246,10 @@ func (t *Transport) PostChannel(ctx context.Context, channel string, m templates
 	}
 	return nil
 }
+
+// channelMention is how Slack notifies everyone in a channel: in the
+// message text (what notifications show) and in its first block.
+const channelMention = "<!channel>"
 
 // UpdateCards implements the bot's CardUpdater with chat.update. The
 // ticket's channel card (its home, with the thread) always shows the

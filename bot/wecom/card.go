@@ -25,7 +25,9 @@ const (
 	maxButtonText = 10
 	maxButtonKey  = 1024
 	maxTextBytes  = 2048
-	maxMarkdown   = 4096
+	// maxRobotTextBytes is a group robot text message's limit.
+	maxRobotTextBytes = 2048
+	maxMarkdown       = 4096
 )
 
 // clipBytes shortens s to n bytes on a rune boundary.

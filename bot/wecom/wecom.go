@@ -404,8 +404,18 @@ func (t *Transport) PostChannel(ctx context.Context, channel string, m templates
 }
 
 func (t *Transport) robotSend(key string, m templates.Message) error {
-	opt := robot.WebhookSendMarkdownOption{MsgType: "markdown"}
-	opt.Markdown.Content = Markdown(m)
+	var opt any
+	if m.MentionAll {
+		// Only a text message mentions: markdown cannot.
+		txt := robot.WebhookSendTextOption{MsgType: "text"}
+		txt.Text.Content = clipBytes(templates.Text(m), maxRobotTextBytes)
+		txt.Text.MentionedList = []string{"@all"}
+		opt = txt
+	} else {
+		md := robot.WebhookSendMarkdownOption{MsgType: "markdown"}
+		md.Markdown.Content = Markdown(m)
+		opt = md
+	}
 	info, err := t.robot.RobotBroadcast(key, opt)
 	if err == nil && info.ErrCode != 0 {
 		err = &apiError{Code: info.ErrCode, Msg: info.ErrMsg, API: "webhook/send"}

@@ -291,19 +291,25 @@ type Guard struct {
 	Reason  string
 }
 
-// Guard checks the freezes and the configured protections of env.
-func (x *Executor) Guard(ctx context.Context, env string) (Guard, error) {
+// cleanupFlow is what freezes match a cleanup by: its flow name and env.
+var cleanupFlow = &flows.Flow{Name: "cleanup"}
+
+// Guard checks the configured protections of env and, for a ticket about
+// to wipe, the freezes over it (a ticket let through a freeze as an
+// approved exception passes it). At submission t is nil: the engine has
+// checked the freezes, exceptions included.
+func (x *Executor) Guard(ctx context.Context, env string, t *state.Ticket) (Guard, error) {
 	now := x.cfg.Now()
-	if x.cfg.Freezes != nil {
+	if x.cfg.Freezes != nil && t != nil {
 		fs, err := x.cfg.Freezes(ctx)
 		if err != nil {
 			return Guard{}, err
 		}
-		for _, f := range fs {
-			if f.Env == env && now.Before(f.Until) {
-				return Guard{Refused: fmt.Sprintf("%s 已冻结至 %s（%s，由 %s 设置）· %s is frozen until %s: %s (set by %s). Cleanup is refused; /ops unfreeze env=%s lifts it",
-					env, x.day(f.Until), f.Reason, f.By, env, x.day(f.Until), f.Reason, f.By, env)}, nil
-			}
+		tk := *t
+		tk.Fields = map[string]string{"env": env}
+		if f, end, ok := flows.Frozen(state.Calendar{Freezes: fs}, cleanupFlow, tk, now); ok {
+			return Guard{Refused: fmt.Sprintf("%s 已冻结至 %s（%s，由 %s 设置）· %s is frozen until %s: %s (set by %s). Cleanup is refused; /ops unfreeze %s lifts it",
+				env, x.day(end), f.Reason, f.By, env, x.day(end), f.Reason, f.By, f.ID)}, nil
 		}
 	}
 	var g Guard
@@ -523,7 +529,7 @@ func (x *Executor) backup(ctx context.Context, in flows.ExecInput, env Env, targ
 
 func (x *Executor) wipe(ctx context.Context, in flows.ExecInput, env Env, targets []Target) flows.ExecResult {
 	// A freeze or protection that began after approval still stops it.
-	g, err := x.Guard(ctx, env.Name)
+	g, err := x.Guard(ctx, env.Name, &in.Ticket)
 	if err != nil {
 		return flows.ExecResult{ExitCode: -1, Err: flows.Transient(err)}
 	}

@@ -398,11 +398,22 @@ func TestPartialFailureRetriesOnlyTheFailed(t *testing.T) {
 func TestFreezeAndProtectionGuards(t *testing.T) {
 	fx := newFixture(t)
 	ctx := context.Background()
-	fx.freezes = []state.Freeze{{Env: "tdev", Until: fx.now.Add(24 * time.Hour), Reason: "5.2 release", By: "root"}}
-	g, err := fx.x.Guard(ctx, "tdev")
-	if err != nil || g.Refused != "tdev 已冻结至 2026-05-10 18:00 CST（5.2 release，由 root 设置）· tdev is frozen until 2026-05-10 18:00 CST: 5.2 release (set by root). Cleanup is refused; /ops unfreeze env=tdev lifts it" {
+	fx.freezes = []state.Freeze{{ID: "F-1", Envs: []string{"tdev"}, Until: fx.now.Add(24 * time.Hour), Reason: "5.2 release", By: "root"}}
+	g, err := fx.x.Guard(ctx, "tdev", &state.Ticket{})
+	if err != nil || g.Refused != "tdev 已冻结至 2026-05-10 18:00 CST（5.2 release，由 root 设置）· tdev is frozen until 2026-05-10 18:00 CST: 5.2 release (set by root). Cleanup is refused; /ops unfreeze F-1 lifts it" {
 		t.Fatalf("frozen: %+v %v", g, err)
 	}
+	// At submission the engine checks freezes (an exception may pass).
+	if g, _ := fx.x.Guard(ctx, "tdev", nil); g.Refused != "" {
+		t.Fatalf("at submission: %+v", g)
+	}
+	// A ticket let through as an approved exception wipes.
+	ex := &state.Ticket{Exception: &state.Exception{Freeze: "F-1", Roles: []string{"director"}, ApprovedBy: "erin"}}
+	fx.freezes[0].Except = []string{"director"}
+	if g, _ := fx.x.Guard(ctx, "tdev", ex); g.Refused != "" {
+		t.Fatalf("approved exception: %+v", g)
+	}
+	fx.freezes[0].Except = nil
 	// A freeze that began after approval still stops the wipe.
 	tk := fx.ticket("sessions")
 	fx.run(&tk, "dry_run")
@@ -410,7 +421,7 @@ func TestFreezeAndProtectionGuards(t *testing.T) {
 		t.Fatalf("wipe while frozen: %+v", r)
 	}
 	fx.now = fx.now.Add(25 * time.Hour) // the freeze ended
-	if g, _ := fx.x.Guard(ctx, "tdev"); g.Refused != "" || g.Two {
+	if g, _ := fx.x.Guard(ctx, "tdev", &state.Ticket{}); g.Refused != "" || g.Two {
 		t.Fatalf("after the freeze: %+v", g)
 	}
 }

@@ -44,7 +44,7 @@ func (x *Executor) Validator() flows.Validator {
 				Message: fmt.Sprintf("需要目标 · name the targets: one of %s, or all", strings.Join(env.Names(), ", "))}
 		}
 		f["targets"] = strings.Join(names, ",")
-		g, err := x.Guard(ctx, envName)
+		g, err := x.Guard(ctx, envName, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -39,7 +39,12 @@ const (
 	// non-token error here as "the code is unusable".
 	ErrBadResponseCode = 40099
 	ErrBadWebhook      = 93000
-	ErrBadParam        = 40058
+	// Group robot message errors (webhook/send).
+	ErrBadJSON        = 40035
+	ErrBadMsgType     = 40008
+	ErrEmptyContent   = 44004
+	ErrContentTooLong = 45002
+	ErrBadParam       = 40058
 )
 
 // Sent is one app message the fake accepted.
@@ -76,6 +81,7 @@ type Fake struct {
 	sent      []Sent
 	updates   []Update
 	robotPost map[string][]string
+	robotMsgs map[string][]RobotMessage
 	seq       int
 	tasks     map[string]bool
 	closed    bool
@@ -85,7 +91,7 @@ type Fake struct {
 func New(t testing.TB) *Fake {
 	f := &Fake{CorpID: "ww0a1b2c3d4e5f6789", Secret: "app-secret-value", AgentID: "1000002", Token: "callbacktoken123",
 		AESKey: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", tokens: map[string]time.Time{}, codes: map[string]time.Time{},
-		used: map[string]bool{}, robotPost: map[string][]string{}, tasks: map[string]bool{}}
+		used: map[string]bool{}, robotPost: map[string][]string{}, robotMsgs: map[string][]RobotMessage{}, tasks: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cgi-bin/gettoken", f.gettoken)
 	mux.HandleFunc("POST /cgi-bin/message/send", f.token(f.send))
@@ -333,19 +339,63 @@ func (f *Fake) AddRobot(key string) {
 	f.mu.Unlock()
 }
 
+// RobotMessage is one message a group robot accepted.
+type RobotMessage struct {
+	MsgType string
+	Content string
+	// MentionedList are the user ids a text message mentions ("@all":
+	// everyone in the group).
+	MentionedList []string
+}
+
+// webhook is a group robot's webhook/send: text (content up to 2048
+// bytes, mentioned_list) or markdown (content up to 4096 bytes, no
+// mentions), as WeCom documents them; anything else is refused with
+// WeCom's codes.
 func (f *Fake) webhook(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Query().Get("key")
 	var body struct {
-		MsgType  string `json:"msgtype"`
-		Markdown struct {
+		MsgType string `json:"msgtype"`
+		Text    *struct {
+			Content             string   `json:"content"`
+			MentionedList       []string `json:"mentioned_list"`
+			MentionedMobileList []string `json:"mentioned_mobile_list"`
+		} `json:"text"`
+		Markdown *struct {
 			Content string `json:"content"`
 		} `json:"markdown"`
 	}
-	_ = json.NewDecoder(r.Body).Decode(&body)
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		errReply(w, ErrBadJSON, "Warning: wrong json format.")
+		return
+	}
+	var m RobotMessage
+	switch {
+	case body.MsgType == "text" && body.Text != nil:
+		m = RobotMessage{MsgType: "text", Content: body.Text.Content, MentionedList: body.Text.MentionedList}
+		if len(m.Content) > 2048 {
+			errReply(w, ErrContentTooLong, "content exceed max length 2048")
+			return
+		}
+	case body.MsgType == "markdown" && body.Markdown != nil:
+		m = RobotMessage{MsgType: "markdown", Content: body.Markdown.Content}
+		if len(m.Content) > 4096 {
+			errReply(w, ErrContentTooLong, "markdown.content exceed max length 4096")
+			return
+		}
+	default:
+		errReply(w, ErrBadMsgType, "invalid message type")
+		return
+	}
+	if m.Content == "" {
+		errReply(w, ErrEmptyContent, "empty content")
+		return
+	}
 	f.mu.Lock()
 	posts, ok := f.robotPost[key]
 	if ok {
-		f.robotPost[key] = append(posts, body.Markdown.Content)
+		f.robotPost[key] = append(posts, m.Content)
+		f.robotMsgs[key] = append(f.robotMsgs[key], m)
 	}
 	f.mu.Unlock()
 	if !ok {
@@ -353,6 +403,13 @@ func (f *Fake) webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, map[string]any{})
+}
+
+// RobotMessages returns the messages a group robot accepted.
+func (f *Fake) RobotMessages(key string) []RobotMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]RobotMessage(nil), f.robotMsgs[key]...)
 }
 
 // Sent returns the app messages sent to user ("" for all).
