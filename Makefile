@@ -73,6 +73,7 @@ fuzz: ## run every fuzzer of untrusted input briefly (FUZZTIME=10s each)
 	$(GO) test ./bot -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportCSV$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./integrations/inventory -run '^$$' -fuzz '^FuzzImportJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./flows -run '^$$' -fuzz '^FuzzParseWeekly$$' -fuzztime $(FUZZTIME)
 
 PROFILE_SHOW = ^opsbot/(bot|flows|state|present|templates|commands)\.|bbolt\.\(\*DB\)\.(Update|View)$$|bbolt\.fdatasync|net/http\.\(\*conn\)\.serve$$|encoding/json\.(Marshal|Unmarshal)$$|runtime\.gcBgMarkWorker$$
 

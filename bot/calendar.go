@@ -51,6 +51,17 @@ func (b *Bot) announcement(kind string, fz state.Freeze, start, end time.Time) (
 	return state.Notification{User: ch, Kind: state.NotifyChannel, Message: raw, NextAt: now, Created: now}, err
 }
 
+// parseWhen reads a day or a time of day in loc ("2026-05-12",
+// "2026-05-12 09:00"), or a time with its offset (RFC 3339).
+func parseWhen(s string, loc *time.Location) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02", "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02 15:04:05"} {
+		if t, err := time.ParseInLocation(layout, strings.TrimSpace(s), loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Parse(time.RFC3339, strings.TrimSpace(s))
+}
+
 // freezeSpec checks what a new freeze names and builds it.
 func (b *Bot) freezeSpec(u state.User, envs, fls, resources []string, from, until, every, tz string, except []string, channel, reason string) (state.Freeze, error) {
 	now := b.now()
@@ -90,12 +101,12 @@ func (b *Bot) freezeSpec(u state.User, envs, fls, resources []string, from, unti
 	}
 	fz.From = now
 	if from != "" {
-		if fz.From, err = ParseDay(from, loc); err != nil {
+		if fz.From, err = parseWhen(from, loc); err != nil {
 			return fz, flows.Userf("bad_fields", example, "from=%q 不是日期 · from=%q is not a date or time", from, from)
 		}
 	}
 	if until != "" {
-		if fz.Until, err = ParseDay(until, loc); err != nil {
+		if fz.Until, err = parseWhen(until, loc); err != nil {
 			return fz, flows.Userf("bad_fields", example, "until=%q 不是日期 · until=%q is not a date or time", until, until)
 		}
 		if !fz.Until.After(now) {
@@ -287,6 +298,16 @@ func (b *Bot) milestone(ctx context.Context, u state.User, r commands.Milestone)
 		}
 		return []templates.Message{info("success", "🗑 已删除里程碑 milestone removed: "+milestoneLine(m), "它设置的冻结仍在 a freeze it set stays: /ops unfreeze F-n")}, nil
 	}
+	cal, err := b.store.ReadCalendar(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range cal.Milestones {
+		if x.Key() == m.Key() {
+			return nil, flows.Userf("exists", fmt.Sprintf("/ops milestone remove %s date=%s name=%q", m.Version, m.Date, m.Name),
+				"里程碑已存在 · %s already has %s on %s", m.Version, m.Name, m.Date)
+		}
+	}
 	body := ""
 	if len(r.Envs) == 0 && len(r.Flows) == 0 {
 		_, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
@@ -300,10 +321,6 @@ func (b *Bot) milestone(ctx context.Context, u state.User, r commands.Milestone)
 		// version's next milestone after it (the external test).
 		until := r.Until
 		if until == "" {
-			cal, err := b.store.ReadCalendar(ctx)
-			if err != nil {
-				return nil, err
-			}
 			for _, x := range cal.Milestones {
 				if x.Version == m.Version && x.Date > m.Date && (until == "" || x.Date < until) {
 					until = x.Date
@@ -451,7 +468,7 @@ func (b *Bot) away(ctx context.Context, u state.User, r commands.Away) ([]templa
 		return []templates.Message{info("success", fmt.Sprintf("👋 欢迎回来，审批已交还给你 · welcome back: your approvals are yours again (%d pending)", n), "")}, nil
 	}
 	loc, _ := flows.LoadTZ(b.zoneName())
-	until, err := ParseDay(r.Until, loc)
+	until, err := parseWhen(r.Until, loc)
 	if err != nil {
 		return nil, flows.Userf("bad_fields", "例 e.g. /ops away until=2026-05-12 delegate=bob", "until=%q 不是日期 · until=%q is not a date", r.Until, r.Until)
 	}

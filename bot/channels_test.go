@@ -7,6 +7,7 @@ import (
 
 	"opsbot/bot/bottest"
 	"opsbot/bot/slack/slackfake"
+	"opsbot/bot/wecom/wecomfake"
 	"opsbot/state"
 )
 
@@ -14,12 +15,7 @@ import (
 // channel, a WeCom group robot and the local "#infra" inbox; a cluster
 // crossing 80% warns each of them once.
 func TestCapacityWarningReachesTeamChannels(t *testing.T) {
-	sf := slackfake.New(t)
-	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", sf.BotToken)
-	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
-	wf := newWeComFake(t)
-	t.Setenv("OPSBOT_WECOM_ROBOT_INFRA", "robot-infra-key")
-	wf.AddRobot("robot-infra-key")
+	sf, wf := teamFakes(t, "infra")
 	k := bottest.New(t, bottest.WithYAML(fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q}\n%s\n%s", sf.APIURL(), wecomYAML(wf),
 		"channels: {infra: {slack: C0INFRA, wecom_robot_env: OPSBOT_WECOM_ROBOT_INFRA}}")))
 	var ss []state.StoreInfo
@@ -51,4 +47,20 @@ func TestCapacityWarningReachesTeamChannels(t *testing.T) {
 	if got := wf.RobotPosts("robot-golive-key"); len(got) != 0 {
 		t.Fatalf("the golive robot got the infra warning: %q", got)
 	}
+}
+
+// teamFakes starts a Slack and a WeCom fake for a bot with team channels:
+// each channel's group robot key is robot-NAME-key, in the environment
+// variable OPSBOT_WECOM_ROBOT_NAME.
+func teamFakes(t *testing.T, channels ...string) (*slackfake.Server, *wecomfake.Fake) {
+	t.Helper()
+	sf := slackfake.New(t)
+	t.Setenv("OPSBOT_SLACK_BOT_TOKEN", sf.BotToken)
+	t.Setenv("OPSBOT_SLACK_SIGNING_SECRET", signingSecret)
+	wf := newWeComFake(t)
+	for _, c := range channels {
+		t.Setenv("OPSBOT_WECOM_ROBOT_"+strings.ToUpper(c), "robot-"+c+"-key")
+		wf.AddRobot("robot-" + c + "-key")
+	}
+	return sf, wf
 }

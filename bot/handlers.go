@@ -322,7 +322,6 @@ func (b *Bot) version(r commands.Version) ([]templates.Message, error) {
 	return []templates.Message{info("info", title, why)}, nil
 }
 
-
 // flowExamples gives one "/ops new" line per flow, at most three.
 func flowExamples(e *flows.Engine) []string {
 	var out []string

@@ -353,7 +353,8 @@ func specs() []Spec {
 			}
 		case "list":
 			s.Parse = func(a []string) (Request, error) { return parseList(s, a) }
-		case string(flows.EvApprove), string(flows.EvReject), string(flows.EvCancel), string(flows.EvRetry), string(flows.EvRollback), string(flows.EvRelease):
+		case string(flows.EvApprove), string(flows.EvReject), string(flows.EvCancel), string(flows.EvRetry), string(flows.EvRollback), string(flows.EvRelease),
+			string(flows.EvException):
 			s.Parse = func(a []string) (Request, error) { return parseAct(s, a) }
 		case "role":
 			s.Parse = func(a []string) (Request, error) { return parseRole(s, a) }

@@ -370,6 +370,21 @@ func (s *step) route(roles []string, first bool) (users, onDuty []string) {
 	return users, onDuty
 }
 
+// markHandovers records on a stage just entered the hand-overs its
+// notice already made (a delegate told instead of someone away), so the
+// sweep does not offer them again.
+func (s *step) markHandovers(roles, told []string) {
+	cal := s.e.cached()
+	if s.cal != nil {
+		cal = *s.cal
+	}
+	for _, a := range cal.Away {
+		if s.now.Before(a.Until) && slices.Contains(told, a.Delegate) && a.User != s.t.Requester && s.e.dir.HasRole(a.User, roles...) {
+			s.t.Offered = append(s.t.Offered, a.User+">"+a.Delegate)
+		}
+	}
+}
+
 // delegatedFor is whom the actor approves for: a person away who handed
 // their approvals to the actor and could approve this stage.
 func (s *step) delegatedFor() string {

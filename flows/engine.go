@@ -288,6 +288,9 @@ type step struct {
 	// cal is the calendar read for a person's step (freezes decide);
 	// nil: the cached one routes notices and nothing is refused.
 	cal *state.Calendar
+	// actorLabel names the actor in notices when not just by name
+	// ("bob for libo").
+	actorLabel string
 }
 
 func (e *Engine) newStep(f *Flow, cur state.Ticket, actor string, event Event) *step {
@@ -332,6 +335,13 @@ func cloneResults(m map[string]state.Result) map[string]state.Result {
 	return out
 }
 
+func (s *step) label() string {
+	if s.actorLabel != "" {
+		return s.actorLabel
+	}
+	return s.actor
+}
+
 // version is the ticket version this step writes.
 func (s *step) version() int64 { return s.old.Version + 1 }
 
@@ -364,7 +374,7 @@ func (s *step) finish() (state.Change, error) {
 			raw, ok := drawn[key]
 			if !ok {
 				var err error
-				raw, err = p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.actor, Comment: s.ch.Event.Comment, Roles: n.roles,
+				raw, err = p.Notice(s.f, s.t, Notice{Event: n.event, Actor: s.label(), Comment: s.ch.Event.Comment, Roles: n.roles,
 					Stage: n.stage, Personal: true, Offers: offers})
 				if err != nil {
 					return s.ch, err
@@ -376,7 +386,7 @@ func (s *step) finish() (state.Change, error) {
 		}
 	}
 	for _, ev := range s.progress {
-		raw, err := p.Notice(s.f, s.t, Notice{Event: ev, Actor: s.actor, Comment: s.ch.Event.Comment})
+		raw, err := p.Notice(s.f, s.t, Notice{Event: ev, Actor: s.label(), Comment: s.ch.Event.Comment})
 		if err != nil {
 			return s.ch, err
 		}
@@ -424,6 +434,7 @@ func (s *step) enter(i int) error {
 	case KindApproval:
 		s.t.WaitingRoles = normRoles(st.Roles)
 		users, onDuty := s.route(st.Roles, true)
+		s.markHandovers(st.Roles, users)
 		if st.RemindEvery > 0 {
 			s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
 		} else if len(onDuty) > 0 {
@@ -834,7 +845,13 @@ func (e *Engine) apply(s *step, row Transition) error {
 			return nil
 		}
 		st, i := s.f.Stage(s.t.Stage)
-		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment, For: s.delegatedFor()})
+		forWhom := s.delegatedFor()
+		if forWhom != "" {
+			// "bob for libo": on the card, in the history and the notices.
+			s.ch.Event.Data = map[string]string{"for": forWhom}
+			s.actorLabel = s.actor + " for " + forWhom
+		}
+		s.t.Approvals = append(s.t.Approvals, state.Approval{User: s.actor, At: s.now, Comment: s.ch.Event.Comment, For: forWhom})
 		if len(s.t.Approvals) < st.Need(s.t.Fields) {
 			s.notify([]string{s.t.Requester}, NoticeApproved, nil)
 			return nil

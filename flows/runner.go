@@ -485,7 +485,9 @@ func (e *Engine) Tick(ctx context.Context) error {
 					s.t.WaitingRoles = append(s.t.WaitingRoles, state.NormName(st.EscalateTo))
 					s.notify(s.approvers([]string{st.EscalateTo}), NoticeEscalated, []string{st.EscalateTo})
 				}
-				s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
+				if st.RemindEvery > 0 {
+					s.timer(EvRemind, s.now.Add(st.RemindEvery.D()))
+				}
 			}
 			return s.finish()
 		}); errors.Is(err, state.ErrTimerGone) {

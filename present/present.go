@@ -359,6 +359,8 @@ var systemEventWords = map[flows.Event]string{
 	flows.EvRedo:      "重做 redone",
 	flows.EvEdit:      "修改 edited",
 	flows.EvRefresh:   "重新查询 looked up again",
+	flows.EvException: "申请冻结例外 asked for a freeze exception",
+	flows.EvDelegate:  "审批转交 approvals handed over",
 }
 
 // History is a ticket's last 15 events, one line each: version, time (in
@@ -384,7 +386,11 @@ func (p *Presenter) History(t state.Ticket, evs []state.Event) string {
 		} else if w, ok := systemEventWords[flows.Event(ev.Type)]; ok {
 			what = w
 		}
-		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, templates.InZone(ev.At).Format("01-02 15:04"), ev.Actor, what)
+		who := ev.Actor
+		if f := ev.Data["for"]; f != "" {
+			who += " for " + f
+		}
+		l := fmt.Sprintf("v%d %s %s %s", ev.Seq, templates.InZone(ev.At).Format("01-02 15:04"), who, what)
 		if ev.From != ev.To {
 			l += fmt.Sprintf(" · %s → %s", title(ev.From), title(ev.To))
 		}
