@@ -85,6 +85,7 @@ bench: deps ## Go benchmarks, then the load tool against 127.0.0.1 (record figur
 	$(GO) test -run '^$$' -bench Replicas -benchtime 1x ./bot
 	$(GO) test -run '^$$' -bench MetricsCost -benchtime 1x ./bot
 	$(GO) test -run '^$$' -bench WebhookCost -benchtime 1x ./bot
+	$(GO) test -run '^$$' -bench CalendarCost -benchtime 1x ./bot
 	$(GO) run ./cmd/opsbot-load -cpuprofile load.prof
 	@echo "where the load run's CPU went (cumulative, opsbot and its store; full profile: go tool pprof load.prof):"
 	@$(GO) tool pprof -top -cum -nodecount=30 -show '$(PROFILE_SHOW)' load.prof 2>/dev/null | tail -n +6

@@ -50,13 +50,13 @@ func TestFreezeRefusesTicketsAndReleasesUntilAnException(t *testing.T) {
 	const why = "frozen (env prod · flows golive,puppet-release: 5.9 external test, set by dave): "
 	const until = " is refused until 2026-05-12 09:00 UTC"
 	r := k.Say("alice", "/ops new golive service=search version=v2 rollback_app=redeploy hotfix=true")
-	mustContain(t, bottest.Title(r), why+"新工单 a new golive ticket"+until)
+	mustContain(t, bottest.Title(r), why+"a new golive ticket"+until)
 	mustContain(t, bottest.Text(r), `add exception="why" to /ops new`)
 	r = k.Say("dave", "/ops approve T-1")
 	mustContain(t, bottest.Title(r), why+"部署 Deploy"+until)
 	mustContain(t, bottest.Text(r), "/ops exception T-1")
 	mrs := len(fake.MRs())
-	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-2 confirm")), why+"发布 release"+until)
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-2 confirm")), why+"a batch release"+until)
 	if tk := k.Ticket("T-2"); tk.Batches[0].State != state.BatchPending || len(fake.MRs()) != mrs {
 		t.Fatalf("a frozen release moved: %+v, %d MRs", tk.Batches[0], len(fake.MRs()))
 	}
@@ -369,4 +369,20 @@ func noticeRev(k *bottest.Kit, user, id string) int64 {
 		}
 	}
 	return rev
+}
+
+// TestFreezeExceptionOpensAFlowThatStartsWithAStep: a Puppet release
+// asked as an exception runs its config check (it prepares what the
+// approvals decide), but no batch is released before the exception's
+// approval.
+func TestFreezeExceptionOpensAFlowThatStartsWithAStep(t *testing.T) {
+	fake := puppetRepo(t)
+	k := bottest.New(t, bottest.WithYAML(gitlabYAML(fake)+"\ncalendar: {freeze_roles: [infra]}"))
+	mustContain(t, bottest.Title(k.Say("ivan", `/ops freeze flows=puppet-release until=2026-05-10 except=director reason="store opening"`)), "F-1 已冻结")
+	mustContain(t, bottest.Title(k.Say("alice", releaseNew)), "a new puppet-release ticket is refused until 2026-05-10 00:00 UTC")
+	mustContain(t, bottest.Title(k.Say("alice", releaseNew+` exception="ntp drift"`)), "T-1 submitted")
+	toReleasing(t, k, "T-1")
+	mustContain(t, bottest.Title(k.Say("dave", "/ops release T-1 confirm")), "a batch release is refused until 2026-05-10 00:00 UTC")
+	mustContain(t, bottest.Title(k.Say("erin", "/ops approve T-1")), "T-1 approve")
+	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
 }

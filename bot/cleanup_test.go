@@ -159,7 +159,7 @@ func TestCleanupFrozenThenUnfrozen(t *testing.T) {
 	mustContain(t, ck.say("dave", `/ops freeze env=tdev until=2026-05-12 reason="5.2 release"`), "F-1 已冻结 env tdev · env tdev frozen 2026-05-09 10:00 UTC → 2026-05-12 00:00 UTC")
 	mustContain(t, ck.say("dave", `/ops freeze env=tdev until=2026-05-01 reason=x`), "until=2026-05-01 is in the past")
 	mustContain(t, ck.say("alice", "/ops new cleanup env=tdev targets=all reason=reset"),
-		"❄️ 冻结中（env tdev，5.2 release，由 dave 设置），新工单 a new cleanup ticket 被拒绝，至 2026-05-12 00:00 UTC · frozen (env tdev: 5.2 release, set by dave): 新工单 a new cleanup ticket is refused until 2026-05-12 00:00 UTC")
+		"❄️ 冻结中（env tdev，5.2 release，由 dave 设置），新的 cleanup 工单 被拒绝，至 2026-05-12 00:00 UTC · frozen (env tdev: 5.2 release, set by dave): a new cleanup ticket is refused until 2026-05-12 00:00 UTC")
 	mustContain(t, ck.k.Say("bob", "/ops freeze list")[0].Body, "F-1 env tdev · 2026-05-09 10:00 UTC → 2026-05-12 00:00 UTC (生效中 in force): 5.2 release · by dave")
 	mustContain(t, ck.say("alice", "/ops unfreeze env=tdev"), "only holders of ops, admin")
 	mustContain(t, ck.say("dave", "/ops unfreeze env=tdev"), "lifted: F-1 (env tdev: 5.2 release)")

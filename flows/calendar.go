@@ -235,8 +235,9 @@ func EndText(end time.Time, tz string) string {
 	return end.In(loc).Format("2006-01-02 15:04 MST")
 }
 
-// frozenError refuses a ticket's creation or execution under fz.
-func frozenError(fz state.Freeze, end time.Time, what, id string) error {
+// frozenError refuses a ticket's creation or execution under fz; zh and
+// en say what is refused.
+func frozenError(fz state.Freeze, end time.Time, zh, en, id string) error {
 	hint := "冻结期间不允许 not while frozen; /ops calendar"
 	if len(fz.Except) > 0 {
 		if id == "" {
@@ -248,7 +249,7 @@ func frozenError(fz state.Freeze, end time.Time, what, id string) error {
 		}
 	}
 	return Userf("frozen", hint, "❄️ 冻结中（%s，%s，由 %s 设置），%s 被拒绝，至 %s · frozen (%s: %s, set by %s): %s is refused until %s",
-		FreezeText(fz), fz.Reason, fz.By, what, EndText(end, fz.TZ), FreezeText(fz), fz.Reason, fz.By, what, EndText(end, fz.TZ))
+		FreezeText(fz), fz.Reason, fz.By, zh, EndText(end, fz.TZ), FreezeText(fz), fz.Reason, fz.By, en, EndText(end, fz.TZ))
 }
 
 // Frozen is the freeze that stops ticket t of f now: one that covers it
@@ -271,15 +272,21 @@ func exceptionApproved(t state.Ticket, fz state.Freeze) bool {
 // approval into an action, a retry, a batch release) under a freeze the
 // ticket has no approved exception to. Steps the bot takes by itself go
 // on: the work was started before.
-func (s *step) checkFreeze(what string) error {
+func (s *step) checkFreeze(zh, en string) error {
 	if s.cal == nil || s.actor == SystemActor {
+		return nil
+	}
+	if s.event == EvSubmit && s.t.Exception != nil {
+		// Asking for an exception with the ticket: Create checked the
+		// freeze, and a first step (a dry run, a config check) prepares
+		// what the approvals, the exception's among them, decide.
 		return nil
 	}
 	fz, end, ok := frozen(*s.cal, s.f, s.t.Fields, s.t.Locks, s.now)
 	if !ok || exceptionApproved(s.t, fz) {
 		return nil
 	}
-	return frozenError(fz, end, what, s.t.ID)
+	return frozenError(fz, end, zh, en, s.t.ID)
 }
 
 // exceptionPending: the ticket asked for a freeze exception nobody

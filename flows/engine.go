@@ -453,7 +453,7 @@ func (s *step) enter(i int) error {
 		s.notify(users, NoticeApprovalNeeded, st.Roles)
 	case KindAction, KindWait:
 		if st.Kind == KindAction {
-			if err := s.checkFreeze(st.Title); err != nil {
+			if err := s.checkFreeze(st.Title, st.Title); err != nil {
 				return err
 			}
 		}
@@ -653,7 +653,7 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 				return state.Ticket{}, Userf("frozen", "/ops calendar", "❄️ 冻结 %s 不允许例外（%s，至 %s）· freeze %s allows no exceptions (%s, until %s)",
 					fz.ID, fz.Reason, EndText(end, fz.TZ), fz.ID, fz.Reason, EndText(end, fz.TZ))
 			}
-			return state.Ticket{}, frozenError(fz, end, "新工单 a new "+f.Name+" ticket", "")
+			return state.Ticket{}, frozenError(fz, end, "新的 "+f.Name+" 工单", "a new "+f.Name+" ticket", "")
 		}
 		ex = &state.Exception{Freeze: fz.ID, Roles: normRoles(fz.Except), Reason: e.clean(exception), By: actor, At: e.now()}
 	} else if exception != "" {
@@ -890,7 +890,7 @@ func (e *Engine) apply(s *step, row Transition) error {
 		s.t.FailedStage = ""
 		s.ch.Event.Data = map[string]string{"stage": failed}
 	case EvRelease:
-		if err := s.checkFreeze("发布 release"); err != nil {
+		if err := s.checkFreeze("分批发布", "a batch release"); err != nil {
 			return err
 		}
 		e.release(s)
