@@ -949,6 +949,12 @@ func (c *Config) AllFlows(executors []string) ([]*flows.Flow, error) {
 		byName[f.Name] = i
 	}
 	for _, f := range c.Flows {
+		// Each call validates copies: a running bot's engine holds the
+		// flows of an earlier call, which must not change under it.
+		f, err := f.Clone()
+		if err != nil {
+			return nil, err
+		}
 		if i, ok := byName[f.Name]; ok {
 			out[i] = f
 		} else {

@@ -239,9 +239,11 @@ func TestAlertsUseExportedMetrics(t *testing.T) {
 	req.Header.Set("Origin", "http://evil.example")
 	http.DefaultClient.Do(req)
 	var m string
-	waitFor(t, "the step's duration in /metrics", func() bool {
+	waitFor(t, "the step's count and duration in /metrics", func() bool {
 		m = scrape(t, k)
-		return strings.Contains(m, "opsbot_job_duration_seconds_bucket")
+		// The two are observed one after the other: a scrape may fall
+		// between them.
+		return strings.Contains(m, "opsbot_job_duration_seconds_bucket") && strings.Contains(m, "opsbot_jobs_total{")
 	})
 	exported := map[string]bool{}
 	for _, l := range strings.Split(m, "\n") {

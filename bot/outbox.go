@@ -76,7 +76,18 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 				continue
 			}
 			if ctx.Err() != nil {
-				break // cut short by a shutdown, not a failed attempt
+				// Cut short by a shutdown, not a failed attempt: the
+				// platforms it reached are remembered, so the next start
+				// sends it only to the others.
+				var pe *platformError
+				if errors.As(err, &pe) && len(pe.reached) > 0 {
+					sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+					if derr := b.store.Deferred(sctx, n.ID, b.now(), "stopped while delivering", pe.reached); derr != nil {
+						b.log.Warn("could not record a delivery cut short by the shutdown", "id", n.ID, "err", derr)
+					}
+					cancel()
+				}
+				break
 			}
 			delay := b.cfg.Outbox.RetryMin.D() << min(n.Attempts, 16)
 			delay = min(delay, b.cfg.Outbox.RetryMax.D())
@@ -98,7 +109,12 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 			progress = true
 		}
 		if len(done) > 0 {
-			if err := b.store.Delivered(ctx, done...); err != nil {
+			// What was sent is recorded even when a shutdown cut the pass
+			// short: else the next start would send it again.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := b.store.Delivered(sctx, done...)
+			cancel()
+			if err != nil {
 				return delivered, err
 			}
 			delivered += len(done)

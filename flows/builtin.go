@@ -37,3 +37,20 @@ func Builtin() ([]*Flow, error) {
 	}
 	return out, nil
 }
+
+// Clone is a copy of a flow as declared, to be validated on its own: a
+// running engine keeps using the validated original while a
+// configuration is checked again.
+func (f *Flow) Clone() (*Flow, error) {
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	out := &Flow{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		return nil, fmt.Errorf("flow %s: %w", f.Name, err)
+	}
+	return out, nil
+}
