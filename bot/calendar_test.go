@@ -386,3 +386,32 @@ func TestFreezeExceptionOpensAFlowThatStartsWithAStep(t *testing.T) {
 	mustContain(t, bottest.Title(k.Say("erin", "/ops approve T-1")), "T-1 approve")
 	releaseBatch(t, k, "T-1", 1, state.BatchSucceeded)
 }
+
+// TestShutdownMidDeliverySendsNothingTwice: the bot stops while Slack
+// hangs on a team announcement that WeCom and the local chat already
+// have; after the restart only Slack gets it.
+func TestShutdownMidDeliverySendsNothingTwice(t *testing.T) {
+	sf, wf := teamFakes(t, "game")
+	yaml := fmt.Sprintf("slack: {mode: http, listen: \"127.0.0.1:0\", api_url: %q}\n%s\n"+
+		"channels: {game: {slack: C0GAME, wecom_robot_env: OPSBOT_WECOM_ROBOT_GAME}}\ncalendar: {freeze_roles: [ops], channel: game}", sf.APIURL(), wecomYAML(wf))
+	dir, clock := t.TempDir(), bottest.NewClock()
+	k := bottest.Start(t, dir, clock, bottest.WithYAML(yaml))
+	release, held := sf.Hold("C0GAME")
+	defer release()
+	mustContain(t, bottest.Title(k.Say("dave", `/ops freeze env=prod until=2026-05-12 reason="5.9 external test"`)), "F-1 已冻结")
+	waitFor(t, "the Slack post to hang", held)
+	k.Bot.Stop()
+	release()
+	k = bottest.Start(t, dir, clock, bottest.WithYAML(yaml))
+	msgs := waitMessages(t, k, sf, "C0GAME", 1)
+	k.Deliver()
+	if len(sf.Messages("C0GAME")) != 1 || !strings.Contains(msgs[0].Text, "heads up: env prod is frozen") {
+		t.Fatalf("slack: %+v", sf.Messages("C0GAME"))
+	}
+	if n := len(wf.RobotMessages("robot-game-key")); n != 1 {
+		t.Fatalf("the WeCom robot got the announcement %d times", n)
+	}
+	if n := countContaining(k.Notices("#game"), "heads up: env prod is frozen"); n != 1 {
+		t.Fatalf("the local #game got the announcement %d times", n)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,6 +85,36 @@ type Server struct {
 	wsMu      sync.Mutex
 	acks      map[string]json.RawMessage
 	ackSignal chan struct{}
+	// held channels answer chat.postMessage only once released (or when
+	// the caller gives up): a slow Slack.
+	held    map[string]chan struct{}
+	waiting *atomic.Bool
+}
+
+// Hold makes chat.postMessage to channel wait until the returned release
+// is called or the caller gives up (its request is cancelled); held
+// tells whether a post is waiting.
+func (s *Server) Hold(channel string) (release func(), held func() bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	s.held[channel] = ch
+	var waiting atomic.Bool
+	s.waiting = &waiting
+	var once sync.Once
+	return func() {
+			once.Do(func() {
+				s.mu.Lock()
+				delete(s.held, channel)
+				s.mu.Unlock()
+				close(ch)
+			})
+		}, func() bool {
+			return waiting.Load()
+		}
 }
 
 type bucket struct {
@@ -321,6 +352,17 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, c *Call) ([]map[
 
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request) {
 	c := Call{Method: "chat.postMessage", Channel: r.PostFormValue("channel"), ThreadTS: r.PostFormValue("thread_ts"), Text: r.PostFormValue("text")}
+	s.mu.Lock()
+	hold, waiting := s.held[c.Channel], s.waiting
+	s.mu.Unlock()
+	if hold != nil {
+		waiting.Store(true)
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return // the caller gave up: nothing posted
+		}
+	}
 	blocks, ok := s.blocks(w, r, &c)
 	if !ok {
 		return
