@@ -82,7 +82,7 @@ func (b *Bot) DeliverDue(ctx context.Context) (int, error) {
 				var pe *platformError
 				if errors.As(err, &pe) && len(pe.reached) > 0 {
 					sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-					if derr := b.store.Deferred(sctx, n.ID, b.now(), "stopped while delivering", pe.reached); derr != nil {
+					if derr := b.store.Reached(sctx, n.ID, pe.reached); derr != nil {
 						b.log.Warn("could not record a delivery cut short by the shutdown", "id", n.ID, "err", derr)
 					}
 					cancel()

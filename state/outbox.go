@@ -132,6 +132,30 @@ func (s *Store) Delivered(ctx context.Context, ids ...uint64) error {
 
 // Deferred records a failed delivery: when to try again, why, and the
 // platforms that already have it, so the retry does not send it twice.
+// Reached records the platforms a notification reached before a
+// shutdown cut its delivery short: not a failed attempt, so neither its
+// attempts nor its next try change.
+func (s *Store) Reached(ctx context.Context, id uint64, reached []string) error {
+	return s.db.Update(ctx, func(tx kv.Txn) error {
+		var n Notification
+		ok, err := getJSON(tx, key(bOutbox, u64(id)), &n)
+		if err != nil || !ok {
+			return err
+		}
+		n.Reached = addReached(n.Reached, reached)
+		return putJSON(tx, key(bOutbox, u64(id)), n)
+	})
+}
+
+func addReached(have, more []string) []string {
+	for _, p := range more {
+		if !slices.Contains(have, p) {
+			have = append(have, p)
+		}
+	}
+	return have
+}
+
 func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason string, reached []string) error {
 	return s.db.Update(ctx, func(tx kv.Txn) error {
 		var n Notification
@@ -142,11 +166,7 @@ func (s *Store) Deferred(ctx context.Context, id uint64, next time.Time, reason 
 		n.Attempts++
 		n.NextAt = next
 		n.LastError = reason
-		for _, p := range reached {
-			if !slices.Contains(n.Reached, p) {
-				n.Reached = append(n.Reached, p)
-			}
-		}
+		n.Reached = addReached(n.Reached, reached)
 		return putJSON(tx, key(bOutbox, u64(id)), n)
 	})
 }
