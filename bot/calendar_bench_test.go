@@ -25,7 +25,7 @@ func BenchmarkCalendarCost(b *testing.B) {
 		}
 	}
 	for i := 0; i < 39; i++ {
-		say("root", fmt.Sprintf(`/ops freeze env=tdev%d flows=golive,cleanup until=2026-06-%02d reason="freeze %d"`, i, 1+i%28, i))
+		say("root", fmt.Sprintf(`/ops freeze env=tdev%d flows=golive,server-change until=2026-06-%02d reason="freeze %d"`, i, 1+i%28, i))
 	}
 	say("root", `/ops freeze env=uat every="fri 18:00-mon 09:00" reason=weekend`)
 	for i := 0; i < 20; i++ {

@@ -126,13 +126,45 @@ func (c CalendarChange) empty() bool {
 
 func calKey(kind, id string) string { return key(bCalendar, []byte(kind+"/"+id)) }
 
-// ReadCalendar reads the whole calendar.
+// calVersionKey changes with every write to the calendar (freezes
+// included), in the write's transaction.
+var calVersionKey = metaKey("calendar.version")
+
+func bumpCalendar(tx kv.Txn) error {
+	n := uint64(0)
+	if raw, ok, err := tx.Get(calVersionKey); err != nil {
+		return err
+	} else if ok {
+		n, _ = strconv.ParseUint(string(raw), 10, 64)
+	}
+	return tx.Put(calVersionKey, []byte(strconv.FormatUint(n+1, 10)))
+}
+
+// ReadCalendar reads the whole calendar. Every person's action reads it
+// (freezes decide), so it is kept and read again only when its version
+// key says it changed: one key read instead of the whole calendar. The
+// calendar returned is shared: read it, do not change it.
 func (s *Store) ReadCalendar(ctx context.Context) (Calendar, error) {
 	var c Calendar
 	err := s.db.View(ctx, func(tx kv.Txn) error {
-		var err error
-		c, err = readCalendar(tx)
-		return err
+		raw, _, err := tx.Get(calVersionKey)
+		if err != nil {
+			return err
+		}
+		s.calMu.Lock()
+		cached, at := s.cal, s.calAt
+		s.calMu.Unlock()
+		if cached != nil && at == string(raw) {
+			c = *cached
+			return nil
+		}
+		if c, err = readCalendar(tx); err != nil {
+			return err
+		}
+		s.calMu.Lock()
+		s.cal, s.calAt = &c, string(raw)
+		s.calMu.Unlock()
+		return nil
 	})
 	return c, err
 }
@@ -216,6 +248,9 @@ func (s *Store) EditCalendar(ctx context.Context, fn func(c Calendar) (CalendarC
 		}
 		if ch.empty() {
 			return ErrNoChange
+		}
+		if err := bumpCalendar(tx); err != nil {
+			return err
 		}
 		for i, f := range ch.PutFreezes {
 			if f.ID == "" {

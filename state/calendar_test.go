@@ -78,3 +78,34 @@ func TestCalendarEdits(t *testing.T) {
 		}
 	})
 }
+
+// TestCalendarCacheSeesOtherReplicas: a replica keeps the calendar it
+// read, and reads it again once another replica changed it.
+func TestCalendarCacheSeesOtherReplicas(t *testing.T) {
+	prefix := newPrefix()
+	a, b := openEtcdAt(t, prefix), openEtcdAt(t, prefix)
+	ctx := context.Background()
+	if c, err := b.ReadCalendar(ctx); err != nil || len(c.Freezes) != 0 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if err := a.PutFreeze(ctx, state.Freeze{ID: "F-1", Envs: []string{"prod"}, Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := b.ReadCalendar(ctx); len(c.Freezes) != 1 {
+		t.Fatalf("replica b still has %+v", c.Freezes)
+	}
+	if _, err := a.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
+		return state.CalendarChange{PutAway: []state.Away{{User: "bert", Delegate: "bob", Until: time.Now().Add(time.Hour)}}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := b.ReadCalendar(ctx); len(c.Away) != 1 {
+		t.Fatalf("replica b does not see the absence: %+v", c)
+	}
+	if _, _, err := a.DeleteFreeze(ctx, "F-1"); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := b.ReadCalendar(ctx); len(c.Freezes) != 0 {
+		t.Fatalf("replica b still has the lifted freeze: %+v", c.Freezes)
+	}
+}

@@ -79,7 +79,12 @@ func (s *Store) PutFreeze(ctx context.Context, f Freeze) error {
 			f.ID = f.Envs[0]
 		}
 	}
-	return s.db.Update(ctx, func(tx kv.Txn) error { return putJSON(tx, freezeKey(f.ID), f) })
+	return s.db.Update(ctx, func(tx kv.Txn) error {
+		if err := bumpCalendar(tx); err != nil {
+			return err
+		}
+		return putJSON(tx, freezeKey(f.ID), f)
+	})
 }
 
 // DeleteFreeze removes a freeze by id; it reports whether there was one.
@@ -89,6 +94,9 @@ func (s *Store) DeleteFreeze(ctx context.Context, id string) (Freeze, bool, erro
 	err := s.db.Update(ctx, func(tx kv.Txn) error {
 		var err error
 		if ok, err = getJSON(tx, freezeKey(id), &f); err != nil || !ok {
+			return err
+		}
+		if err := bumpCalendar(tx); err != nil {
 			return err
 		}
 		return tx.Delete(freezeKey(id))

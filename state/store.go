@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +85,11 @@ type Store struct {
 	nextID atomic.Uint64
 	seqs   map[string]*kv.Sequence
 	seal   *sealer
+	// cal is the calendar as last read, with the version it was read at
+	// (see ReadCalendar).
+	calMu sync.Mutex
+	cal   *Calendar
+	calAt string
 }
 
 // Open opens or creates the state file and runs pending schema migrations.
