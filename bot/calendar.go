@@ -147,17 +147,11 @@ func (b *Bot) setFreeze(ctx context.Context, fz state.Freeze, more func(*state.C
 	if err != nil {
 		return fz, err
 	}
-	if _, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
-		c := state.CalendarChange{PutFreezes: []state.Freeze{fz}, Notify: []state.Notification{n}}
-		if more != nil {
-			more(&c)
-		}
-		return c, nil
-	}); err != nil {
-		return fz, err
+	c := state.CalendarChange{PutFreezes: []state.Freeze{fz}, Notify: []state.Notification{n}}
+	if more != nil {
+		more(&c)
 	}
-	_, _ = b.engine.Calendar(ctx)
-	return fz, nil
+	return fz, b.store.WriteCalendar(ctx, c)
 }
 
 // freeze answers /ops freeze and /ops unfreeze.
@@ -246,7 +240,6 @@ func (b *Bot) unfreeze(ctx context.Context, u state.User, r commands.Freeze) ([]
 	if err != nil {
 		return nil, err
 	}
-	_, _ = b.engine.Calendar(ctx)
 	var ids []string
 	for _, fz := range lifted {
 		ids = append(ids, fmt.Sprintf("%s (%s: %s)", fz.ID, flows.FreezeText(fz), fz.Reason))
@@ -310,10 +303,7 @@ func (b *Bot) milestone(ctx context.Context, u state.User, r commands.Milestone)
 	}
 	body := ""
 	if len(r.Envs) == 0 && len(r.Flows) == 0 {
-		_, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
-			return state.CalendarChange{PutMilestones: []state.Milestone{m}}, nil
-		})
-		if err != nil {
+		if err := b.store.WriteCalendar(ctx, state.CalendarChange{PutMilestones: []state.Milestone{m}}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -461,6 +451,12 @@ func (b *Bot) away(ctx context.Context, u state.User, r commands.Away) ([]templa
 		if !ok {
 			return nil, flows.Userf("not_away", "/ops away until=2026-05-12 delegate=bob", "你没有在休假 · you are not away")
 		}
+		// It ends now: from here on nothing routes to the delegate, and the
+		// sweep finishes the hand-back should this stop half-way.
+		a.Until = now
+		if err := b.store.WriteCalendar(ctx, state.CalendarChange{PutAway: []state.Away{a}}); err != nil {
+			return nil, err
+		}
 		n, err := b.endAway(ctx, a, u.Name)
 		if err != nil {
 			return nil, err
@@ -504,9 +500,7 @@ func (b *Bot) away(ctx context.Context, u state.User, r commands.Away) ([]templa
 		return nil, flows.Userf("delegate_away", "", "%s 也在休假（至 %s）· %s is away too (until %s)", d.Name, templates.Stamp(da.Until), d.Name, templates.Stamp(da.Until))
 	}
 	a := state.Away{User: u.Name, Delegate: d.Name, Until: until, Since: now, By: u.Name}
-	if _, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
-		return state.CalendarChange{PutAway: []state.Away{a}}, nil
-	}); err != nil {
+	if err := b.store.WriteCalendar(ctx, state.CalendarChange{PutAway: []state.Away{a}}); err != nil {
 		return nil, err
 	}
 	n, err := b.engine.Handover(ctx, a, false)
@@ -536,7 +530,10 @@ func (b *Bot) endAway(ctx context.Context, a state.Away, by string) (int, error)
 	if errors.Is(err, state.ErrNoChange) {
 		err = nil
 	}
-	_, _ = b.engine.Calendar(ctx)
+	if err == nil {
+		// Cards drawn from now on no longer name the delegate.
+		_, err = b.engine.Calendar(ctx)
+	}
 	return n, err
 }
 
@@ -568,12 +565,9 @@ func (b *Bot) duty(ctx context.Context, u state.User, r commands.Duty) ([]templa
 		if _, ok := cal.DutyOf(r.Role); !ok {
 			return nil, flows.Userf("not_found", "/ops duty show", "%s 没有值班轮换 · %s has no duty rotation", r.Role, r.Role)
 		}
-		if _, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
-			return state.CalendarChange{DeleteDuties: []string{r.Role}}, nil
-		}); err != nil {
+		if err := b.store.WriteCalendar(ctx, state.CalendarChange{DeleteDuties: []string{r.Role}}); err != nil {
 			return nil, err
 		}
-		_, _ = b.engine.Calendar(ctx)
 		return []templates.Message{info("success", fmt.Sprintf("已清除 %s 的值班轮换 · %s's duty rotation cleared: approvals go to the whole role", r.Role, r.Role), "")}, nil
 	}
 	var missing []string
@@ -593,12 +587,9 @@ func (b *Bot) duty(ctx context.Context, u state.User, r commands.Duty) ([]templa
 		anchor = anchor.AddDate(0, 0, -((int(l.Weekday()) + 6) % 7))
 	}
 	d := state.Duty{Role: r.Role, People: r.People, Every: r.Every, Anchor: anchor, By: u.Name, At: now}
-	if _, err := b.store.EditCalendar(ctx, func(state.Calendar) (state.CalendarChange, error) {
-		return state.CalendarChange{PutDuties: []state.Duty{d}}, nil
-	}); err != nil {
+	if err := b.store.WriteCalendar(ctx, state.CalendarChange{PutDuties: []state.Duty{d}}); err != nil {
 		return nil, err
 	}
-	_, _ = b.engine.Calendar(ctx)
 	who, _, to := d.OnDuty(now)
 	return []templates.Message{info("success", fmt.Sprintf("👷 %s 值班轮换 duty rotation (%s): %s", r.Role, r.Every, strings.Join(r.People, " → ")),
 		fmt.Sprintf("现在值班 on duty now: %s 至 until %s；审批先通知值班人 approvals go to them first", who, to.In(loc).Format("2006-01-02 15:04")))}, nil

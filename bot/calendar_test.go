@@ -105,8 +105,10 @@ func TestWeekendFreezeRecurs(t *testing.T) {
 	mustContain(t, bottest.Title(k.Say("dave", `/ops freeze env=prod every="fri 18:00" reason=weekend`)), `weekly window "fri 18:00": want e.g. "fri 18:00-mon 09:00"`)
 	mustContain(t, bottest.Title(k.Say("dave", `/ops freeze env=prod every="fri 18:00-mon 09:00" reason=weekend`)), "frozen 每周 every week fri 18:00-mon 09:00")
 	mustContain(t, bottest.Title(k.Say("alice", hotfixNew)), "a new golive ticket is refused until 2026-05-11 09:00 UTC")
+	mustContain(t, bottest.Title(k.Say("alice", hotfixNew+` exception="outage"`)), "freeze F-1 allows no exceptions (weekend, until 2026-05-11 09:00 UTC)")
 	mustContain(t, k.Say("bob", "/ops freeze list")[0].Body, "F-1 env prod · 每周 every week fri 18:00-mon 09:00 (生效中 in force): weekend")
 	k.Clock.Advance(48 * time.Hour) // Monday 10:00
+	mustContain(t, bottest.Title(k.Say("alice", hotfixNew+` exception="outage"`)), "no freeze covers this ticket now: leave out exception=")
 	mustContain(t, bottest.Title(k.Say("alice", hotfixNew)), "T-1 submitted")
 	k.Clock.Advance(4*24*time.Hour + 8*time.Hour) // Friday 18:00
 	mustContain(t, bottest.Title(k.Say("alice", "/ops new golive service=search version=v1 rollback_app=redeploy hotfix=true")), "refused until 2026-05-18 09:00 UTC")
@@ -414,4 +416,22 @@ func TestShutdownMidDeliverySendsNothingTwice(t *testing.T) {
 	if n := countContaining(k.Notices("#game"), "heads up: env prod is frozen"); n != 1 {
 		t.Fatalf("the local #game got the announcement %d times", n)
 	}
+}
+
+// TestAwayEndsEarly: back before the date, the approvals are yours again
+// at once.
+func TestAwayEndsEarly(t *testing.T) {
+	k := bottest.New(t)
+	mustContain(t, bottest.Title(k.Say("bert", "/ops away end")), "you are not away")
+	mustContain(t, bottest.Title(k.Say("bert", "/ops away until=2026-05-12 delegate=bob")), "bert's approvals go to bob")
+	mustContain(t, bottest.Title(k.Say("alice", hotfixNew)), "T-1 submitted")
+	if countContaining(k.Notices("bert"), "T-1") != 0 {
+		t.Fatal("bert asked while away")
+	}
+	mustContain(t, bottest.Title(k.Say("bert", "/ops away end")), "welcome back: your approvals are yours again (1 pending)")
+	if !slices.ContainsFunc(k.Notices("bert"), func(s string) bool { return strings.Contains(s, "T-1 审批人变更，现在由你审批") }) {
+		t.Fatalf("T-1 not handed back: %q", k.Notices("bert"))
+	}
+	mustContain(t, fmt.Sprint(bottest.Card(k.Say("bert", "/ops show T-1")).Fields), "techlead: bert, bob}")
+	mustContain(t, k.Say("bob", "/ops away list")[0].Title, "nobody is away")
 }

@@ -252,6 +252,12 @@ func frozenError(fz state.Freeze, end time.Time, zh, en, id string) error {
 		FreezeText(fz), fz.Reason, fz.By, zh, EndText(end, fz.TZ), FreezeText(fz), fz.Reason, fz.By, en, EndText(end, fz.TZ))
 }
 
+// noExceptions refuses an exception to a freeze that allows none.
+func noExceptions(fz state.Freeze, end time.Time) error {
+	return Userf("frozen", "/ops calendar", "❄️ 冻结 %s 不允许例外（%s，至 %s）· freeze %s allows no exceptions (%s, until %s)",
+		fz.ID, fz.Reason, EndText(end, fz.TZ), fz.ID, fz.Reason, EndText(end, fz.TZ))
+}
+
 // Frozen is the freeze that stops ticket t of f now: one that covers it
 // and holds, unless the ticket went through it as an approved exception.
 func Frozen(cal state.Calendar, f *Flow, t state.Ticket, now time.Time) (state.Freeze, time.Time, bool) {
@@ -423,8 +429,7 @@ func (e *Engine) askException(s *step) error {
 		return Userf("not_frozen", "/ops calendar", "现在没有冻结覆盖 %s，不需要例外 · no freeze covers %s now: it needs no exception", s.t.ID, s.t.ID)
 	}
 	if len(fz.Except) == 0 {
-		return Userf("frozen", "/ops calendar", "❄️ 冻结 %s 不允许例外（%s，至 %s）· freeze %s allows no exceptions (%s, until %s)",
-			fz.ID, fz.Reason, EndText(end, fz.TZ), fz.ID, fz.Reason, EndText(end, fz.TZ))
+		return noExceptions(fz, end)
 	}
 	if strings.TrimSpace(s.ch.Event.Comment) == "" {
 		return Userf("reason_required", fmt.Sprintf("/ops exception %s 原因 reason", s.t.ID), "冻结例外需要原因 · a freeze exception needs a reason")

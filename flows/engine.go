@@ -648,12 +648,11 @@ func (e *Engine) Create(ctx context.Context, actor, flowName string, fields map[
 	}
 	var ex *state.Exception
 	if fz, end, ok := frozen(cal, f, clean, f.expandLocks(clean), e.now()); ok {
-		if exception == "" || len(fz.Except) == 0 {
-			if exception != "" {
-				return state.Ticket{}, Userf("frozen", "/ops calendar", "❄️ 冻结 %s 不允许例外（%s，至 %s）· freeze %s allows no exceptions (%s, until %s)",
-					fz.ID, fz.Reason, EndText(end, fz.TZ), fz.ID, fz.Reason, EndText(end, fz.TZ))
-			}
+		switch {
+		case exception == "":
 			return state.Ticket{}, frozenError(fz, end, "新的 "+f.Name+" 工单", "a new "+f.Name+" ticket", "")
+		case len(fz.Except) == 0:
+			return state.Ticket{}, noExceptions(fz, end)
 		}
 		ex = &state.Exception{Freeze: fz.ID, Roles: normRoles(fz.Except), Reason: e.clean(exception), By: actor, At: e.now()}
 	} else if exception != "" {

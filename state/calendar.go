@@ -230,6 +230,13 @@ func nextFreezeID(tx kv.Txn) (string, error) {
 	return "F-" + strconv.FormatUint(n, 10), tx.Put(seqKey("freezes"), []byte(strconv.FormatUint(n, 10)))
 }
 
+// WriteCalendar writes a change that does not depend on the calendar as
+// it is.
+func (s *Store) WriteCalendar(ctx context.Context, ch CalendarChange) error {
+	_, err := s.EditCalendar(ctx, func(Calendar) (CalendarChange, error) { return ch, nil })
+	return err
+}
+
 // EditCalendar reads the calendar and writes what fn decides, with its
 // notifications and audit entries, in one transaction (fn may run again
 // when a replica's edit conflicts). It returns the change as written
