@@ -189,6 +189,7 @@ flows:
 		return out
 	}
 	waitMessages(t, k, sf, "C0GAME", 1)
+	k.Deliver() // waits out a pass that posted to Slack and is still at WeCom
 	if got := robot(); len(got) != 1 || !strings.Contains(got[0], set) {
 		t.Fatalf("wecom game robot: %q", got)
 	}
