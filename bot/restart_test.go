@@ -1,9 +1,7 @@
 package bot_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"opsbot/bot/bottest"
-	"opsbot/bot/local"
 	"opsbot/state"
 	"opsbot/templates"
 )
@@ -86,32 +83,16 @@ func (p *proc) start(cfg string) *proc {
 // try sends a command and returns the replies, or the error when the
 // bot did not answer (it may have been killed).
 func (p *proc) try(user, text string) ([]templates.Message, error) {
-	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
-	resp, err := http.Post(p.url+"/api/command", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out local.CommandResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, err
-	}
-	return out.Replies, nil
+	return bottest.Post(p.url+"/api/command", user, text)
 }
 
 func (p *proc) say(user, text string) []templates.Message {
 	p.t.Helper()
-	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
-	resp, err := http.Post(p.url+"/api/command", "application/json", bytes.NewReader(body))
+	out, err := p.try(user, text)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out local.CommandResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		p.t.Fatal(err)
-	}
-	return out.Replies
+	return out
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

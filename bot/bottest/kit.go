@@ -240,17 +240,28 @@ func (k *Kit) Click(user, value string) []templates.Message { return k.post("/ap
 
 func (k *Kit) post(path, user, text string) []templates.Message {
 	k.T.Helper()
-	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
-	resp, err := http.Post(k.URL+path, "application/json", bytes.NewReader(body))
+	out, err := Post(k.URL+path, user, text)
 	if err != nil {
 		k.T.Fatal(err)
+	}
+	return out
+}
+
+// Post sends text as user to a bot's local API at url (".../api/command"
+// or ".../api/click") and returns the replies: for a bot in a process of
+// its own, which a test may kill at any moment.
+func Post(url, user, text string) ([]templates.Message, error) {
+	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var out local.CommandResponse
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		k.T.Fatalf("decode %s reply: %v", path, err)
+		return nil, fmt.Errorf("decode the reply of %s: %w", url, err)
 	}
-	return out.Replies
+	return out.Replies, nil
 }
 
 // Ticket reads a ticket from the store.

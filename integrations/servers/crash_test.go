@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -182,16 +181,11 @@ func startBot(t *testing.T, bin, cfg, url string) *botProc {
 }
 
 func (p *botProc) say(user, text string) string {
-	body, _ := json.Marshal(local.CommandRequest{User: user, Text: text})
-	resp, err := http.Post(p.url+"/api/command", "application/json", bytes.NewReader(body))
+	out, err := bottest.Post(p.url+"/api/command", user, text)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out local.CommandResponse
-	raw, _ := io.ReadAll(resp.Body)
-	json.Unmarshal(raw, &out)
-	return bottest.Text(out.Replies)
+	return bottest.Text(out)
 }
 
 // try sends a command whose answer may never come (the bot killed).
